@@ -1,0 +1,165 @@
+//! Types shared by the eBPF programs and the user-space agent.
+//!
+//! Everything here is `#[repr(C)]`, made of integers and byte arrays only, and
+//! laid out without implicit padding, so both sides read the same bytes.
+#![no_std]
+
+/// Name of the kernel flow map (`HashMap<FlowKey, FlowStats>`).
+pub const FLOWS_MAP: &str = "FLOWS";
+/// Name of the ring buffer carrying [`FlowEvent`]s.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the per-CPU array of [`Counter`]s.
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Name of the global that sets how often an active flow is reported.
+pub const REPORT_INTERVAL_GLOBAL: &str = "REPORT_INTERVAL_NS";
+/// Names of the tc programs.
+pub const INGRESS_PROGRAM: &str = "hubcap_ingress";
+pub const EGRESS_PROGRAM: &str = "hubcap_egress";
+
+/// The tc hook a packet was seen on.
+pub mod hook {
+    pub const INGRESS: u8 = 0;
+    pub const EGRESS: u8 = 1;
+}
+
+/// TCP flag bits as kept in [`FlowStats`]: bits 0..8 are the TCP header's
+/// flag byte (FIN..CWR) and bit 8 is NS, the low bit of the byte before it.
+pub mod tcp_flags {
+    pub const FIN: u16 = 1 << 0;
+    pub const SYN: u16 = 1 << 1;
+    pub const RST: u16 = 1 << 2;
+    pub const PSH: u16 = 1 << 3;
+    pub const ACK: u16 = 1 << 4;
+    pub const URG: u16 = 1 << 5;
+    pub const ECE: u16 = 1 << 6;
+    pub const CWR: u16 = 1 << 7;
+    pub const NS: u16 = 1 << 8;
+}
+
+/// One direction of a flow as seen on one hook of one interface.
+///
+/// Addresses are kept in network byte order; an IPv4 address fills the first
+/// four bytes and leaves the rest zero. Ports are in host byte order. For
+/// ICMP, `src_port` is the echo identifier (0 for other messages) and
+/// `dst_port` is `type << 8 | code`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub ifindex: u32,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, 132 SCTP, ...).
+    pub protocol: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// [`hook::INGRESS`] or [`hook::EGRESS`].
+    pub hook: u8,
+    pub _pad: u8,
+}
+
+/// Counts the kernel keeps for a [`FlowKey`]. Totals since the entry was
+/// created; user space computes what changed since its last record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first and last packet.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// When the kernel last sent a [`FlowEvent`] for this entry.
+    pub last_report_ns: u64,
+    pub packets: u64,
+    /// Sum of `skb->len` as tc sees it, L2 header included.
+    pub bytes: u64,
+    /// MAC addresses of the first packet.
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// Every TCP flag seen since the entry was created.
+    pub tcp_flags_seen: u16,
+    /// TCP flags seen since the last [`FlowEvent`] for this entry.
+    pub tcp_flags_recent: u16,
+}
+
+/// Why the kernel sent a [`FlowEvent`].
+pub mod report_reason {
+    /// First packet of a flow direction.
+    pub const NEW: u32 = 1;
+    /// A TCP flag this flow direction had not shown before.
+    pub const NEW_TCP_FLAGS: u32 = 2;
+    /// The report interval passed since the last event.
+    pub const PERIODIC: u32 = 3;
+}
+
+/// A record sent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    /// One of [`report_reason`].
+    pub reason: u32,
+    /// Snapshot of the entry right after this packet was counted.
+    pub stats: FlowStats,
+}
+
+/// Indexes into the per-CPU counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Packets that are not IPv4/IPv6 (ARP, LLDP, ...), and their bytes.
+    NonIpPackets = 0,
+    NonIpBytes,
+    /// IP packets cut short before the header the parser needed.
+    TruncatedPackets,
+    /// IP packets whose headers are invalid (bad version, header length, ...).
+    MalformedPackets,
+    /// IPv4/IPv6 non-first fragments: counted in their flow without ports.
+    Fragments,
+    /// Packets (and bytes) that found the flow map full: not in any flow.
+    MapFullPackets,
+    MapFullBytes,
+    /// Events the ring buffer had no room for. The flow's counts stay in the
+    /// map and reach user space with a later event or the map sweep.
+    RingBufFull,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 8] = [
+        Counter::NonIpPackets,
+        Counter::NonIpBytes,
+        Counter::TruncatedPackets,
+        Counter::MalformedPackets,
+        Counter::Fragments,
+        Counter::MapFullPackets,
+        Counter::MapFullBytes,
+        Counter::RingBufFull,
+    ];
+    pub const LEN: u32 = Self::ALL.len() as u32;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::NonIpPackets => "non_ip_packets",
+            Counter::NonIpBytes => "non_ip_bytes",
+            Counter::TruncatedPackets => "truncated_packets",
+            Counter::MalformedPackets => "malformed_packets",
+            Counter::Fragments => "fragments",
+            Counter::MapFullPackets => "map_full_packets",
+            Counter::MapFullBytes => "map_full_bytes",
+            Counter::RingBufFull => "ringbuf_full",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data: integers and byte arrays, no padding, any bit
+    // pattern is valid.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::FlowEvent {}
+}
+
+// Both sides rely on these layouts; a change must be deliberate.
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 44);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 56);
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 104);

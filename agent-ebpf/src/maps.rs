@@ -1,0 +1,49 @@
+//! Maps shared with user space. Names match `agent_common::*_MAP`.
+
+use agent_common::{Counter, FlowEvent, FlowKey, FlowStats};
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+
+/// Live flows. User space sets the real size at load time.
+///
+/// `BPF_F_NO_PREALLOC`: user space deletes entries of ended flows while
+/// packets may be updating them on other CPUs. Without preallocation a
+/// deleted element is freed after an RCU grace period, so a late update
+/// lands in the dead element instead of in a recycled one that already
+/// belongs to another flow.
+#[map(name = "FLOWS")]
+pub static FLOWS: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(65_536, BPF_F_NO_PREALLOC);
+
+/// Flow events for user space. Size set by user space at load time.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::LEN, 0);
+
+#[inline(always)]
+pub fn count(counter: Counter, n: u64) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, and tc programs do not nest on one CPU.
+        unsafe { *slot += n };
+    }
+}
+
+pub fn send_event(key: &FlowKey, stats: &FlowStats, reason: u32) {
+    match EVENTS.reserve::<FlowEvent>(0) {
+        Some(mut entry) => {
+            entry.write(FlowEvent {
+                key: *key,
+                reason,
+                stats: *stats,
+            });
+            entry.submit(0);
+        }
+        // The counts stay in FLOWS; user space still gets them from a later
+        // event or from its sweep of the map.
+        None => count(Counter::RingBufFull, 1),
+    }
+}

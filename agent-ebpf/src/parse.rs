@@ -1,0 +1,231 @@
+//! L2-L4 header parsing into a flow key.
+//!
+//! Generic over [`PacketBytes`] so the same code reads an `__sk_buff` in the
+//! kernel (through `bpf_skb_load_bytes`, which also works on non-linear skbs)
+//! and a byte slice in host unit tests. Every loop is bounded and every
+//! offset is checked, which keeps the verifier content.
+
+use agent_common::tcp_flags;
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+
+/// Random access to a packet's bytes.
+pub trait PacketBytes {
+    /// Length of the packet, L2 header included.
+    fn len(&self) -> usize;
+    /// Copies `size_of::<T>()` bytes at `offset`, or `None` when they are not
+    /// all inside the packet.
+    fn load<T: Copy>(&self, offset: usize) -> Option<T>;
+}
+
+impl PacketBytes for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn load<T: Copy>(&self, offset: usize) -> Option<T> {
+        let end = offset.checked_add(core::mem::size_of::<T>())?;
+        let bytes = self.get(offset..end)?;
+        // SAFETY: `bytes` holds exactly size_of::<T>() bytes; T is a Copy
+        // header type for which every bit pattern is valid.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
+}
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const PROTO_SCTP: u8 = 132;
+
+/// Stacked 802.1Q/802.1ad tags we look through (QinQ).
+const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers we walk before giving up on finding L4.
+const MAX_IPV6_EXT_HEADERS: usize = 8;
+
+/// What a packet contributes to its flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParsedPacket {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    /// Ports in host order; for ICMP the echo id and `type << 8 | code`.
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub protocol: u8,
+    pub ip_version: u8,
+    pub tcp_flags: u16,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// What was unusual about a packet that still counts in a flow.
+    pub note: Note,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Note {
+    #[default]
+    None,
+    /// A non-first fragment: no L4 header, so no ports.
+    Fragment,
+    /// The L3 header was fine but the L4 header was cut short: no ports.
+    L4Truncated,
+}
+
+/// Why a packet could not be attributed to a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...).
+    NonIp,
+    /// Cut short before the end of the L2 or L3 header.
+    Truncated,
+    /// An IP header that cannot be right (version or header length).
+    Malformed,
+}
+
+pub fn parse<P: PacketBytes + ?Sized>(packet: &P, out: &mut ParsedPacket) -> Result<(), ParseError> {
+    let eth: EthHdr = packet.load(0).ok_or(ParseError::Truncated)?;
+    out.src_mac = eth.src_addr;
+    out.dst_mac = eth.dst_addr;
+    let mut ether_type = eth.ether_type;
+    let mut offset = EthHdr::LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != EtherType::Ieee8021q as u16 && ether_type != EtherType::Ieee8021ad as u16 {
+            break;
+        }
+        // A tag is 2 bytes of TCI then the next EtherType.
+        let tag: [u8; 4] = packet.load(offset).ok_or(ParseError::Truncated)?;
+        ether_type = u16::from_ne_bytes([tag[2], tag[3]]);
+        offset += 4;
+    }
+    if ether_type == EtherType::Ipv4 as u16 {
+        parse_ipv4(packet, offset, out)
+    } else if ether_type == EtherType::Ipv6 as u16 {
+        parse_ipv6(packet, offset, out)
+    } else {
+        Err(ParseError::NonIp)
+    }
+}
+
+fn parse_ipv4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut ParsedPacket) -> Result<(), ParseError> {
+    let ip: Ipv4Hdr = packet.load(offset).ok_or(ParseError::Truncated)?;
+    if ip.vihl >> 4 != 4 {
+        return Err(ParseError::Malformed);
+    }
+    let header_len = usize::from(ip.vihl & 0x0f) * 4;
+    if header_len < Ipv4Hdr::LEN {
+        return Err(ParseError::Malformed);
+    }
+    out.ip_version = 4;
+    out.protocol = ip.proto;
+    out.src_addr[..4].copy_from_slice(&ip.src_addr);
+    out.dst_addr[..4].copy_from_slice(&ip.dst_addr);
+    // Only the first fragment carries the L4 header.
+    let fragment_offset = u16::from_be_bytes(ip.frags) & 0x1fff;
+    if fragment_offset != 0 {
+        out.note = Note::Fragment;
+        return Ok(());
+    }
+    parse_l4(packet, offset + header_len, out);
+    Ok(())
+}
+
+fn parse_ipv6<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut ParsedPacket) -> Result<(), ParseError> {
+    let ip: Ipv6Hdr = packet.load(offset).ok_or(ParseError::Truncated)?;
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(ParseError::Malformed);
+    }
+    out.ip_version = 6;
+    out.src_addr = ip.src_addr;
+    out.dst_addr = ip.dst_addr;
+    let mut next = ip.next_hdr;
+    let mut offset = offset + Ipv6Hdr::LEN;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        // Every extension header starts with next-header and a length byte.
+        let ext_len = match next {
+            // Hop-by-hop, routing, destination options, mobility, HIP, shim6:
+            // length in 8-octet units, not counting the first 8.
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                let h: [u8; 2] = packet.load(offset).ok_or(ParseError::Truncated)?;
+                (usize::from(h[1]) + 1) * 8
+            }
+            // Authentication header: length in 4-octet units, minus 2.
+            51 => {
+                let h: [u8; 2] = packet.load(offset).ok_or(ParseError::Truncated)?;
+                (usize::from(h[1]) + 2) * 4
+            }
+            44 => {
+                let h: [u8; 4] = packet.load(offset).ok_or(ParseError::Truncated)?;
+                if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
+                    out.protocol = h[0];
+                    out.note = Note::Fragment;
+                    return Ok(());
+                }
+                8
+            }
+            _ => break,
+        };
+        let h: [u8; 1] = packet.load(offset).ok_or(ParseError::Truncated)?;
+        next = h[0];
+        offset += ext_len;
+    }
+    out.protocol = next;
+    parse_l4(packet, offset, out);
+    Ok(())
+}
+
+/// Fills ports (or ICMP type/code/id) and TCP flags. A missing L4 header
+/// leaves the flow without ports instead of dropping the packet from the
+/// accounting.
+fn parse_l4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut ParsedPacket) {
+    let ok = match out.protocol {
+        PROTO_TCP => match packet.load::<[u8; 14]>(offset) {
+            Some(h) => {
+                out.src_port = u16::from_be_bytes([h[0], h[1]]);
+                out.dst_port = u16::from_be_bytes([h[2], h[3]]);
+                out.tcp_flags = u16::from(h[13]) | (u16::from(h[12] & 1) << 8);
+                true
+            }
+            None => false,
+        },
+        PROTO_UDP | PROTO_SCTP => match packet.load::<[u8; 4]>(offset) {
+            Some(h) => {
+                out.src_port = u16::from_be_bytes([h[0], h[1]]);
+                out.dst_port = u16::from_be_bytes([h[2], h[3]]);
+                true
+            }
+            None => false,
+        },
+        PROTO_ICMP | PROTO_ICMPV6 => match packet.load::<[u8; 8]>(offset) {
+            Some(h) => {
+                out.dst_port = u16::from_be_bytes([h[0], h[1]]);
+                if is_icmp_query(out.protocol, h[0]) {
+                    out.src_port = u16::from_be_bytes([h[4], h[5]]);
+                }
+                true
+            }
+            None => false,
+        },
+        // Other protocols (GRE, ESP, ...) are flows by address only.
+        _ => true,
+    };
+    if !ok {
+        out.note = Note::L4Truncated;
+    }
+}
+
+/// ICMP messages that carry an identifier tying a request to its reply.
+pub fn is_icmp_query(protocol: u8, icmp_type: u8) -> bool {
+    match protocol {
+        // Echo reply/request, timestamp, information request/reply.
+        PROTO_ICMP => matches!(icmp_type, 0 | 8 | 13 | 14 | 15 | 16),
+        // Echo request/reply.
+        PROTO_ICMPV6 => matches!(icmp_type, 128 | 129),
+        _ => false,
+    }
+}
+
+// Keep the flag layout in one place: the parser writes header bits directly.
+const _: () = assert!(tcp_flags::FIN == 0x01 && tcp_flags::CWR == 0x80 && tcp_flags::NS == 0x100);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! Idempotent machine set-up: Debian packages the tests use, nightly
+//! `rust-src`, and a bpf-linker built against the nightly rustc's own LLVM.
+//!
+//! Each step first checks whether it is already done, so a second run takes
+//! well under a second. Anything that cannot be installed is named.
+
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Debian packages the end-to-end tests and benchmarks call.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("iputils-ping", "ping"),
+    ("iperf3", "iperf3"),
+    ("nftables", "nft"),
+    ("tcpdump", "tcpdump"),
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const EBPF_TOOLCHAIN: &str = "nightly";
+
+pub fn ensure_all() -> Result<()> {
+    ensure_debian_packages()?;
+    ensure_rust_src()?;
+    ensure_bpf_linker()?;
+    Ok(())
+}
+
+/// `PATH` with `$CARGO_HOME/bin` in front, where `cargo install` puts bpf-linker.
+pub fn path_with_cargo_bin() -> OsString {
+    let mut paths = vec![cargo_home().join("bin")];
+    paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    env::join_paths(paths).expect("PATH entries contain no separator")
+}
+
+fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cargo"))
+}
+
+fn home() -> PathBuf {
+    env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+fn is_root() -> bool {
+    // SAFETY-free check: effective uid 0 shows in /proc/self/status.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn command_exists(name: &str) -> bool {
+    env::split_paths(&path_with_cargo_bin()).any(|dir| dir.join(name).is_file())
+        || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(name).is_file())
+}
+
+fn ensure_debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(_, binary)| !command_exists(binary))
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {}: run `sudo apt-get install {}` or run this as root",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))
+        .context("apt-get update failed (are Debian's package mirrors reachable?)")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("apt-get install {} failed", missing.join(" ")))?;
+    Ok(())
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]))
+            .with_context(|| {
+                format!(
+                    "the `{EBPF_TOOLCHAIN}` Rust toolchain is needed to build the eBPF programs; install it with rustup"
+                )
+            })?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("setup: adding rust-src to the {EBPF_TOOLCHAIN} toolchain");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))
+        .context("`rustup component add rust-src --toolchain nightly` failed")
+}
+
+/// The nightly rustc's LLVM: its major version (for bpf-linker's feature)
+/// and the shared library in its sysroot that bpf-linker links against.
+struct RustcLlvm {
+    major: String,
+    library: PathBuf,
+}
+
+fn nightly_llvm() -> Result<RustcLlvm> {
+    let version = output(Command::new("rustc").args([&format!("+{EBPF_TOOLCHAIN}"), "-vV"]))?;
+    let llvm = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("`rustc +nightly -vV` names no LLVM version")?;
+    let major = llvm.split('.').next().unwrap_or_default().to_owned();
+    let sysroot = output(Command::new("rustc").args([&format!("+{EBPF_TOOLCHAIN}"), "--print", "sysroot"]))?;
+    let lib_dir = Path::new(sysroot.trim()).join("lib");
+    let library = fs::read_dir(&lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{major}")))
+        })
+        .with_context(|| format!("no libLLVM.so.{major}* in {}", lib_dir.display()))?;
+    Ok(RustcLlvm { major, library })
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    let llvm = nightly_llvm()?;
+    let library_name = llvm.library.file_name().expect("a file").to_owned();
+    // A stable place: the installed bpf-linker finds libLLVM through an rpath
+    // into this folder, so it must outlive the build.
+    let prefix = home().join(".local/share/hubcap/llvm").join(&library_name);
+    let stamp = prefix.join("bpf-linker.stamp");
+    let wanted = format!("{BPF_LINKER_VERSION} llvm-{}", llvm.major);
+    let linker_runs = Command::new(cargo_home().join("bin/bpf-linker"))
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if linker_runs && fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted) {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {}",
+        llvm.library.display()
+    );
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    for name in [OsString::from("libLLVM.so"), library_name] {
+        let link = lib.join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&llvm.library, &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args(["--no-default-features", "--features", &format!("llvm-{}", llvm.major)])
+        .env("LLVM_PREFIX", &prefix))
+    .context("building bpf-linker failed")?;
+    fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} exited with {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
