@@ -1,0 +1,81 @@
+//! Generates the Hubble protobuf types and builds the eBPF object.
+//!
+//! The eBPF object needs nightly with `rust-src` and bpf-linker. When they
+//! are missing (a plain `cargo check` or `clippy` on a fresh machine) an
+//! empty object is embedded instead and `hubcap run` says how to get the real
+//! one; `cargo xtask` installs them and sets `HUBCAP_REQUIRE_EBPF=1` so a
+//! missing toolchain is an error there, never a silent stub.
+
+use std::{env, fs, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+fn main() -> Result<()> {
+    compile_protos()?;
+    build_ebpf()
+}
+
+fn compile_protos() -> Result<()> {
+    let files = ["proto/flow/flow.proto", "proto/observer/observer.proto"];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let descriptors = protox::compile(files, ["proto"]).context("compiling .proto files")?;
+    // Kept for tests that check the JSON writer against a reflection-based
+    // protojson serializer.
+    // Struct is added: it is what `extensions` carries.
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?);
+    let with_struct = protox::compile(files.iter().copied().chain(["google/protobuf/struct.proto"]), ["proto"])?;
+    fs::write(out_dir.join("hubble_descriptors.bin"), prost::Message::encode_to_vec(&with_struct))?;
+    prost_build::Config::new()
+        .compile_fds(descriptors)
+        .context("generating Rust types")?;
+    Ok(())
+}
+
+fn build_ebpf() -> Result<()> {
+    println!("cargo:rerun-if-env-changed=HUBCAP_REQUIRE_EBPF");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?);
+    let object = out_dir.join("hubcap-ebpf");
+    let required = env::var("HUBCAP_REQUIRE_EBPF").is_ok_and(|v| v == "1");
+    if let Some(missing) = missing_ebpf_toolchain() {
+        if required {
+            bail!("cannot build the eBPF object: {missing}; run `cargo xtask setup`");
+        }
+        println!("cargo:warning=embedding an empty eBPF object ({missing}); `cargo xtask setup` installs the toolchain");
+        fs::write(&object, []).context("writing the stub object")?;
+        return Ok(());
+    }
+    let ebpf_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../agent-ebpf");
+    let ebpf_dir = ebpf_dir.canonicalize().context("locating agent-ebpf")?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "agent-ebpf",
+            root_dir: ebpf_dir.to_str().context("non-UTF-8 path")?,
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )
+}
+
+/// What is missing to build the eBPF object, if anything.
+fn missing_ebpf_toolchain() -> Option<String> {
+    let on_path = |name: &str| {
+        env::var_os("PATH").is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+    };
+    if !on_path("bpf-linker") {
+        return Some("bpf-linker is not on PATH".into());
+    }
+    let sysroot = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output();
+    let Ok(sysroot) = sysroot else {
+        return Some("rustup is not on PATH".into());
+    };
+    if !sysroot.status.success() {
+        return Some("no nightly Rust toolchain".into());
+    }
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Some("the nightly toolchain has no rust-src".into());
+    }
+    None
+}

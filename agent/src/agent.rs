@@ -1,0 +1,237 @@
+//! `hubcap run`: wires the stages together and runs the capture loop.
+//!
+//! One task owns everything, so there are no locks and no queues that could
+//! drop data: it wakes when the ring buffer has records, on a 500 ms tick
+//! (interface changes, closed connections, kernel counters) and on
+//! SIGINT/SIGTERM. Backpressure lands on the kernel ring buffer, where every
+//! event that does not fit is counted (its flow's counts are not lost: they
+//! stay in the flow map).
+
+use std::time::Duration;
+
+use agent_common::Counter;
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::{
+    cli::RunArgs,
+    clock::WallClock,
+    datapath::{Attachments, Datapath, DatapathConfig},
+    export::{
+        InterfaceInfo, RecordBuilder,
+        json::{ExportPayload, write_export_event},
+    },
+    flow_table::{FlowTable, FlowUpdate, TableConfig},
+    interfaces::{self, InterfaceSelector},
+    privileges,
+    proto::flow::{LostEvent, LostEventSource},
+    ringbuf::EventReader,
+    sink::{RotationConfig, Sink, SinkStats},
+};
+
+const TICK: Duration = Duration::from_millis(500);
+/// Closed TCP connections wait this long for their last ACKs.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    // Everything that can be wrong with the invocation fails here, before
+    // anything is loaded or attached.
+    privileges::check()?;
+    let selector = InterfaceSelector::new(&args.interfaces)?;
+    let present = interfaces::list().context("listing network interfaces")?;
+    selector.check_plain_names_exist(&present)?;
+    let rotation = RotationConfig { max_bytes: args.output_max_size_mb * 1024 * 1024, max_backups: args.output_max_backups };
+    let sink = Sink::open(&args.output, rotation).with_context(|| format!("cannot write to {}", args.output))?;
+    let node_name = args.node_name.clone().unwrap_or_else(default_node_name);
+
+    let mut datapath = Datapath::load(DatapathConfig {
+        report_interval_ns: args.report_interval.as_nanos() as u64,
+        flow_map_entries: args.flow_map_size,
+        ring_buffer_bytes: args.ring_buffer_mb * 1024 * 1024,
+    })?;
+    let events = datapath.take_events().expect("ring buffer taken once");
+    let mut agent = Agent {
+        reader: EventReader::new(events).context("watching the ring buffer")?,
+        attachments: Attachments::new(args.attach_mode),
+        datapath,
+        table: FlowTable::new(TableConfig {
+            report_interval_ns: args.report_interval.as_nanos() as u64,
+            idle_timeout_ns: args.idle_timeout.as_nanos() as u64,
+            close_linger_ns: CLOSE_LINGER.as_nanos() as u64,
+        }),
+        builder: RecordBuilder { node_name, interfaces: Default::default() },
+        selector,
+        clock: WallClock::new(),
+        sink,
+        sink_stats: SinkStats::default(),
+        updates: Vec::new(),
+        lines: Vec::with_capacity(1 << 16),
+        line_count: 0,
+        reported_counters: Default::default(),
+        report_interval: args.report_interval,
+    };
+    let result = agent.capture().await;
+    // Whatever happened, take the programs off the interfaces and write out
+    // every open flow.
+    let shutdown = agent.shutdown();
+    result.and(shutdown)
+}
+
+fn default_node_name() -> String {
+    std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into())
+    })
+}
+
+struct Agent {
+    datapath: Datapath,
+    reader: EventReader,
+    attachments: Attachments,
+    table: FlowTable,
+    builder: RecordBuilder,
+    selector: InterfaceSelector,
+    clock: WallClock,
+    sink: Sink,
+    sink_stats: SinkStats,
+    /// Scratch buffers reused across batches.
+    updates: Vec<FlowUpdate>,
+    lines: Vec<u8>,
+    line_count: u64,
+    reported_counters: crate::datapath::CounterValues,
+    report_interval: Duration,
+}
+
+impl Agent {
+    async fn capture(&mut self) -> Result<()> {
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        self.sync_interfaces()?;
+        info!(interfaces = self.attachments.len(), mode = ?self.attachments.mode(), "capturing");
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_sweep = tokio::time::Instant::now() + self.report_interval;
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => { info!("SIGINT: stopping"); break }
+                _ = sigterm.recv() => { info!("SIGTERM: stopping"); break }
+                read = self.reader.read_batch(|e| {
+                    let now = e.stats.last_seen_ns;
+                    self.table.on_event(e, now, &mut self.updates);
+                }) => {
+                    read.context("reading the ring buffer")?;
+                    self.write_updates()?;
+                }
+                _ = tick.tick() => {
+                    self.clock.refresh();
+                    self.sync_interfaces()?;
+                    let now = WallClock::monotonic_ns();
+                    self.table.end_closed(&mut self.datapath.flows, now, &mut self.updates);
+                    if tokio::time::Instant::now() >= next_sweep {
+                        self.table.sweep(&mut self.datapath.flows, now, &mut self.updates);
+                        next_sweep += self.report_interval;
+                    }
+                    self.write_updates()?;
+                    self.report_kernel_losses()?;
+                    self.flush()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches to matching interfaces that appeared, forgets vanished ones.
+    fn sync_interfaces(&mut self) -> Result<()> {
+        let present = interfaces::list().context("listing network interfaces")?;
+        for iface in &present {
+            if self.selector.matches(iface) && !self.attachments.contains(iface.index) {
+                self.builder.interfaces.insert(iface.index, InterfaceInfo { name: iface.name.clone(), kind: iface.kind });
+                if let Err(e) = self.attachments.attach(&mut self.datapath, iface.index, &iface.name) {
+                    // An interface can vanish between listing and attaching;
+                    // anything else is worth a warning, not a dead agent.
+                    warn!(error = %e, "not capturing on {}", iface.name);
+                }
+            }
+        }
+        for ifindex in self.attachments.ifindexes() {
+            if !present.iter().any(|i| i.index == ifindex) {
+                self.attachments.detach(&mut self.datapath, ifindex);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_updates(&mut self) -> Result<()> {
+        let now = self.clock.now();
+        for u in self.updates.drain(..) {
+            let record = self.builder.build(&u, &self.clock);
+            write_export_event(&mut self.lines, ExportPayload::Flow(&record), &self.builder.node_name, &now);
+            self.line_count += 1;
+        }
+        self.sink
+            .write_lines(&self.lines, self.line_count, &mut self.sink_stats)
+            .context("writing flow records")?;
+        self.lines.clear();
+        self.line_count = 0;
+        Ok(())
+    }
+
+    /// Turns increases of the kernel's loss counters into `lost_events`
+    /// lines, so a reader of the output sees every loss.
+    fn report_kernel_losses(&mut self) -> Result<()> {
+        let now_counters = self.datapath.counters.read().context("reading kernel counters")?;
+        let before = self.reported_counters;
+        let delta = |c: Counter| now_counters.get(c).saturating_sub(before.get(c));
+        let losses = [
+            // Events that did not fit the ring buffer (the counts stay in the map).
+            (LostEventSource::PerfEventRingBuffer, delta(Counter::RingBufFull)),
+            // Packets of flows that did not fit the flow map: not in any record.
+            (LostEventSource::UnknownLostEventSource, delta(Counter::MapFullPackets)),
+        ];
+        let now = self.clock.now();
+        for (source, lost) in losses {
+            if lost == 0 {
+                continue;
+            }
+            warn!(?source, lost, "kernel could not keep up");
+            let event = LostEvent { source: source as i32, num_events_lost: lost, cpu: None };
+            write_export_event(&mut self.lines, ExportPayload::LostEvents(&event), &self.builder.node_name, &now);
+            self.line_count += 1;
+        }
+        self.reported_counters = now_counters;
+        self.write_updates()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.sink.flush().context("flushing output")
+    }
+
+    /// Detach first so the counts stop moving, then read what is left in the
+    /// ring buffer and the map: every open flow gets its final `E` record.
+    fn shutdown(&mut self) -> Result<()> {
+        self.attachments.detach_all(&mut self.datapath);
+        let table = &mut self.table;
+        let updates = &mut self.updates;
+        self.reader.read_all_now(|e| table.on_event(e, e.stats.last_seen_ns, updates));
+        self.table.finish(&mut self.datapath.flows, WallClock::monotonic_ns(), &mut self.updates);
+        self.write_updates()?;
+        self.report_kernel_losses()?;
+        self.flush()?;
+        let counters = self.datapath.counters.read().context("reading kernel counters")?;
+        info!(
+            records = self.sink_stats.lines,
+            bytes_written = self.sink_stats.bytes,
+            rotations = self.sink_stats.rotations,
+            adopted_from_map = self.table.stats.adopted_from_map,
+            malformed_ring_records = self.reader.malformed,
+            non_ip_packets = counters.get(Counter::NonIpPackets),
+            truncated_packets = counters.get(Counter::TruncatedPackets),
+            malformed_packets = counters.get(Counter::MalformedPackets),
+            fragments = counters.get(Counter::Fragments),
+            map_full_packets = counters.get(Counter::MapFullPackets),
+            ringbuf_full = counters.get(Counter::RingBufFull),
+            "stopped"
+        );
+        Ok(())
+    }
+}

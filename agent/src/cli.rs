@@ -1,0 +1,112 @@
+//! The command line. Users and tests script against it: keep it stable.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::datapath::AttachMode;
+
+#[derive(Parser, Debug)]
+#[command(name = "hubcap", version, about = "eBPF network-flow capture agent writing Hubble flow logs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Capture flows on this node's interfaces and write them as Hubble JSON.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Interface name or glob pattern (`eth0`, `veth*`); repeat for more.
+    /// Matching interfaces that appear later are attached within a second.
+    /// Default: every up, non-loopback interface.
+    #[arg(short, long = "interface", value_name = "PATTERN")]
+    pub interfaces: Vec<String>,
+
+    /// Where to write flows: a file path, or `-` for stdout.
+    #[arg(short, long, value_name = "PATH|-", default_value = "-")]
+    pub output: String,
+
+    /// Node name written in every record. Default: $NODE_NAME, else the host name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// An active flow direction gets a record at least this often.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_seconds)]
+    pub report_interval: Duration,
+
+    /// A flow direction with no packets for this long ends.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = positive_seconds)]
+    pub idle_timeout: Duration,
+
+    /// How to attach to interfaces.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach_mode: AttachMode,
+
+    /// Rotate the output file when it reaches this size.
+    #[arg(long, value_name = "MB", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub output_max_size_mb: u64,
+
+    /// Rotated files to keep (`PATH.1` is the newest).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub output_max_backups: u32,
+
+    /// Capacity of the kernel flow map, in flow directions. Packets of new
+    /// flows beyond it are counted as lost and reported.
+    #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub flow_map_size: u32,
+
+    /// Size of the kernel-to-user ring buffer.
+    #[arg(long, value_name = "MB", default_value_t = 4, value_parser = ring_buffer_mb)]
+    pub ring_buffer_mb: u32,
+}
+
+fn positive_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs.is_finite() && secs <= 86_400.0) {
+        return Err(format!("{s} must be more than 0 and at most 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn ring_buffer_mb(s: &str) -> Result<u32, String> {
+    let mb: u32 = s.parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+    if !(1..=1024).contains(&mb) || !mb.is_power_of_two() {
+        return Err(format!("{s} must be a power of two from 1 to 1024"));
+    }
+    Ok(mb)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for bad in [
+            &["hubcap", "run", "--report-interval", "0"][..],
+            &["hubcap", "run", "--idle-timeout", "abc"],
+            &["hubcap", "run", "--attach-mode", "xdp"],
+            &["hubcap", "run", "--ring-buffer-mb", "3"],
+            &["hubcap", "run", "--output-max-size-mb", "0"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let ok = Cli::try_parse_from(["hubcap", "run", "-i", "veth*", "-i", "eth0", "--report-interval", "0.5"]).unwrap();
+        let Command::Run(args) = ok.command;
+        assert_eq!(args.interfaces, ["veth*", "eth0"]);
+        assert_eq!(args.report_interval, Duration::from_millis(500));
+        assert_eq!(args.output, "-");
+    }
+}

@@ -1,0 +1,34 @@
+//! The kernel's per-CPU counters of packets it could not put in a flow and
+//! events it could not send.
+
+use agent_common::Counter;
+use aya::maps::{MapData, PerCpuArray};
+
+pub struct KernelCounters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+/// Totals over all CPUs, indexed by `Counter as usize`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterValues(pub [u64; Counter::LEN as usize]);
+
+impl CounterValues {
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0[counter as usize]
+    }
+}
+
+impl KernelCounters {
+    pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
+        KernelCounters { map }
+    }
+
+    pub fn read(&self) -> Result<CounterValues, aya::maps::MapError> {
+        let mut values = CounterValues::default();
+        for counter in Counter::ALL {
+            let per_cpu = self.map.get(&(counter as u32), 0)?;
+            values.0[counter as usize] = per_cpu.iter().sum();
+        }
+        Ok(values)
+    }
+}

@@ -1,0 +1,97 @@
+//! Loads the eBPF object embedded at build time.
+
+use agent_common::{
+    COUNTERS_MAP, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowStats, INGRESS_PROGRAM, REPORT_INTERVAL_GLOBAL,
+};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::SchedClassifier,
+};
+
+use super::counters::KernelCounters;
+
+/// The object `agent/build.rs` built from `agent-ebpf`; empty when the eBPF
+/// toolchain was missing at build time.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hubcap-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error(
+        "this hubcap binary was built without its eBPF programs (the eBPF toolchain was missing); \
+         build it with `cargo xtask run`, which installs the toolchain"
+    )]
+    NoObject,
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the kernel rejected program {name}: {source}")]
+    Program { name: &'static str, source: aya::programs::ProgramError },
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+}
+
+#[derive(Clone, Debug)]
+pub struct DatapathConfig {
+    pub report_interval_ns: u64,
+    /// Flow map capacity (flow directions).
+    pub flow_map_entries: u32,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_buffer_bytes: u32,
+}
+
+/// The loaded programs and the maps user space reads.
+pub struct Datapath {
+    pub(super) ebpf: Ebpf,
+    pub flows: HashMap<MapData, FlowKey, FlowStats>,
+    pub counters: KernelCounters,
+    events: Option<RingBuf<MapData>>,
+    pub config: DatapathConfig,
+}
+
+impl Datapath {
+    pub fn load(config: DatapathConfig) -> Result<Self, DatapathError> {
+        if OBJECT.is_empty() {
+            return Err(DatapathError::NoObject);
+        }
+        let mut ebpf = EbpfLoader::new()
+            .override_global(REPORT_INTERVAL_GLOBAL, &config.report_interval_ns, true)
+            .map_max_entries(FLOWS_MAP, config.flow_map_entries)
+            .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
+            .load(OBJECT)?;
+        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM] {
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::Missing(name))?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            program.load().map_err(|source| DatapathError::Program { name, source })?;
+        }
+        let flows = take_map(&mut ebpf, FLOWS_MAP, |m| HashMap::try_from(m))?;
+        let events = take_map(&mut ebpf, EVENTS_MAP, |m| RingBuf::try_from(m))?;
+        let counters = KernelCounters::new(take_map(&mut ebpf, COUNTERS_MAP, |m| PerCpuArray::try_from(m))?);
+        Ok(Datapath { ebpf, flows, counters, events: Some(events), config })
+    }
+
+    /// The ring buffer, handed once to the reader stage.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    pub(super) fn program(&mut self, name: &'static str) -> &mut SchedClassifier {
+        self.ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .expect("programs were checked at load")
+    }
+}
+
+fn take_map<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, DatapathError> {
+    let map = ebpf.take_map(name).ok_or(DatapathError::Missing(name))?;
+    convert(map).map_err(|source| DatapathError::Map { name, source })
+}

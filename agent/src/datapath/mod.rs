@@ -1,0 +1,11 @@
+//! The kernel side as user space sees it: the embedded eBPF object, its
+//! maps, and the programs' attachments to interfaces.
+
+mod attach;
+mod counters;
+mod kernel_flows;
+mod load;
+
+pub use attach::{AttachMode, Attachments};
+pub use counters::{CounterValues, KernelCounters};
+pub use load::{Datapath, DatapathConfig, DatapathError};

@@ -1,0 +1,187 @@
+//! Builds Hubble flow records from flow-table updates.
+
+#![allow(deprecated)] // `Summary`: deprecated in the proto, still written by Hubble.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use agent_common::{FlowKey, hook, tcp_flags};
+use agent_ebpf::parse::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+
+use super::record::{FlowRecord, RecordCounts};
+use crate::{
+    clock::WallClock,
+    flow_table::FlowUpdate,
+    interfaces::InterfaceKind,
+    proto::flow::{
+        self, CiliumEventType, Ethernet, Flow, FlowType, IpVersion, Layer4, NetworkInterface, TcpFlags,
+        TraceObservationPoint, TrafficDirection, Verdict, layer4::Protocol,
+    },
+};
+
+/// Hubble's event type for trace (forwarded) events.
+const EVENT_TYPE_TRACE: i32 = 4;
+
+/// What hubcap knows about an interface it captured on; kept after the
+/// interface goes so that its last flows still name it.
+#[derive(Clone, Debug)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub kind: InterfaceKind,
+}
+
+pub struct RecordBuilder {
+    pub node_name: String,
+    pub interfaces: HashMap<u32, InterfaceInfo>,
+}
+
+/// Where a packet was seen, in Hubble's terms (see README, "Direction and
+/// observation point"):
+///
+/// | interface | tc ingress | tc egress |
+/// |---|---|---|
+/// | pod veth (host side) | FROM_ENDPOINT, EGRESS | TO_ENDPOINT, INGRESS |
+/// | other (uplink, bridge) | FROM_NETWORK, INGRESS | TO_NETWORK, EGRESS |
+pub fn observation(kind: InterfaceKind, hook_id: u8) -> (TraceObservationPoint, TrafficDirection) {
+    match (kind, hook_id) {
+        (InterfaceKind::Endpoint, hook::INGRESS) => (TraceObservationPoint::FromEndpoint, TrafficDirection::Egress),
+        (InterfaceKind::Endpoint, _) => (TraceObservationPoint::ToEndpoint, TrafficDirection::Ingress),
+        (InterfaceKind::Network, hook::INGRESS) => (TraceObservationPoint::FromNetwork, TrafficDirection::Ingress),
+        (InterfaceKind::Network, _) => (TraceObservationPoint::ToNetwork, TrafficDirection::Egress),
+    }
+}
+
+impl RecordBuilder {
+    pub fn build(&self, u: &FlowUpdate, clock: &WallClock) -> FlowRecord {
+        let key = &u.key;
+        let iface = self.interfaces.get(&key.ifindex);
+        let kind = iface.map_or(InterfaceKind::Network, |i| i.kind);
+        let (point, direction) = observation(kind, key.hook);
+        let (l4, summary) = layer4(key, u.tcp_flags);
+        let flow = Flow {
+            time: Some(clock.timestamp(u.stats.last_seen_ns)),
+            verdict: Verdict::Forwarded as i32,
+            ethernet: Some(Ethernet { source: mac(&u.stats.src_mac), destination: mac(&u.stats.dst_mac) }),
+            ip: Some(flow::Ip {
+                source: address(key, &key.src_addr).to_string(),
+                destination: address(key, &key.dst_addr).to_string(),
+                ip_version: if key.ip_version == 6 { IpVersion::IPv6 } else { IpVersion::IPv4 } as i32,
+                ..Default::default()
+            }),
+            l4,
+            r#type: FlowType::L3L4 as i32,
+            node_name: self.node_name.clone(),
+            event_type: Some(CiliumEventType { r#type: EVENT_TYPE_TRACE, sub_type: 0 }),
+            traffic_direction: direction as i32,
+            trace_observation_point: point as i32,
+            is_reply: u.is_reply,
+            interface: Some(NetworkInterface {
+                index: key.ifindex,
+                name: iface.map(|i| i.name.clone()).unwrap_or_default(),
+            }),
+            summary,
+            ..Default::default()
+        };
+        FlowRecord {
+            flow,
+            counts: RecordCounts {
+                packets: u.packets,
+                bytes: u.bytes,
+                state: u.state,
+                flow_start_time: clock.timestamp(u.stats.first_seen_ns),
+            },
+        }
+    }
+}
+
+fn address(key: &FlowKey, bytes: &[u8; 16]) -> IpAddr {
+    if key.ip_version == 6 {
+        IpAddr::from(*bytes)
+    } else {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    }
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+const FLAG_NAMES: [(u16, &str); 9] = [
+    (tcp_flags::SYN, "SYN"),
+    (tcp_flags::ACK, "ACK"),
+    (tcp_flags::FIN, "FIN"),
+    (tcp_flags::RST, "RST"),
+    (tcp_flags::PSH, "PSH"),
+    (tcp_flags::URG, "URG"),
+    (tcp_flags::ECE, "ECE"),
+    (tcp_flags::CWR, "CWR"),
+    (tcp_flags::NS, "NS"),
+];
+
+/// The `l4` field and a Hubble-style one-line summary.
+fn layer4(key: &FlowKey, flags: u16) -> (Option<Layer4>, String) {
+    let (src, dst) = (u32::from(key.src_port), u32::from(key.dst_port));
+    let (protocol, summary) = match key.protocol {
+        PROTO_TCP => {
+            let names: Vec<&str> = FLAG_NAMES.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, n)| *n).collect();
+            let flags_msg = (flags != 0).then(|| TcpFlags {
+                fin: flags & tcp_flags::FIN != 0,
+                syn: flags & tcp_flags::SYN != 0,
+                rst: flags & tcp_flags::RST != 0,
+                psh: flags & tcp_flags::PSH != 0,
+                ack: flags & tcp_flags::ACK != 0,
+                urg: flags & tcp_flags::URG != 0,
+                ece: flags & tcp_flags::ECE != 0,
+                cwr: flags & tcp_flags::CWR != 0,
+                ns: flags & tcp_flags::NS != 0,
+            });
+            let summary = if names.is_empty() { "TCP".to_owned() } else { format!("TCP Flags: {}", names.join(", ")) };
+            (Protocol::Tcp(flow::Tcp { source_port: src, destination_port: dst, flags: flags_msg }), summary)
+        }
+        PROTO_UDP => (Protocol::Udp(flow::Udp { source_port: src, destination_port: dst }), "UDP".to_owned()),
+        PROTO_SCTP => (
+            Protocol::Sctp(flow::Sctp { source_port: src, destination_port: dst, chunk_type: 0 }),
+            "SCTP".to_owned(),
+        ),
+        PROTO_ICMP => {
+            let (t, c) = (dst >> 8, dst & 0xff);
+            (Protocol::IcmPv4(flow::IcmPv4 { r#type: t, code: c }), format!("ICMPv4 {}", icmpv4_name(t)))
+        }
+        PROTO_ICMPV6 => {
+            let (t, c) = (dst >> 8, dst & 0xff);
+            (Protocol::IcmPv6(flow::IcmPv6 { r#type: t, code: c }), format!("ICMPv6 {}", icmpv6_name(t)))
+        }
+        other => return (None, format!("IP protocol {other}")),
+    };
+    (Some(Layer4 { protocol: Some(protocol) }), summary)
+}
+
+fn icmpv4_name(t: u32) -> String {
+    match t {
+        0 => "EchoReply".into(),
+        3 => "DestinationUnreachable".into(),
+        5 => "Redirect".into(),
+        8 => "EchoRequest".into(),
+        11 => "TimeExceeded".into(),
+        12 => "ParameterProblem".into(),
+        13 => "TimestampRequest".into(),
+        14 => "TimestampReply".into(),
+        t => format!("Type{t}"),
+    }
+}
+
+fn icmpv6_name(t: u32) -> String {
+    match t {
+        1 => "DestinationUnreachable".into(),
+        2 => "PacketTooBig".into(),
+        3 => "TimeExceeded".into(),
+        4 => "ParameterProblem".into(),
+        128 => "EchoRequest".into(),
+        129 => "EchoReply".into(),
+        133 => "RouterSolicitation".into(),
+        134 => "RouterAdvertisement".into(),
+        135 => "NeighborSolicitation".into(),
+        136 => "NeighborAdvertisement".into(),
+        143 => "MulticastListenerReportV2".into(),
+        t => format!("Type{t}"),
+    }
+}

@@ -1,0 +1,291 @@
+//! Turns kernel flow events into flow records.
+//!
+//! The kernel keeps running totals per flow direction (a [`FlowKey`]) and
+//! sends an event on a new flow, on new TCP flags and periodically while a
+//! flow is active. This table pairs the two directions of a connection
+//! (for `is_reply`), remembers what it already reported, and decides when a
+//! direction gets a record: `B` on its first event, `C` on periodic events
+//! (or at a sweep, for a flow that went quiet with counts not yet reported),
+//! and `E` when the connection closes (FIN from both sides, or RST, then a
+//! short linger for the last ACKs), when it has been idle for the idle
+//! timeout, or at shutdown. An ended direction's kernel entry is deleted
+//! right after its final counts are read.
+//!
+//! Each record carries the counts since the previous record of that
+//! direction, so the records of a flow sum to its totals.
+
+mod connection;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use agent_common::{FlowEvent, FlowKey, FlowStats, report_reason, tcp_flags};
+pub use connection::ConnKey;
+use connection::Connection;
+
+use crate::export::FlowState;
+
+/// The kernel flow map, as the table needs it.
+pub trait KernelFlows {
+    fn get(&self, key: &FlowKey) -> Option<FlowStats>;
+    fn remove(&mut self, key: &FlowKey);
+    /// Every entry, copied out (the table changes the map while going through).
+    fn entries(&self) -> Vec<(FlowKey, FlowStats)>;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct TableConfig {
+    pub report_interval_ns: u64,
+    pub idle_timeout_ns: u64,
+    /// How long a closed TCP connection stays open for its last packets
+    /// (the final ACK after the second FIN) before its `E` records.
+    pub close_linger_ns: u64,
+}
+
+/// One record to write: what changed in one flow direction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowUpdate {
+    pub key: FlowKey,
+    /// The latest snapshot of the direction's kernel entry.
+    pub stats: FlowStats,
+    pub packets: u64,
+    pub bytes: u64,
+    /// TCP flags seen since the previous record.
+    pub tcp_flags: u16,
+    pub state: FlowState,
+    /// `None` when the initiator is not known (a TCP connection that began
+    /// before hubcap started).
+    pub is_reply: Option<bool>,
+}
+
+struct Direction {
+    conn: ConnKey,
+    /// `first_seen_ns` of the kernel entry these counts belong to: a new
+    /// kernel entry for the same key is a new flow.
+    generation: u64,
+    latest: FlowStats,
+    reported_packets: u64,
+    reported_bytes: u64,
+    pending_flags: u16,
+    /// Kernel time of the last record, for quiet-flow `C` records.
+    last_record_ns: u64,
+}
+
+#[derive(Default)]
+pub struct TableStats {
+    pub records: u64,
+    /// Directions first learned from the map sweep: their `NEW` event was
+    /// lost (ring buffer full), their counts were not.
+    pub adopted_from_map: u64,
+}
+
+pub struct FlowTable {
+    config: TableConfig,
+    directions: HashMap<FlowKey, Direction>,
+    connections: HashMap<ConnKey, Connection>,
+    pub stats: TableStats,
+}
+
+impl FlowTable {
+    pub fn new(config: TableConfig) -> Self {
+        FlowTable { config, directions: HashMap::new(), connections: HashMap::new(), stats: TableStats::default() }
+    }
+
+    /// Flow directions currently open.
+    pub fn len(&self) -> usize {
+        self.directions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.directions.is_empty()
+    }
+
+    /// Handles one kernel event at kernel time `now_ns`.
+    pub fn on_event(&mut self, event: &FlowEvent, now_ns: u64, out: &mut Vec<FlowUpdate>) {
+        let key = event.key;
+        let stats = event.stats;
+        // Only a NEW event carries the flags of the very first packet.
+        let first_packet_flags = (event.reason == report_reason::NEW).then_some(stats.tcp_flags_recent);
+        match self.directions.get(&key) {
+            Some(d) if d.generation == stats.first_seen_ns => {
+                self.update(&key, &stats, stats.tcp_flags_recent, now_ns);
+                if event.reason == report_reason::PERIODIC {
+                    self.emit(&key, FlowState::Continuing, now_ns, out);
+                }
+            }
+            Some(_) => {
+                // The kernel entry was recreated: close the old flow first.
+                self.end(&key, None, now_ns, out);
+                self.begin(&key, &stats, first_packet_flags, now_ns, out);
+            }
+            None => self.begin(&key, &stats, first_packet_flags, now_ns, out),
+        }
+    }
+
+    /// Ends closed connections whose linger has passed. Cheap: run it often.
+    pub fn end_closed(&mut self, kernel: &mut impl KernelFlows, now_ns: u64, out: &mut Vec<FlowUpdate>) {
+        let linger = self.config.close_linger_ns;
+        let done: Vec<ConnKey> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.closed_since.is_some_and(|t| now_ns.saturating_sub(t) >= linger))
+            .map(|(k, _)| *k)
+            .collect();
+        for conn in done {
+            let keys = self.connections.get(&conn).map(|c| c.keys.clone()).unwrap_or_default();
+            for key in keys {
+                let final_stats = kernel.get(&key);
+                self.end(&key, final_stats.as_ref(), now_ns, out);
+                kernel.remove(&key);
+            }
+        }
+    }
+
+    /// Goes through the whole kernel map: picks up directions whose `NEW`
+    /// event was lost, reports quiet directions' unreported counts, and ends
+    /// directions idle for the idle timeout. Run it every report interval.
+    pub fn sweep(&mut self, kernel: &mut impl KernelFlows, now_ns: u64, out: &mut Vec<FlowUpdate>) {
+        let mut seen = std::collections::HashSet::new();
+        for (key, stats) in kernel.entries() {
+            seen.insert(key);
+            let known = self.directions.get(&key).map(|d| d.generation == stats.first_seen_ns);
+            match known {
+                None | Some(false) => {
+                    if known == Some(false) {
+                        self.end(&key, None, now_ns, out);
+                    }
+                    self.stats.adopted_from_map += 1;
+                    self.begin(&key, &stats, None, now_ns, out);
+                }
+                Some(true) => self.update(&key, &stats, stats.tcp_flags_recent, now_ns),
+            }
+            if now_ns.saturating_sub(stats.last_seen_ns) >= self.config.idle_timeout_ns {
+                self.end(&key, Some(&stats), now_ns, out);
+                kernel.remove(&key);
+                continue;
+            }
+            let d = &self.directions[&key];
+            let unreported = d.latest.packets > d.reported_packets;
+            if unreported && now_ns.saturating_sub(d.last_record_ns) >= self.config.report_interval_ns {
+                self.emit(&key, FlowState::Continuing, now_ns, out);
+            }
+        }
+        // Directions whose kernel entry is gone (not by us): end them with
+        // what was last known.
+        let gone: Vec<FlowKey> = self.directions.keys().filter(|k| !seen.contains(k)).copied().collect();
+        for key in gone {
+            self.end(&key, None, now_ns, out);
+        }
+    }
+
+    /// Shutdown, after the programs are detached and the ring buffer is
+    /// drained: every direction gets its final record and the map is emptied.
+    pub fn finish(&mut self, kernel: &mut impl KernelFlows, now_ns: u64, out: &mut Vec<FlowUpdate>) {
+        for (key, stats) in kernel.entries() {
+            match self.directions.get(&key) {
+                Some(d) if d.generation == stats.first_seen_ns => {}
+                Some(_) => {
+                    self.end(&key, None, now_ns, out);
+                    self.begin(&key, &stats, None, now_ns, out);
+                }
+                None => {
+                    self.stats.adopted_from_map += 1;
+                    self.begin(&key, &stats, None, now_ns, out);
+                }
+            }
+            self.end(&key, Some(&stats), now_ns, out);
+            kernel.remove(&key);
+        }
+        let rest: Vec<FlowKey> = self.directions.keys().copied().collect();
+        for key in rest {
+            self.end(&key, None, now_ns, out);
+        }
+    }
+
+    /// Starts a direction. `first_packet_flags` are the TCP flags of its
+    /// first packet when known (they tell a SYN from a SYN-ACK).
+    fn begin(
+        &mut self,
+        key: &FlowKey,
+        stats: &FlowStats,
+        first_packet_flags: Option<u16>,
+        now_ns: u64,
+        out: &mut Vec<FlowUpdate>,
+    ) {
+        let conn_key = ConnKey::of(key);
+        let conn = self.connections.entry(conn_key).or_default();
+        conn.learn_initiator(key, first_packet_flags);
+        conn.keys.push(*key);
+        self.directions.insert(
+            *key,
+            Direction {
+                conn: conn_key,
+                generation: stats.first_seen_ns,
+                latest: FlowStats::default(),
+                reported_packets: 0,
+                reported_bytes: 0,
+                pending_flags: 0,
+                last_record_ns: now_ns,
+            },
+        );
+        self.update(key, stats, stats.tcp_flags_recent | stats.tcp_flags_seen, now_ns);
+        self.emit(key, FlowState::Begin, now_ns, out);
+    }
+
+    /// Takes a newer snapshot of a direction's entry. Events from different
+    /// CPUs may arrive out of order, so totals only ever grow.
+    fn update(&mut self, key: &FlowKey, stats: &FlowStats, flags: u16, now_ns: u64) {
+        let Some(d) = self.directions.get_mut(key) else { return };
+        if stats.packets >= d.latest.packets {
+            d.latest = *stats;
+        }
+        d.pending_flags |= flags;
+        if flags & (tcp_flags::FIN | tcp_flags::RST) != 0
+            && let Some(conn) = self.connections.get_mut(&d.conn)
+        {
+            conn.note_close_flags(key, flags, now_ns);
+        }
+    }
+
+    fn emit(&mut self, key: &FlowKey, state: FlowState, now_ns: u64, out: &mut Vec<FlowUpdate>) {
+        let Some(d) = self.directions.get_mut(key) else { return };
+        let is_reply = self.connections.get(&d.conn).and_then(|c| c.is_reply(key));
+        out.push(FlowUpdate {
+            key: *key,
+            stats: d.latest,
+            packets: d.latest.packets - d.reported_packets,
+            bytes: d.latest.bytes - d.reported_bytes,
+            tcp_flags: d.pending_flags,
+            state,
+            is_reply,
+        });
+        d.reported_packets = d.latest.packets;
+        d.reported_bytes = d.latest.bytes;
+        d.pending_flags = 0;
+        d.last_record_ns = now_ns;
+        self.stats.records += 1;
+    }
+
+    /// Writes a direction's `E` record (with `final_stats` if known) and
+    /// forgets it; the connection goes when its last direction does.
+    fn end(&mut self, key: &FlowKey, final_stats: Option<&FlowStats>, now_ns: u64, out: &mut Vec<FlowUpdate>) {
+        if !self.directions.contains_key(key) {
+            return;
+        }
+        if let Some(stats) = final_stats {
+            let generation = self.directions[key].generation;
+            if stats.first_seen_ns == generation {
+                self.update(key, stats, stats.tcp_flags_recent, now_ns);
+            }
+        }
+        self.emit(key, FlowState::End, now_ns, out);
+        let d = self.directions.remove(key).expect("checked above");
+        if let Some(conn) = self.connections.get_mut(&d.conn) {
+            conn.keys.retain(|k| k != key);
+            if conn.keys.is_empty() {
+                self.connections.remove(&d.conn);
+            }
+        }
+    }
+}

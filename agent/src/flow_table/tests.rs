@@ -1,0 +1,256 @@
+use std::collections::HashMap;
+
+use agent_common::{FlowEvent, FlowKey, FlowStats, hook, report_reason, tcp_flags};
+
+use super::*;
+
+const SEC: u64 = 1_000_000_000;
+
+fn config() -> TableConfig {
+    TableConfig { report_interval_ns: 5 * SEC, idle_timeout_ns: 30 * SEC, close_linger_ns: SEC }
+}
+
+/// A stand-in for the kernel map that also produces the events the kernel
+/// would send, following the same rules as `agent-ebpf/src/flow.rs`.
+#[derive(Default)]
+struct FakeKernel {
+    map: HashMap<FlowKey, FlowStats>,
+}
+
+impl KernelFlows for FakeKernel {
+    fn get(&self, key: &FlowKey) -> Option<FlowStats> {
+        self.map.get(key).copied()
+    }
+    fn remove(&mut self, key: &FlowKey) {
+        self.map.remove(key);
+    }
+    fn entries(&self) -> Vec<(FlowKey, FlowStats)> {
+        self.map.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+impl FakeKernel {
+    fn packet(&mut self, key: FlowKey, len: u64, flags: u16, now: u64) -> Option<FlowEvent> {
+        match self.map.get_mut(&key) {
+            None => {
+                let stats = FlowStats {
+                    first_seen_ns: now,
+                    last_seen_ns: now,
+                    last_report_ns: now,
+                    packets: 1,
+                    bytes: len,
+                    tcp_flags_seen: flags,
+                    ..Default::default()
+                };
+                self.map.insert(key, stats);
+                Some(FlowEvent { key, reason: report_reason::NEW, stats: FlowStats { tcp_flags_recent: flags, ..stats } })
+            }
+            Some(s) => {
+                s.packets += 1;
+                s.bytes += len;
+                s.last_seen_ns = now;
+                s.tcp_flags_recent |= flags;
+                let new = flags & !s.tcp_flags_seen;
+                let reason = if new != 0 {
+                    s.tcp_flags_seen |= new;
+                    report_reason::NEW_TCP_FLAGS
+                } else if now - s.last_report_ns >= 5 * SEC {
+                    report_reason::PERIODIC
+                } else {
+                    return None;
+                };
+                s.last_report_ns = now;
+                let event = FlowEvent { key, reason, stats: *s };
+                s.tcp_flags_recent = 0;
+                Some(event)
+            }
+        }
+    }
+}
+
+fn key(src: u8, sport: u16, dst: u8, dport: u16, protocol: u8, hook: u8) -> FlowKey {
+    let mut k = FlowKey { src_port: sport, dst_port: dport, ifindex: 7, protocol, ip_version: 4, hook, ..Default::default() };
+    k.src_addr[..4].copy_from_slice(&[10, 0, 0, src]);
+    k.dst_addr[..4].copy_from_slice(&[10, 0, 0, dst]);
+    k
+}
+
+struct Harness {
+    kernel: FakeKernel,
+    table: FlowTable,
+    out: Vec<FlowUpdate>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness { kernel: FakeKernel::default(), table: FlowTable::new(config()), out: Vec::new() }
+    }
+    fn send(&mut self, key: FlowKey, len: u64, flags: u16, now: u64) {
+        if let Some(ev) = self.kernel.packet(key, len, flags, now) {
+            self.table.on_event(&ev, now, &mut self.out);
+        }
+    }
+    fn records_of(&self, key: &FlowKey) -> Vec<&FlowUpdate> {
+        self.out.iter().filter(|u| u.key == *key).collect()
+    }
+    fn totals(&self, key: &FlowKey) -> (u64, u64) {
+        self.records_of(key).iter().fold((0, 0), |(p, b), u| (p + u.packets, b + u.bytes))
+    }
+}
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+
+#[test]
+fn tcp_connection_begins_continues_and_ends_with_exact_sums() {
+    let mut h = Harness::new();
+    let fwd = key(1, 40000, 2, 80, TCP, hook::INGRESS);
+    let rev = key(2, 80, 1, 40000, TCP, hook::EGRESS);
+    h.send(fwd, 74, tcp_flags::SYN, 0);
+    h.send(rev, 74, tcp_flags::SYN | tcp_flags::ACK, 1000);
+    h.send(fwd, 66, tcp_flags::ACK, 2000);
+    // 12 seconds of data both ways, one packet each way every 10 ms.
+    let mut now = 3000;
+    for _ in 0..1200 {
+        now += 10_000_000;
+        h.send(fwd, 1500, tcp_flags::ACK | tcp_flags::PSH, now);
+        h.send(rev, 66, tcp_flags::ACK, now);
+    }
+    h.send(fwd, 66, tcp_flags::FIN | tcp_flags::ACK, now + 1);
+    h.send(rev, 66, tcp_flags::FIN | tcp_flags::ACK, now + 2);
+    h.send(fwd, 66, tcp_flags::ACK, now + 3); // the last ACK, after both FINs
+    // Not yet: the linger has not passed.
+    h.table.end_closed(&mut h.kernel, now + 500_000_000, &mut h.out);
+    assert!(h.out.iter().all(|u| u.state != FlowState::End));
+    h.table.end_closed(&mut h.kernel, now + 2 * SEC, &mut h.out);
+
+    for (k, reply, packets, bytes) in
+        [(fwd, false, 3 + 1200 + 1, 74 + 66 + 1200 * 1500 + 66 + 66), (rev, true, 1 + 1200 + 1, 74 + 1200 * 66 + 66)]
+    {
+        let records = h.records_of(&k);
+        let states: Vec<_> = records.iter().map(|u| u.state).collect();
+        assert_eq!(states.first(), Some(&FlowState::Begin));
+        assert_eq!(states.last(), Some(&FlowState::End));
+        // B, two periodic C (at ~5 s and ~10 s), E: a handful, not one per packet.
+        assert_eq!(states.len(), 4, "{states:?}");
+        assert!(records.iter().all(|u| u.is_reply == Some(reply)));
+        assert_eq!(h.totals(&k), (packets, bytes));
+    }
+    assert_eq!(h.records_of(&fwd)[0].tcp_flags, tcp_flags::SYN);
+    assert_eq!(h.records_of(&rev)[0].tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
+    assert_ne!(h.records_of(&fwd).last().unwrap().tcp_flags & tcp_flags::FIN, 0);
+    assert!(h.kernel.map.is_empty(), "ended flows leave the kernel map");
+    assert!(h.table.is_empty());
+}
+
+#[test]
+fn rst_ends_a_connection() {
+    let mut h = Harness::new();
+    let fwd = key(1, 1234, 2, 81, TCP, hook::INGRESS);
+    let rev = key(2, 81, 1, 1234, TCP, hook::EGRESS);
+    h.send(fwd, 74, tcp_flags::SYN, 0);
+    h.send(rev, 54, tcp_flags::RST | tcp_flags::ACK, 10);
+    h.table.end_closed(&mut h.kernel, 2 * SEC, &mut h.out);
+    let states: Vec<_> = h.out.iter().map(|u| (u.key == fwd, u.state, u.is_reply)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (true, FlowState::Begin, Some(false)),
+            (false, FlowState::Begin, Some(true)),
+            (true, FlowState::End, Some(false)),
+            (false, FlowState::End, Some(true)),
+        ]
+    );
+}
+
+#[test]
+fn tcp_without_handshake_has_unknown_direction() {
+    let mut h = Harness::new();
+    let k = key(1, 5000, 2, 6000, TCP, hook::INGRESS);
+    h.send(k, 100, tcp_flags::ACK, 0);
+    assert_eq!(h.out[0].is_reply, None);
+}
+
+#[test]
+fn udp_initiator_is_the_first_sender_and_idle_flows_end() {
+    let mut h = Harness::new();
+    let req = key(1, 5353, 2, 53, UDP, hook::INGRESS);
+    let resp = key(2, 53, 1, 5353, UDP, hook::EGRESS);
+    h.send(req, 80, 0, 0);
+    h.send(resp, 120, 0, 1000);
+    h.send(req, 80, 0, 2000);
+    h.table.sweep(&mut h.kernel, 10 * SEC, &mut h.out);
+    // Quiet for 10 s with one unreported packet: a C carries it.
+    let c: Vec<_> = h.records_of(&req).into_iter().filter(|u| u.state == FlowState::Continuing).cloned().collect();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].packets, 1);
+    h.table.sweep(&mut h.kernel, 31 * SEC, &mut h.out);
+    assert!(h.table.is_empty(), "idle flows end");
+    assert_eq!(h.totals(&req), (2, 160));
+    assert_eq!(h.totals(&resp), (1, 120));
+    assert!(h.records_of(&req).iter().all(|u| u.is_reply == Some(false)));
+    assert!(h.records_of(&resp).iter().all(|u| u.is_reply == Some(true)));
+}
+
+#[test]
+fn icmp_echo_reply_pairs_with_its_request_even_if_seen_first() {
+    let mut h = Harness::new();
+    // Echo id 77: request type 8 from .1, reply type 0 from .2.
+    let request = key(1, 77, 2, 8 << 8, ICMP, hook::INGRESS);
+    let reply = key(2, 77, 1, 0, ICMP, hook::EGRESS);
+    h.send(reply, 98, 0, 0);
+    h.send(request, 98, 0, 10);
+    assert_eq!(h.records_of(&reply)[0].is_reply, Some(true));
+    assert_eq!(h.records_of(&request)[0].is_reply, Some(false));
+    assert_eq!(ConnKey::of(&request), ConnKey::of(&reply));
+    // A different echo id is a different connection.
+    assert_ne!(ConnKey::of(&request), ConnKey::of(&key(1, 78, 2, 8 << 8, ICMP, hook::INGRESS)));
+}
+
+#[test]
+fn directions_whose_new_event_was_lost_are_adopted_from_the_map() {
+    let mut h = Harness::new();
+    let k = key(1, 1, 2, 2, UDP, hook::INGRESS);
+    // The kernel counted 3 packets, but the ring buffer dropped the events.
+    for i in 0..3 {
+        let _ = h.kernel.packet(k, 100, 0, i);
+    }
+    h.table.sweep(&mut h.kernel, SEC, &mut h.out);
+    assert_eq!(h.table.stats.adopted_from_map, 1);
+    h.table.finish(&mut h.kernel, 2 * SEC, &mut h.out);
+    assert_eq!(h.totals(&k), (3, 300));
+    assert_eq!(h.out.first().unwrap().state, FlowState::Begin);
+    assert_eq!(h.out.last().unwrap().state, FlowState::End);
+}
+
+#[test]
+fn shutdown_ends_everything_with_final_counts() {
+    let mut h = Harness::new();
+    let a = key(1, 1, 2, 2, UDP, hook::INGRESS);
+    let b = key(3, 1, 4, 2, UDP, hook::EGRESS);
+    for i in 0..10 {
+        h.send(a, 60, 0, i);
+        h.send(b, 70, 0, i);
+    }
+    h.table.finish(&mut h.kernel, SEC, &mut h.out);
+    assert_eq!(h.totals(&a), (10, 600));
+    assert_eq!(h.totals(&b), (10, 700));
+    assert!(h.kernel.map.is_empty() && h.table.is_empty());
+}
+
+#[test]
+fn out_of_order_events_never_make_counts_go_backwards() {
+    let mut h = Harness::new();
+    let k = key(1, 1, 2, 2, UDP, hook::INGRESS);
+    h.send(k, 100, 0, 0);
+    let newer = FlowEvent {
+        key: k,
+        reason: report_reason::PERIODIC,
+        stats: FlowStats { first_seen_ns: 0, packets: 10, bytes: 1000, ..Default::default() },
+    };
+    let older = FlowEvent { stats: FlowStats { packets: 5, bytes: 500, ..newer.stats }, ..newer };
+    h.table.on_event(&newer, 6 * SEC, &mut h.out);
+    h.table.on_event(&older, 6 * SEC, &mut h.out);
+    assert_eq!(h.totals(&k), (10, 1000));
+}

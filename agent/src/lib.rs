@@ -1,0 +1,19 @@
+//! hubcap's user space, one module per stage of the data path:
+//!
+//! `datapath` (load and attach the eBPF programs, kernel counters) ->
+//! `ringbuf` (flow events from the kernel) -> `flow_table` (pair directions,
+//! decide when a flow is begun, continued or ended) -> `export` (Hubble flow
+//! records and their JSON) -> `sink` (stdout, rotating files).
+//! `agent` wires the stages together.
+
+pub mod agent;
+pub mod cli;
+pub mod clock;
+pub mod datapath;
+pub mod export;
+pub mod flow_table;
+pub mod interfaces;
+pub mod privileges;
+pub mod proto;
+pub mod ringbuf;
+pub mod sink;
