@@ -7,6 +7,7 @@ fn main() -> std::process::ExitCode {
     // Logs go to stderr; stdout may be the flow output.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

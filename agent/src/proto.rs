@@ -10,3 +10,7 @@ pub mod flow {
 pub mod observer {
     include!(concat!(env!("OUT_DIR"), "/observer.rs"));
 }
+
+/// The encoded `FileDescriptorSet` of these protos (plus
+/// `google/protobuf/struct.proto`), for reflection-based readers and tests.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hubble_descriptors.bin"));

@@ -37,7 +37,7 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::ensure_all(),
         Cmd::Run { args } => {
             setup::ensure_all()?;
-            cargo(&["build", "--release", "--package", "agent", "--bin", "hubcap"])?;
+            cargo_env(&["build", "--release", "--package", "agent", "--bin", "hubcap"], &[("HUBCAP_REQUIRE_EBPF", "1")])?;
             let args = if args.is_empty() { vec!["run".to_owned()] } else { args };
             let bin = workspace_root().join("target/release/hubcap");
             let status = Command::new(&bin)
@@ -52,12 +52,11 @@ fn main() -> Result<()> {
             cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
             // Host unit tests of the eBPF crate's parser (it is not a default member).
             cargo(&["test", "--package", "agent-ebpf", "--lib"])?;
-            // Everything else, end-to-end tests included. They need the real
-            // eBPF object embedded, so demand it instead of accepting a stub.
-            cargo_env(
-                &["test", "--release", "--workspace", "--", "--test-threads=1"],
-                &[("HUBCAP_REQUIRE_EBPF", "1")],
-            )
+            // Everything else, end-to-end tests included. They run the real
+            // binary with the real eBPF object: demand it instead of a stub.
+            let real_ebpf = [("HUBCAP_REQUIRE_EBPF", "1")];
+            cargo_env(&["build", "--release", "--package", "agent", "--bin", "hubcap"], &real_ebpf)?;
+            cargo_env(&["test", "--release", "--workspace", "--", "--test-threads=1"], &real_ebpf)
         }
     }
 }

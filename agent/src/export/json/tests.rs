@@ -15,8 +15,7 @@ use crate::{
 };
 
 fn pool() -> DescriptorPool {
-    let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/hubble_descriptors.bin"));
-    DescriptorPool::decode(&bytes[..]).expect("descriptor set")
+    DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).expect("descriptor set")
 }
 
 fn reference_json(event: &ExportEvent) -> serde_json::Value {

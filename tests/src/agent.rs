@@ -1,0 +1,114 @@
+//! Runs the real `hubcap` binary inside a test's node namespace.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::PathBuf,
+    process::{Child, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use crate::netns::Netns;
+
+/// `HUBCAP_BIN`, else `hubcap` next to the test binary's `deps` folder
+/// (`target/<profile>/hubcap`, which `cargo xtask test` builds first).
+pub fn hubcap_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HUBCAP_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>").join("hubcap");
+    assert!(bin.exists(), "{} not built: run `cargo xtask test` (or set HUBCAP_BIN)", bin.display());
+    bin
+}
+
+pub struct Agent {
+    child: Option<Child>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+    stdout_thread: Option<JoinHandle<String>>,
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: Vec<String>,
+}
+
+impl Agent {
+    /// Starts `hubcap run ARGS` in `ns` and waits until it reports capturing.
+    pub fn start(ns: &Netns, args: &[&str]) -> Agent {
+        let mut cmd = ns.command(hubcap_bin().to_str().expect("UTF-8 path"));
+        cmd.arg("run").args(args).env("RUST_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start hubcap");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stderr);
+        let err = child.stderr.take().expect("stderr");
+        let stderr_thread = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[hubcap] {line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut out = child.stdout.take().expect("stdout");
+        let stdout_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            out.read_to_string(&mut s).expect("read stdout");
+            s
+        });
+        let agent =
+            Agent { child: Some(child), stderr, stderr_thread: Some(stderr_thread), stdout_thread: Some(stdout_thread) };
+        agent.wait_for_log("capturing", Duration::from_secs(20));
+        agent
+    }
+
+    /// Waits for a log line containing `needle`; panics after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_logs(needle, 1, timeout).pop().unwrap()
+    }
+
+    /// Waits for `count` log lines containing `needle`.
+    pub fn wait_for_logs(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found: Vec<String> = self.stderr.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "no {count} log lines with {needle:?} within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then everything hubcap wrote.
+    pub fn stop(mut self) -> Finished {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("hubcap did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self.stdout_thread.take().unwrap().join().expect("stdout thread");
+        self.stderr_thread.take().unwrap().join().expect("stderr thread");
+        let stderr = self.stderr.lock().unwrap().clone();
+        Finished { status, stdout, stderr }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! A node in a namespace with a bridge and pods, like a Kubernetes node:
+//! each pod is a namespace whose `eth0` is a veth whose host side
+//! (`hcv<id><n>`) is a port of the node's bridge.
+//!
+//! The topology is built quiet, so that every packet on a host-side veth is
+//! one the test can explain: static neighbour entries (no ARP, which is not
+//! IP and so in no flow), no router solicitations, no IPv6 on the node side.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::{netns::Netns, unique_id};
+
+pub struct Pod {
+    pub ns: Netns,
+    /// The host-side veth, in the node namespace.
+    pub host_if: String,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+    pub mac: String,
+}
+
+/// Interface counters as the kernel keeps them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+pub struct Node {
+    pub id: String,
+    pub bridge: String,
+    pub pods: Vec<Pod>,
+    // Dropped last: deleting the node namespace removes the bridge and veths.
+    pub ns: Netns,
+}
+
+pub const BRIDGE_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+
+impl Node {
+    /// A node with `pods` pods; host-side veths stay down until [`Node::up`].
+    pub fn new(pods: usize) -> Node {
+        let id = unique_id();
+        let ns = Netns::new(format!("hubcap-{id}-node"));
+        // Bridge ports carry pod IPv6 at L2; the node itself needs none.
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+        let bridge = format!("hcbr{id}");
+        ns.ip(&["link", "add", &bridge, "type", "bridge"]);
+        ns.ip(&["addr", "add", &format!("{BRIDGE_V4}/24"), "dev", &bridge]);
+        ns.ip(&["link", "set", &bridge, "up"]);
+        let mut node = Node { id, bridge, pods: Vec::new(), ns };
+        for n in 1..=pods {
+            node.add_pod(n);
+        }
+        node.set_static_neighbours();
+        node
+    }
+
+    /// The `--interface` pattern that matches this node's pod veths only.
+    pub fn pattern(&self) -> String {
+        format!("hcv{}*", self.id)
+    }
+
+    fn add_pod(&mut self, n: usize) {
+        let ns = Netns::new(format!("hubcap-{}-p{n}", self.id));
+        for key in ["all", "default"] {
+            ns.sysctl(&format!("net.ipv6.conf.{key}.router_solicitations"), "0");
+            ns.sysctl(&format!("net.ipv6.conf.{key}.accept_ra"), "0");
+            // Unsolicited MLD reports are repeated up to a second apart by
+            // default; make them quick so they are over before a test ends.
+            ns.sysctl(&format!("net.ipv6.conf.{key}.mldv2_unsolicited_report_interval"), "10");
+            ns.sysctl(&format!("net.ipv6.conf.{key}.mldv1_unsolicited_report_interval"), "10");
+        }
+        let host_if = format!("hcv{}{n}", self.id);
+        self.ns.ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
+        self.ns.ip(&["link", "set", &host_if, "master", &self.bridge]);
+        let ipv4 = Ipv4Addr::new(10, 77, 0, 10 + n as u8);
+        let ipv6: Ipv6Addr = format!("fd77::{}", 10 + n).parse().unwrap();
+        ns.ip(&["addr", "add", &format!("{ipv4}/24"), "dev", "eth0"]);
+        ns.ip(&["addr", "add", &format!("{ipv6}/64"), "dev", "eth0", "nodad"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        let mac = link_mac(&ns, "eth0");
+        self.pods.push(Pod { ns, host_if, ipv4, ipv6, mac });
+    }
+
+    fn set_static_neighbours(&self) {
+        let bridge_mac = link_mac(&self.ns, &self.bridge);
+        for pod in &self.pods {
+            for peer in self.pods.iter().filter(|p| p.ipv4 != pod.ipv4) {
+                for addr in [peer.ipv4.to_string(), peer.ipv6.to_string()] {
+                    pod.ns.ip(&["neigh", "replace", &addr, "lladdr", &peer.mac, "dev", "eth0", "nud", "permanent"]);
+                }
+            }
+            pod.ns.ip(&["neigh", "replace", &BRIDGE_V4.to_string(), "lladdr", &bridge_mac, "dev", "eth0", "nud", "permanent"]);
+            self.ns.ip(&["neigh", "replace", &pod.ipv4.to_string(), "lladdr", &pod.mac, "dev", &self.bridge, "nud", "permanent"]);
+        }
+    }
+
+    /// Brings the host-side veths up: from here on packets flow.
+    pub fn up(&self) {
+        for pod in &self.pods {
+            self.ns.ip(&["link", "set", &pod.host_if, "up"]);
+        }
+        // Wait for the carrier so traffic does not race the link.
+        for pod in &self.pods {
+            for _ in 0..100 {
+                let out = pod.ns.ip(&["-j", "link", "show", "eth0"]);
+                if String::from_utf8_lossy(&out.stdout).contains("LOWER_UP") {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn counters(&self, ifname: &str) -> Counters {
+        let out = self.ns.ip(&["-s", "-j", "link", "show", "dev", ifname]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+        let s = &v[0]["stats64"];
+        let n = |x: &serde_json::Value| x.as_u64().expect("counter");
+        Counters {
+            rx_packets: n(&s["rx"]["packets"]),
+            rx_bytes: n(&s["rx"]["bytes"]),
+            tx_packets: n(&s["tx"]["packets"]),
+            tx_bytes: n(&s["tx"]["bytes"]),
+        }
+    }
+
+    /// Counters once they have held still for a second (nothing in flight).
+    pub fn settled_counters(&self, ifname: &str) -> Counters {
+        let mut last = self.counters(ifname);
+        let mut still = 0;
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let now = self.counters(ifname);
+            still = if now == last { still + 1 } else { 0 };
+            if still == 5 {
+                return now;
+            }
+            last = now;
+        }
+        panic!("counters of {ifname} never settled");
+    }
+}
+
+fn link_mac(ns: &Netns, ifname: &str) -> String {
+    let out = ns.ip(&["-j", "link", "show", "dev", ifname]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+    v[0]["address"].as_str().expect("address").to_owned()
+}
