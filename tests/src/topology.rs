@@ -63,6 +63,12 @@ impl Node {
         format!("hcv{}*", self.id)
     }
 
+    /// Adds pod `n` to a running node, neighbours included.
+    pub fn add_pod_now(&mut self, n: usize) {
+        self.add_pod(n);
+        self.set_static_neighbours();
+    }
+
     fn add_pod(&mut self, n: usize) {
         let ns = Netns::new(format!("hubcap-{}-p{n}", self.id));
         for key in ["all", "default"] {

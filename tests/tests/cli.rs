@@ -1,0 +1,63 @@
+//! Bad invocations fail at once, with a clear message and a non-zero exit,
+//! before anything is attached.
+
+use std::{os::unix::process::CommandExt as _, process::Command};
+
+use hubcap_tests::{agent::hubcap_bin, require_root};
+
+fn hubcap(args: &[&str]) -> (i32, String) {
+    let out = Command::new(hubcap_bin()).args(args).output().expect("run hubcap");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn help_and_version() {
+    let (code, text) = hubcap(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("run"), "{text}");
+    let (code, text) = hubcap(&["run", "--help"]);
+    assert_eq!(code, 0);
+    for option in ["--interface", "--output", "--node-name", "--report-interval", "--idle-timeout", "--attach-mode"] {
+        assert!(text.contains(option), "{option} missing from help");
+    }
+    let (code, text) = hubcap(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(text.starts_with("hubcap "), "{text}");
+}
+
+#[test]
+fn bad_arguments_are_rejected() {
+    for args in [&["run", "--attach-mode", "xdp"][..], &["run", "--report-interval", "-1"], &["run", "--bogus"], &["capture"]] {
+        let (code, text) = hubcap(args);
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(text.contains("error"), "{text}");
+    }
+}
+
+#[test]
+fn nonexistent_interface_is_an_error() {
+    require_root();
+    let (code, text) = hubcap(&["run", "--interface", "hcnosuch0"]);
+    assert_eq!(code, 1);
+    assert!(text.contains("no such interface: hcnosuch0"), "{text}");
+    assert!(!text.contains("attached"), "nothing may be attached: {text}");
+}
+
+#[test]
+fn unwritable_output_is_an_error() {
+    require_root();
+    let (code, text) = hubcap(&["run", "--interface", "lo", "--output", "/proc/hubcap/events.log"]);
+    assert_eq!(code, 1);
+    assert!(text.contains("cannot write to /proc/hubcap/events.log"), "{text}");
+    assert!(!text.contains("attached"), "{text}");
+}
+
+#[test]
+fn missing_privileges_are_an_error() {
+    require_root();
+    // As nobody: no capabilities at all.
+    let out = Command::new(hubcap_bin()).args(["run"]).uid(65534).gid(65534).output().expect("run hubcap");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("hubcap needs root") && text.contains("CAP_NET_ADMIN"), "{text}");
+}
