@@ -26,7 +26,10 @@ fn compile_protos() -> Result<()> {
     // Struct is added: it is what `extensions` carries.
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?);
     let with_struct = protox::compile(files.iter().copied().chain(["google/protobuf/struct.proto"]), ["proto"])?;
-    fs::write(out_dir.join("hubble_descriptors.bin"), prost::Message::encode_to_vec(&with_struct))?;
+    fs::write(
+        out_dir.join("hubble_descriptors.bin"),
+        prost::Message::encode_to_vec(&with_struct),
+    )?;
     prost_build::Config::new()
         .compile_fds(descriptors)
         .context("generating Rust types")?;
@@ -42,7 +45,13 @@ fn build_ebpf() -> Result<()> {
         if required {
             bail!("cannot build the eBPF object: {missing}; run `cargo xtask setup`");
         }
-        println!("cargo:warning=embedding an empty eBPF object ({missing}); `cargo xtask setup` installs the toolchain");
+        println!(
+            "cargo:warning=embedding an empty eBPF object ({missing}); `cargo xtask setup` installs the toolchain"
+        );
+        // Check again on every build until the toolchain is there, so a stub
+        // never outlives the reason for it.
+        println!("cargo:rerun-if-env-changed=PATH");
+        println!("cargo:rerun-if-changed={}", cargo_bin("bpf-linker").display());
         fs::write(&object, []).context("writing the stub object")?;
         return Ok(());
     }
@@ -58,6 +67,13 @@ fn build_ebpf() -> Result<()> {
     )
 }
 
+fn cargo_bin(name: &str) -> PathBuf {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+    cargo_home.join("bin").join(name)
+}
+
 /// What is missing to build the eBPF object, if anything.
 fn missing_ebpf_toolchain() -> Option<String> {
     let on_path = |name: &str| {
@@ -66,7 +82,9 @@ fn missing_ebpf_toolchain() -> Option<String> {
     if !on_path("bpf-linker") {
         return Some("bpf-linker is not on PATH".into());
     }
-    let sysroot = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output();
+    let sysroot = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output();
     let Ok(sysroot) = sysroot else {
         return Some("rustup is not on PATH".into());
     };

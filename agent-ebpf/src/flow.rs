@@ -18,9 +18,6 @@ const EEXIST: i32 = -17;
 struct Skb<'a>(&'a TcContext);
 
 impl PacketBytes for Skb<'_> {
-    fn len(&self) -> usize {
-        self.0.len() as usize
-    }
     fn load<T: Copy>(&self, offset: usize) -> Option<T> {
         self.0.load::<T>(offset).ok()
     }

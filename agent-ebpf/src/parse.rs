@@ -13,17 +13,12 @@ use network_types::{
 
 /// Random access to a packet's bytes.
 pub trait PacketBytes {
-    /// Length of the packet, L2 header included.
-    fn len(&self) -> usize;
     /// Copies `size_of::<T>()` bytes at `offset`, or `None` when they are not
     /// all inside the packet.
     fn load<T: Copy>(&self, offset: usize) -> Option<T>;
 }
 
 impl PacketBytes for [u8] {
-    fn len(&self) -> usize {
-        <[u8]>::len(self)
-    }
     fn load<T: Copy>(&self, offset: usize) -> Option<T> {
         let end = offset.checked_add(core::mem::size_of::<T>())?;
         let bytes = self.get(offset..end)?;

@@ -41,7 +41,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let selector = InterfaceSelector::new(&args.interfaces)?;
     let present = interfaces::list().context("listing network interfaces")?;
     selector.check_plain_names_exist(&present)?;
-    let rotation = RotationConfig { max_bytes: args.output_max_size_mb * 1024 * 1024, max_backups: args.output_max_backups };
+    let rotation = RotationConfig {
+        max_bytes: args.output_max_size_mb * 1024 * 1024,
+        max_backups: args.output_max_backups,
+    };
     let sink = Sink::open(&args.output, rotation).with_context(|| format!("cannot write to {}", args.output))?;
     let node_name = args.node_name.clone().unwrap_or_else(default_node_name);
 
@@ -60,7 +63,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
             idle_timeout_ns: args.idle_timeout.as_nanos() as u64,
             close_linger_ns: CLOSE_LINGER.as_nanos() as u64,
         }),
-        builder: RecordBuilder { node_name, interfaces: Default::default() },
+        builder: RecordBuilder {
+            node_name,
+            interfaces: Default::default(),
+        },
         selector,
         clock: WallClock::new(),
         sink,
@@ -79,9 +85,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 fn default_node_name() -> String {
-    std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into())
-    })
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".into())
+        })
 }
 
 struct Agent {
@@ -145,7 +156,13 @@ impl Agent {
         let present = interfaces::list().context("listing network interfaces")?;
         for iface in &present {
             if self.selector.matches(iface) && !self.attachments.contains(iface.index) {
-                self.builder.interfaces.insert(iface.index, InterfaceInfo { name: iface.name.clone(), kind: iface.kind });
+                self.builder.interfaces.insert(
+                    iface.index,
+                    InterfaceInfo {
+                        name: iface.name.clone(),
+                        kind: iface.kind,
+                    },
+                );
                 if let Err(e) = self.attachments.attach(&mut self.datapath, iface.index, &iface.name) {
                     // An interface can vanish between listing and attaching;
                     // anything else is worth a warning, not a dead agent.
@@ -165,7 +182,12 @@ impl Agent {
         let now = self.clock.now();
         for u in self.updates.drain(..) {
             let record = self.builder.build(&u, &self.clock);
-            write_export_event(&mut self.lines, ExportPayload::Flow(&record), &self.builder.node_name, &now);
+            write_export_event(
+                &mut self.lines,
+                ExportPayload::Flow(&record),
+                &self.builder.node_name,
+                &now,
+            );
             self.line_count += 1;
         }
         self.sink
@@ -194,8 +216,17 @@ impl Agent {
                 continue;
             }
             warn!(?source, lost, "kernel could not keep up");
-            let event = LostEvent { source: source as i32, num_events_lost: lost, cpu: None };
-            write_export_event(&mut self.lines, ExportPayload::LostEvents(&event), &self.builder.node_name, &now);
+            let event = LostEvent {
+                source: source as i32,
+                num_events_lost: lost,
+                cpu: None,
+            };
+            write_export_event(
+                &mut self.lines,
+                ExportPayload::LostEvents(&event),
+                &self.builder.node_name,
+                &now,
+            );
             self.line_count += 1;
         }
         self.reported_counters = now_counters;
@@ -212,8 +243,10 @@ impl Agent {
         self.attachments.detach_all(&mut self.datapath);
         let table = &mut self.table;
         let updates = &mut self.updates;
-        self.reader.read_all_now(|e| table.on_event(e, e.stats.last_seen_ns, updates));
-        self.table.finish(&mut self.datapath.flows, WallClock::monotonic_ns(), &mut self.updates);
+        self.reader
+            .read_all_now(|e| table.on_event(e, e.stats.last_seen_ns, updates));
+        self.table
+            .finish(&mut self.datapath.flows, WallClock::monotonic_ns(), &mut self.updates);
         self.write_updates()?;
         self.report_kernel_losses()?;
         self.flush()?;

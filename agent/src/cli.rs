@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::datapath::AttachMode;
 
 #[derive(Parser, Debug)]
-#[command(name = "hubcap", version, about = "eBPF network-flow capture agent writing Hubble flow logs")]
+#[command(
+    name = "hubcap",
+    version,
+    about = "eBPF network-flow capture agent writing Hubble flow logs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -103,7 +107,8 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
-        let ok = Cli::try_parse_from(["hubcap", "run", "-i", "veth*", "-i", "eth0", "--report-interval", "0.5"]).unwrap();
+        let ok =
+            Cli::try_parse_from(["hubcap", "run", "-i", "veth*", "-i", "eth0", "--report-interval", "0.5"]).unwrap();
         let Command::Run(args) = ok.command;
         assert_eq!(args.interfaces, ["veth*", "eth0"]);
         assert_eq!(args.report_interval, Duration::from_millis(500));

@@ -16,7 +16,9 @@ fn now_ns(clock: ClockId) -> i128 {
 
 impl WallClock {
     pub fn new() -> Self {
-        let mut clock = WallClock { realtime_minus_monotonic_ns: 0 };
+        let mut clock = WallClock {
+            realtime_minus_monotonic_ns: 0,
+        };
         clock.refresh();
         clock
     }
@@ -53,5 +55,8 @@ impl Default for WallClock {
 }
 
 pub fn unix_ns_to_timestamp(ns: i128) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ns.div_euclid(1_000_000_000) as i64, nanos: ns.rem_euclid(1_000_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: ns.div_euclid(1_000_000_000) as i64,
+        nanos: ns.rem_euclid(1_000_000_000) as i32,
+    }
 }

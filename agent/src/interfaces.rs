@@ -31,7 +31,9 @@ pub fn list() -> std::io::Result<Vec<Interface>> {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         // An interface can vanish between readdir and reading its files.
-        let Some(iface) = read_interface(&entry.path(), name) else { continue };
+        let Some(iface) = read_interface(&entry.path(), name) else {
+            continue;
+        };
         out.push(iface);
     }
     out.sort_by_key(|i| i.index);
@@ -49,8 +51,18 @@ fn read_interface(dir: &Path, name: String) -> Option<Interface> {
     };
     let index = read_number("ifindex")?;
     let flags = read_number("flags")?;
-    let kind = if is_endpoint_driver(&name) { InterfaceKind::Endpoint } else { InterfaceKind::Network };
-    Some(Interface { index, name, up: flags & IFF_UP != 0, loopback: flags & IFF_LOOPBACK != 0, kind })
+    let kind = if is_endpoint_driver(&name) {
+        InterfaceKind::Endpoint
+    } else {
+        InterfaceKind::Network
+    };
+    Some(Interface {
+        index,
+        name,
+        up: flags & IFF_UP != 0,
+        loopback: flags & IFF_LOOPBACK != 0,
+        kind,
+    })
 }
 
 /// veth and netkit are how CNIs wire pods to the node. The driver name comes
@@ -78,8 +90,16 @@ fn driver_name(name: &str) -> Option<String> {
     if bytes.len() >= libc::IFNAMSIZ {
         return None;
     }
-    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 160] };
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut info, _pad: [0; 16] };
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 160],
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut info,
+        _pad: [0; 16],
+    };
     req.name[..bytes.len()].copy_from_slice(bytes);
     // SAFETY: a datagram socket only used for this ioctl; `req` points at
     // `info`, which outlives the call and is as large as the kernel writes.
@@ -101,7 +121,10 @@ fn driver_name(name: &str) -> Option<String> {
 #[derive(Debug, thiserror::Error)]
 pub enum SelectorError {
     #[error("invalid interface pattern {pattern:?}: {source}")]
-    Pattern { pattern: String, source: glob::PatternError },
+    Pattern {
+        pattern: String,
+        source: glob::PatternError,
+    },
     #[error("no such interface: {0} (to wait for an interface that does not exist yet, give a pattern such as '{0}*')")]
     NoSuchInterface(String),
 }
@@ -116,7 +139,12 @@ impl InterfaceSelector {
     pub fn new(patterns: &[String]) -> Result<Self, SelectorError> {
         let patterns = patterns
             .iter()
-            .map(|p| glob::Pattern::new(p).map_err(|source| SelectorError::Pattern { pattern: p.clone(), source }))
+            .map(|p| {
+                glob::Pattern::new(p).map_err(|source| SelectorError::Pattern {
+                    pattern: p.clone(),
+                    source,
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok(InterfaceSelector { patterns })
     }
@@ -151,7 +179,13 @@ mod tests {
     use super::*;
 
     fn iface(name: &str, up: bool, loopback: bool) -> Interface {
-        Interface { index: 1, name: name.into(), up, loopback, kind: InterfaceKind::Network }
+        Interface {
+            index: 1,
+            name: name.into(),
+            up,
+            loopback,
+            kind: InterfaceKind::Network,
+        }
     }
 
     #[test]

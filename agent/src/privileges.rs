@@ -45,7 +45,13 @@ fn check_capabilities(caps: u64) -> Result<(), MissingPrivileges> {
             missing.push("CAP_PERFMON");
         }
     }
-    if missing.is_empty() { Ok(()) } else { Err(MissingPrivileges { missing: missing.join(", ") }) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(MissingPrivileges {
+            missing: missing.join(", "),
+        })
+    }
 }
 
 #[cfg(test)]

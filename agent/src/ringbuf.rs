@@ -21,8 +21,8 @@ impl EventReader {
     pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
         // SAFETY: the RingBuf owns its map fd, which stays open and the same
         // for as long as the RingBuf lives, and the AsyncFd owns the RingBuf.
-        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(io::Error::from)?;
+        let fd =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(io::Error::from)?;
         Ok(EventReader { fd, malformed: 0 })
     }
 

@@ -18,8 +18,16 @@ pub fn hubcap_bin() -> PathBuf {
         return p.into();
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>").join("hubcap");
-    assert!(bin.exists(), "{} not built: run `cargo xtask test` (or set HUBCAP_BIN)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .join("hubcap");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo xtask test` (or set HUBCAP_BIN)",
+        bin.display()
+    );
     bin
 }
 
@@ -40,7 +48,11 @@ impl Agent {
     /// Starts `hubcap run ARGS` in `ns` and waits until it reports capturing.
     pub fn start(ns: &Netns, args: &[&str]) -> Agent {
         let mut cmd = ns.command(hubcap_bin().to_str().expect("UTF-8 path"));
-        cmd.arg("run").args(args).env("RUST_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.arg("run")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start hubcap");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let lines = Arc::clone(&stderr);
@@ -57,8 +69,12 @@ impl Agent {
             out.read_to_string(&mut s).expect("read stdout");
             s
         });
-        let agent =
-            Agent { child: Some(child), stderr, stderr_thread: Some(stderr_thread), stdout_thread: Some(stdout_thread) };
+        let agent = Agent {
+            child: Some(child),
+            stderr,
+            stderr_thread: Some(stderr_thread),
+            stdout_thread: Some(stdout_thread),
+        };
         agent.wait_for_log("capturing", Duration::from_secs(20));
         agent
     }
@@ -72,11 +88,21 @@ impl Agent {
     pub fn wait_for_logs(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let found: Vec<String> = self.stderr.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect();
+            let found: Vec<String> = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
             if found.len() >= count {
                 return found;
             }
-            assert!(Instant::now() < deadline, "no {count} log lines with {needle:?} within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no {count} log lines with {needle:?} within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -84,8 +110,11 @@ impl Agent {
     /// SIGTERM, then everything hubcap wrote.
     pub fn stop(mut self) -> Finished {
         let mut child = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-            .expect("SIGTERM");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait") {

@@ -15,7 +15,10 @@ pub mod traffic;
 /// Root is needed for namespaces and eBPF; say so plainly instead of
 /// failing somewhere deep inside.
 pub fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "end-to-end tests need root (run `cargo xtask test` as root)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "end-to-end tests need root (run `cargo xtask test` as root)"
+    );
 }
 
 /// A short id unique to this process and call, for interface names (15

@@ -13,7 +13,10 @@ pub struct Netns {
 
 /// Runs a command and panics with its output if it fails.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
         out.status.success(),
         "{program} {} failed: {}{}",
@@ -47,7 +50,18 @@ impl Netns {
     }
 
     pub fn sysctl(&self, key: &str, value: &str) {
-        run("ip", &["netns", "exec", &self.name, "sysctl", "-q", "-w", &format!("{key}={value}")]);
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.name,
+                "sysctl",
+                "-q",
+                "-w",
+                &format!("{key}={value}"),
+            ],
+        );
     }
 
     /// Runs `f` on a thread that has joined this namespace. Sockets made

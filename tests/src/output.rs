@@ -43,7 +43,10 @@ pub fn parse(stdout: &str) -> Output {
         DynamicMessage::deserialize(export_event.clone(), &mut de)
             .unwrap_or_else(|e| panic!("line {} is not a Hubble ExportEvent ({e}): {line}", n + 1));
         let v: Value = serde_json::from_str(line).expect("JSON");
-        assert!(v["node_name"].is_string() && v["time"].is_string(), "envelope fields: {line}");
+        assert!(
+            v["node_name"].is_string() && v["time"].is_string(),
+            "envelope fields: {line}"
+        );
         if v.get("lost_events").is_some() {
             lost_events.push(v["lost_events"].clone());
         } else {
@@ -55,13 +58,23 @@ pub fn parse(stdout: &str) -> Output {
 
 fn record(f: &Value) -> Record {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let (protocol, l4) = f["l4"].as_object().and_then(|o| o.iter().next()).map(|(k, v)| (k.clone(), v.clone())).unwrap_or_default();
+    let (protocol, l4) = f["l4"]
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap_or_default();
     let (src_port, dst_port) = if protocol.starts_with("ICMP") {
         (l4["type"].as_u64().unwrap_or(0), l4["code"].as_u64().unwrap_or(0))
     } else {
-        (l4["source_port"].as_u64().unwrap_or(0), l4["destination_port"].as_u64().unwrap_or(0))
+        (
+            l4["source_port"].as_u64().unwrap_or(0),
+            l4["destination_port"].as_u64().unwrap_or(0),
+        )
     };
-    let flags = l4["flags"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let flags = l4["flags"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
     let ext = &f["extensions"]["value"];
     Record {
         interface: s(&f["interface"]["name"]),

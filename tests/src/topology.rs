@@ -50,7 +50,12 @@ impl Node {
         ns.ip(&["link", "add", &bridge, "type", "bridge"]);
         ns.ip(&["addr", "add", &format!("{BRIDGE_V4}/24"), "dev", &bridge]);
         ns.ip(&["link", "set", &bridge, "up"]);
-        let mut node = Node { id, bridge, pods: Vec::new(), ns };
+        let mut node = Node {
+            id,
+            bridge,
+            pods: Vec::new(),
+            ns,
+        };
         for n in 1..=pods {
             node.add_pod(n);
         }
@@ -80,7 +85,9 @@ impl Node {
             ns.sysctl(&format!("net.ipv6.conf.{key}.mldv1_unsolicited_report_interval"), "10");
         }
         let host_if = format!("hcv{}{n}", self.id);
-        self.ns.ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
+        self.ns.ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ]);
         self.ns.ip(&["link", "set", &host_if, "master", &self.bridge]);
         let ipv4 = Ipv4Addr::new(10, 77, 0, 10 + n as u8);
         let ipv6: Ipv6Addr = format!("fd77::{}", 10 + n).parse().unwrap();
@@ -88,7 +95,13 @@ impl Node {
         ns.ip(&["addr", "add", &format!("{ipv6}/64"), "dev", "eth0", "nodad"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         let mac = link_mac(&ns, "eth0");
-        self.pods.push(Pod { ns, host_if, ipv4, ipv6, mac });
+        self.pods.push(Pod {
+            ns,
+            host_if,
+            ipv4,
+            ipv6,
+            mac,
+        });
     }
 
     fn set_static_neighbours(&self) {
@@ -96,11 +109,41 @@ impl Node {
         for pod in &self.pods {
             for peer in self.pods.iter().filter(|p| p.ipv4 != pod.ipv4) {
                 for addr in [peer.ipv4.to_string(), peer.ipv6.to_string()] {
-                    pod.ns.ip(&["neigh", "replace", &addr, "lladdr", &peer.mac, "dev", "eth0", "nud", "permanent"]);
+                    pod.ns.ip(&[
+                        "neigh",
+                        "replace",
+                        &addr,
+                        "lladdr",
+                        &peer.mac,
+                        "dev",
+                        "eth0",
+                        "nud",
+                        "permanent",
+                    ]);
                 }
             }
-            pod.ns.ip(&["neigh", "replace", &BRIDGE_V4.to_string(), "lladdr", &bridge_mac, "dev", "eth0", "nud", "permanent"]);
-            self.ns.ip(&["neigh", "replace", &pod.ipv4.to_string(), "lladdr", &pod.mac, "dev", &self.bridge, "nud", "permanent"]);
+            pod.ns.ip(&[
+                "neigh",
+                "replace",
+                &BRIDGE_V4.to_string(),
+                "lladdr",
+                &bridge_mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ]);
+            self.ns.ip(&[
+                "neigh",
+                "replace",
+                &pod.ipv4.to_string(),
+                "lladdr",
+                &pod.mac,
+                "dev",
+                &self.bridge,
+                "nud",
+                "permanent",
+            ]);
         }
     }
 

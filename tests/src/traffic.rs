@@ -45,7 +45,9 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_addr: SocketAddr, up:
 pub fn udp_echo(client: &Netns, server: &Netns, server_addr: SocketAddr, count: usize, size: usize) -> u16 {
     let server_socket = server.enter(move || UdpSocket::bind(server_addr).expect("bind"));
     server_socket.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let bind_any: SocketAddr = if server_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+    let bind_any: SocketAddr = if server_addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .unwrap();
     let client_socket = client.enter(move || UdpSocket::bind(bind_any).expect("bind"));
     client_socket.set_read_timeout(Some(TIMEOUT)).unwrap();
     let payload = vec![0x42; size];
@@ -68,5 +70,9 @@ pub fn ping(from: &Netns, to: &str, count: u32) {
         .args(["-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "2", to])
         .output()
         .expect("ping");
-    assert!(out.status.success(), "ping {to}: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "ping {to}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -7,8 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use hubcap_tests::{
     agent::Agent,
-    output,
-    require_root,
+    output, require_root,
     topology::Node,
     traffic::{ping, tcp_transfer, udp_echo},
 };
@@ -29,21 +28,43 @@ fn tcx_and_tc_instances_coexist_and_both_count_exactly() {
     udp_echo(&p2.ns, &p1.ns, SocketAddr::new(p1.ipv6.into(), 5002), 10, 100);
     ping(&p1.ns, &p2.ipv4.to_string(), 2);
 
-    let counters: Vec<_> = node.pods.iter().map(|p| (p.host_if.clone(), node.settled_counters(&p.host_if))).collect();
+    let counters: Vec<_> = node
+        .pods
+        .iter()
+        .map(|p| (p.host_if.clone(), node.settled_counters(&p.host_if)))
+        .collect();
     for agent in [tc, tcx] {
         let finished = agent.stop();
         assert!(finished.status.success());
         let sums = output::sums(&output::parse(&finished.stdout).records);
         for (ifname, c) in &counters {
-            assert_eq!(sums[&(ifname.clone(), "FROM_ENDPOINT".to_owned())], (c.rx_packets, c.rx_bytes), "{ifname} rx");
-            assert_eq!(sums[&(ifname.clone(), "TO_ENDPOINT".to_owned())], (c.tx_packets, c.tx_bytes), "{ifname} tx");
+            assert_eq!(
+                sums[&(ifname.clone(), "FROM_ENDPOINT".to_owned())],
+                (c.rx_packets, c.rx_bytes),
+                "{ifname} rx"
+            );
+            assert_eq!(
+                sums[&(ifname.clone(), "TO_ENDPOINT".to_owned())],
+                (c.tx_packets, c.tx_bytes),
+                "{ifname} tx"
+            );
         }
     }
     // Detached on exit: no tc filter of ours is left behind.
     for pod in &node.pods {
         for hook in ["ingress", "egress"] {
-            let out = node.ns.command("tc").args(["filter", "show", "dev", &pod.host_if, hook]).output().unwrap();
-            assert!(out.stdout.is_empty(), "{hook} filters left on {}: {}", pod.host_if, String::from_utf8_lossy(&out.stdout));
+            let out = node
+                .ns
+                .command("tc")
+                .args(["filter", "show", "dev", &pod.host_if, hook])
+                .output()
+                .unwrap();
+            assert!(
+                out.stdout.is_empty(),
+                "{hook} filters left on {}: {}",
+                pod.host_if,
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
     }
 }

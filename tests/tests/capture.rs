@@ -19,7 +19,17 @@ fn flows_match_traffic_and_interface_counters() {
     require_root();
     let node = Node::new(2);
     let pattern = node.pattern();
-    let agent = Agent::start(&node.ns, &["--interface", &pattern, "--report-interval", "2", "--node-name", "test-node"]);
+    let agent = Agent::start(
+        &node.ns,
+        &[
+            "--interface",
+            &pattern,
+            "--report-interval",
+            "2",
+            "--node-name",
+            "test-node",
+        ],
+    );
     agent.wait_for_logs("attached", 2, Duration::from_secs(5));
     node.up();
 
@@ -28,37 +38,62 @@ fn flows_match_traffic_and_interface_counters() {
     let (ip1, ip2) = (p1.ipv4.to_string(), p2.ipv4.to_string());
     let (ip6_1, ip6_2) = (p1.ipv6.to_string(), p2.ipv6.to_string());
 
-    let tcp_port = tcp_transfer(&p1.ns, &p2.ns, SocketAddr::new(p2.ipv4.into(), 5001), 1_000_000, 300_000);
+    let tcp_port = tcp_transfer(
+        &p1.ns,
+        &p2.ns,
+        SocketAddr::new(p2.ipv4.into(), 5001),
+        1_000_000,
+        300_000,
+    );
     let tcp_back_port = tcp_transfer(&p2.ns, &p1.ns, SocketAddr::new(p1.ipv4.into(), 5002), 200_000, 0);
     let udp_port = udp_echo(&p1.ns, &p2.ns, SocketAddr::new(p2.ipv4.into(), 5353), 50, 400);
     ping(&p1.ns, &ip2, 3);
     let tcp6_port = tcp_transfer(&p1.ns, &p2.ns, SocketAddr::new(p2.ipv6.into(), 6001), 500_000, 100_000);
     let udp6_port = udp_echo(&p2.ns, &p1.ns, SocketAddr::new(p1.ipv6.into(), 6053), 20, 1000);
     ping(&p1.ns, &ip6_2, 2);
-    let burst_ports: Vec<u16> =
-        (0..100).map(|_| tcp_transfer(&p2.ns, &p1.ns, SocketAddr::new(p1.ipv4.into(), 7000), 100, 10)).collect();
+    let burst_ports: Vec<u16> = (0..100)
+        .map(|_| tcp_transfer(&p2.ns, &p1.ns, SocketAddr::new(p1.ipv4.into(), 7000), 100, 10))
+        .collect();
 
     let counters_a = node.settled_counters(a);
     let counters_b = node.settled_counters(b);
     let finished = agent.stop();
     assert!(finished.status.success(), "hubcap exit: {:?}", finished.status);
-    assert_eq!(node.counters(a), counters_a, "traffic after the agent stopped would not be comparable");
+    assert_eq!(
+        node.counters(a),
+        counters_a,
+        "traffic after the agent stopped would not be comparable"
+    );
     let out = output::parse(&finished.stdout);
     let records = &out.records;
-    assert!(out.lost_events.is_empty(), "nothing may be lost here: {:?}", out.lost_events);
+    assert!(
+        out.lost_events.is_empty(),
+        "nothing may be lost here: {:?}",
+        out.lost_events
+    );
 
     // Exact accounting per interface and direction. On a pod's host-side
     // veth, received packets come from the pod (FROM_ENDPOINT) and sent ones
     // go to it (TO_ENDPOINT).
     let sums = output::sums(records);
     for (ifname, c) in [(a, counters_a), (b, counters_b)] {
-        let from = sums.get(&(ifname.clone(), "FROM_ENDPOINT".into())).copied().unwrap_or_default();
-        let to = sums.get(&(ifname.clone(), "TO_ENDPOINT".into())).copied().unwrap_or_default();
+        let from = sums
+            .get(&(ifname.clone(), "FROM_ENDPOINT".into()))
+            .copied()
+            .unwrap_or_default();
+        let to = sums
+            .get(&(ifname.clone(), "TO_ENDPOINT".into()))
+            .copied()
+            .unwrap_or_default();
         assert_eq!(from, (c.rx_packets, c.rx_bytes), "{ifname} rx (packets, bytes)");
         assert_eq!(to, (c.tx_packets, c.tx_bytes), "{ifname} tx (packets, bytes)");
     }
     for r in records {
-        let expected = if r.point == "FROM_ENDPOINT" { "EGRESS" } else { "INGRESS" };
+        let expected = if r.point == "FROM_ENDPOINT" {
+            "EGRESS"
+        } else {
+            "INGRESS"
+        };
         assert_eq!(r.direction, expected, "{:?}", r.json);
         assert_eq!(r.json["node_name"], "test-node");
         assert_eq!(r.json["Type"], "L3_L4");
@@ -75,11 +110,19 @@ fn flows_match_traffic_and_interface_counters() {
         assert_eq!(fwd[0].flags, ["SYN"], "the initiator's first record carries its SYN");
         assert!(rev[0].flags.contains(&"SYN".to_owned()) && rev[0].flags.contains(&"ACK".to_owned()));
         for f in ["SYN", "ACK", "FIN"] {
-            assert!(fwd_flags.contains(&f.to_owned()) && rev_flags.contains(&f.to_owned()), "{f}: {fwd_flags:?} {rev_flags:?}");
+            assert!(
+                fwd_flags.contains(&f.to_owned()) && rev_flags.contains(&f.to_owned()),
+                "{f}: {fwd_flags:?} {rev_flags:?}"
+            );
         }
         assert!(fwd_bytes > 1_000_000 && rev_bytes > 300_000);
         // Aggregated: a handful of records, never one per packet.
-        assert!(fwd.len() <= 4 && rev.len() <= 4, "{} and {} records", fwd.len(), rev.len());
+        assert!(
+            fwd.len() <= 4 && rev.len() <= 4,
+            "{} and {} records",
+            fwd.len(),
+            rev.len()
+        );
     }
 
     // The connection opened from pod 2: is_reply follows the initiator.
@@ -109,7 +152,10 @@ fn flows_match_traffic_and_interface_counters() {
     assert!(check_lifecycle(&fwd6, Some(false)).1 > 500_000);
     assert_eq!(fwd6[0].json["IP"]["ipVersion"], "IPv6");
     let udp6 = flow(records, b, "UDP", (&ip6_2, udp6_port.into()), (&ip6_1, 6053));
-    assert_eq!(check_lifecycle(&udp6, Some(false)), (20, 20 * (1000 + 8 + 40 + 14), vec![]));
+    assert_eq!(
+        check_lifecycle(&udp6, Some(false)),
+        (20, 20 * (1000 + 8 + 40 + 14), vec![])
+    );
     let echo6 = flow(records, a, "ICMPv6", (&ip6_1, 128), (&ip6_2, 0));
     assert_eq!(check_lifecycle(&echo6, Some(false)).0, 2);
     let reply6 = flow(records, a, "ICMPv6", (&ip6_2, 129), (&ip6_1, 0));

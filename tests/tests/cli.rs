@@ -7,7 +7,10 @@ use hubcap_tests::{agent::hubcap_bin, require_root};
 
 fn hubcap(args: &[&str]) -> (i32, String) {
     let out = Command::new(hubcap_bin()).args(args).output().expect("run hubcap");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
 }
 
 #[test]
@@ -17,7 +20,14 @@ fn help_and_version() {
     assert!(text.contains("run"), "{text}");
     let (code, text) = hubcap(&["run", "--help"]);
     assert_eq!(code, 0);
-    for option in ["--interface", "--output", "--node-name", "--report-interval", "--idle-timeout", "--attach-mode"] {
+    for option in [
+        "--interface",
+        "--output",
+        "--node-name",
+        "--report-interval",
+        "--idle-timeout",
+        "--attach-mode",
+    ] {
         assert!(text.contains(option), "{option} missing from help");
     }
     let (code, text) = hubcap(&["--version"]);
@@ -27,7 +37,12 @@ fn help_and_version() {
 
 #[test]
 fn bad_arguments_are_rejected() {
-    for args in [&["run", "--attach-mode", "xdp"][..], &["run", "--report-interval", "-1"], &["run", "--bogus"], &["capture"]] {
+    for args in [
+        &["run", "--attach-mode", "xdp"][..],
+        &["run", "--report-interval", "-1"],
+        &["run", "--bogus"],
+        &["capture"],
+    ] {
         let (code, text) = hubcap(args);
         assert_eq!(code, 2, "{args:?}: {text}");
         assert!(text.contains("error"), "{text}");
@@ -56,8 +71,16 @@ fn unwritable_output_is_an_error() {
 fn missing_privileges_are_an_error() {
     require_root();
     // As nobody: no capabilities at all.
-    let out = Command::new(hubcap_bin()).args(["run"]).uid(65534).gid(65534).output().expect("run hubcap");
+    let out = Command::new(hubcap_bin())
+        .args(["run"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run hubcap");
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("hubcap needs root") && text.contains("CAP_NET_ADMIN"), "{text}");
+    assert!(
+        text.contains("hubcap needs root") && text.contains("CAP_NET_ADMIN"),
+        "{text}"
+    );
 }

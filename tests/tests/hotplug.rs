@@ -19,12 +19,21 @@ fn interfaces_come_and_go() {
     // A second pod appears while hubcap runs.
     let added = Instant::now();
     node.add_pod_now(2);
-    let line = agent.wait_for_log(&format!("interface=\"{}\"", node.pods[1].host_if), Duration::from_secs(3));
+    let line = agent.wait_for_log(
+        &format!("interface=\"{}\"", node.pods[1].host_if),
+        Duration::from_secs(3),
+    );
     let took = added.elapsed();
     assert!(line.contains("attached"), "{line}");
     assert!(took < Duration::from_millis(1500), "attached after {took:?}");
     node.up();
-    let port = udp_echo(&node.pods[0].ns, &node.pods[1].ns, SocketAddr::new(node.pods[1].ipv4.into(), 9000), 5, 100);
+    let port = udp_echo(
+        &node.pods[0].ns,
+        &node.pods[1].ns,
+        SocketAddr::new(node.pods[1].ipv4.into(), 9000),
+        5,
+        100,
+    );
 
     // It goes away again: hubcap forgets it and keeps running.
     let gone = node.pods.pop().unwrap();

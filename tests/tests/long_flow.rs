@@ -32,7 +32,12 @@ fn ten_second_iperf3_stream_is_a_handful_of_records() {
     let mut ok = false;
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));
-        let out = p1.ns.command("iperf3").args(["-c", &server_ip, "-p", "5201", "-t", "10", "-J"]).output().expect("iperf3");
+        let out = p1
+            .ns
+            .command("iperf3")
+            .args(["-c", &server_ip, "-p", "5201", "-t", "10", "-J"])
+            .output()
+            .expect("iperf3");
         if out.status.success() {
             ok = true;
             break;
@@ -78,7 +83,14 @@ fn ten_second_iperf3_stream_is_a_handful_of_records() {
     );
     // B, a C about every 5 s, E.
     for dir in [&fwd, &rev] {
-        assert!((3..=5).contains(&dir.len()), "{:?}", dir.iter().map(|r| &r.state).collect::<Vec<_>>());
+        assert!(
+            (3..=5).contains(&dir.len()),
+            "{:?}",
+            dir.iter().map(|r| &r.state).collect::<Vec<_>>()
+        );
     }
-    assert!(packets / fwd.len() as u64 > 1000, "aggregated: far more packets than records");
+    assert!(
+        packets / fwd.len() as u64 > 1000,
+        "aggregated: far more packets than records"
+    );
 }

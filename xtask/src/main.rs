@@ -37,7 +37,10 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::ensure_all(),
         Cmd::Run { args } => {
             setup::ensure_all()?;
-            cargo_env(&["build", "--release", "--package", "agent", "--bin", "hubcap"], &[("HUBCAP_REQUIRE_EBPF", "1")])?;
+            cargo_env(
+                &["build", "--release", "--package", "agent", "--bin", "hubcap"],
+                &[("HUBCAP_REQUIRE_EBPF", "1")],
+            )?;
             let args = if args.is_empty() { vec!["run".to_owned()] } else { args };
             let bin = workspace_root().join("target/release/hubcap");
             let status = Command::new(&bin)
@@ -55,8 +58,14 @@ fn main() -> Result<()> {
             // Everything else, end-to-end tests included. They run the real
             // binary with the real eBPF object: demand it instead of a stub.
             let real_ebpf = [("HUBCAP_REQUIRE_EBPF", "1")];
-            cargo_env(&["build", "--release", "--package", "agent", "--bin", "hubcap"], &real_ebpf)?;
-            cargo_env(&["test", "--release", "--workspace", "--", "--test-threads=1"], &real_ebpf)
+            cargo_env(
+                &["build", "--release", "--package", "agent", "--bin", "hubcap"],
+                &real_ebpf,
+            )?;
+            cargo_env(
+                &["test", "--release", "--workspace", "--", "--test-threads=1"],
+                &real_ebpf,
+            )
         }
     }
 }

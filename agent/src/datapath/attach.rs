@@ -61,7 +61,10 @@ pub struct Attachments {
 
 impl Attachments {
     pub fn new(mode: AttachMode) -> Self {
-        Attachments { mode: mode.resolve(), by_ifindex: HashMap::new() }
+        Attachments {
+            mode: mode.resolve(),
+            by_ifindex: HashMap::new(),
+        }
     }
 
     pub fn mode(&self) -> AttachMode {
@@ -101,7 +104,14 @@ impl Attachments {
             }
         };
         info!(interface = name, ifindex, mode = ?self.mode, "attached");
-        self.by_ifindex.insert(ifindex, Attachment { name: name.to_owned(), ingress, egress });
+        self.by_ifindex.insert(
+            ifindex,
+            Attachment {
+                name: name.to_owned(),
+                ingress,
+                egress,
+            },
+        );
         Ok(())
     }
 
@@ -116,17 +126,26 @@ impl Attachments {
             AttachMode::Tcx | AttachMode::Auto => TcAttachOptions::TcxOrder(LinkOrder::default()),
             AttachMode::Tc => TcAttachOptions::Netlink(NlOptions::default()),
         };
-        datapath.program(program).attach_with_options(name, hook, options).map_err(|source| AttachError {
-            interface: name.to_owned(),
-            hook: if hook == TcAttachType::Ingress { "ingress" } else { "egress" },
-            source,
-        })
+        datapath
+            .program(program)
+            .attach_with_options(name, hook, options)
+            .map_err(|source| AttachError {
+                interface: name.to_owned(),
+                hook: if hook == TcAttachType::Ingress {
+                    "ingress"
+                } else {
+                    "egress"
+                },
+                source,
+            })
     }
 
     /// Detaches from an interface. One that vanished took our programs with
     /// it, so failures there are expected and only logged.
     pub fn detach(&mut self, datapath: &mut Datapath, ifindex: u32) {
-        let Some(a) = self.by_ifindex.remove(&ifindex) else { return };
+        let Some(a) = self.by_ifindex.remove(&ifindex) else {
+            return;
+        };
         for (program, link) in [(INGRESS_PROGRAM, a.ingress), (EGRESS_PROGRAM, a.egress)] {
             if let Err(e) = datapath.program(program).detach(link) {
                 debug!(interface = a.name, error = %e, "detach (interface probably gone)");

@@ -25,9 +25,15 @@ pub enum DatapathError {
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("the kernel rejected program {name}: {source}")]
-    Program { name: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
 }
@@ -66,12 +72,20 @@ impl Datapath {
                 .ok_or(DatapathError::Missing(name))?
                 .try_into()
                 .map_err(|source| DatapathError::Program { name, source })?;
-            program.load().map_err(|source| DatapathError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
         }
-        let flows = take_map(&mut ebpf, FLOWS_MAP, |m| HashMap::try_from(m))?;
-        let events = take_map(&mut ebpf, EVENTS_MAP, |m| RingBuf::try_from(m))?;
-        let counters = KernelCounters::new(take_map(&mut ebpf, COUNTERS_MAP, |m| PerCpuArray::try_from(m))?);
-        Ok(Datapath { ebpf, flows, counters, events: Some(events), config })
+        let flows = take_map(&mut ebpf, FLOWS_MAP, HashMap::try_from)?;
+        let events = take_map(&mut ebpf, EVENTS_MAP, RingBuf::try_from)?;
+        let counters = KernelCounters::new(take_map(&mut ebpf, COUNTERS_MAP, PerCpuArray::try_from)?);
+        Ok(Datapath {
+            ebpf,
+            flows,
+            counters,
+            events: Some(events),
+            config,
+        })
     }
 
     /// The ring buffer, handed once to the reader stage.

@@ -60,17 +60,27 @@ impl RecordBuilder {
         let flow = Flow {
             time: Some(clock.timestamp(u.stats.last_seen_ns)),
             verdict: Verdict::Forwarded as i32,
-            ethernet: Some(Ethernet { source: mac(&u.stats.src_mac), destination: mac(&u.stats.dst_mac) }),
+            ethernet: Some(Ethernet {
+                source: mac(&u.stats.src_mac),
+                destination: mac(&u.stats.dst_mac),
+            }),
             ip: Some(flow::Ip {
                 source: address(key, &key.src_addr).to_string(),
                 destination: address(key, &key.dst_addr).to_string(),
-                ip_version: if key.ip_version == 6 { IpVersion::IPv6 } else { IpVersion::IPv4 } as i32,
+                ip_version: if key.ip_version == 6 {
+                    IpVersion::IPv6
+                } else {
+                    IpVersion::IPv4
+                } as i32,
                 ..Default::default()
             }),
             l4,
             r#type: FlowType::L3L4 as i32,
             node_name: self.node_name.clone(),
-            event_type: Some(CiliumEventType { r#type: EVENT_TYPE_TRACE, sub_type: 0 }),
+            event_type: Some(CiliumEventType {
+                r#type: EVENT_TYPE_TRACE,
+                sub_type: 0,
+            }),
             traffic_direction: direction as i32,
             trace_observation_point: point as i32,
             is_reply: u.is_reply,
@@ -102,7 +112,10 @@ fn address(key: &FlowKey, bytes: &[u8; 16]) -> IpAddr {
 }
 
 fn mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 const FLAG_NAMES: [(u16, &str); 9] = [
@@ -122,8 +135,12 @@ fn layer4(key: &FlowKey, flags: u16) -> (Option<Layer4>, String) {
     let (src, dst) = (u32::from(key.src_port), u32::from(key.dst_port));
     let (protocol, summary) = match key.protocol {
         PROTO_TCP => {
-            let names: Vec<&str> = FLAG_NAMES.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, n)| *n).collect();
-            let flags_msg = (flags != 0).then(|| TcpFlags {
+            let names: Vec<&str> = FLAG_NAMES
+                .iter()
+                .filter(|(bit, _)| flags & bit != 0)
+                .map(|(_, n)| *n)
+                .collect();
+            let flags_msg = (flags != 0).then_some(TcpFlags {
                 fin: flags & tcp_flags::FIN != 0,
                 syn: flags & tcp_flags::SYN != 0,
                 rst: flags & tcp_flags::RST != 0,
@@ -134,25 +151,57 @@ fn layer4(key: &FlowKey, flags: u16) -> (Option<Layer4>, String) {
                 cwr: flags & tcp_flags::CWR != 0,
                 ns: flags & tcp_flags::NS != 0,
             });
-            let summary = if names.is_empty() { "TCP".to_owned() } else { format!("TCP Flags: {}", names.join(", ")) };
-            (Protocol::Tcp(flow::Tcp { source_port: src, destination_port: dst, flags: flags_msg }), summary)
+            let summary = if names.is_empty() {
+                "TCP".to_owned()
+            } else {
+                format!("TCP Flags: {}", names.join(", "))
+            };
+            (
+                Protocol::Tcp(flow::Tcp {
+                    source_port: src,
+                    destination_port: dst,
+                    flags: flags_msg,
+                }),
+                summary,
+            )
         }
-        PROTO_UDP => (Protocol::Udp(flow::Udp { source_port: src, destination_port: dst }), "UDP".to_owned()),
+        PROTO_UDP => (
+            Protocol::Udp(flow::Udp {
+                source_port: src,
+                destination_port: dst,
+            }),
+            "UDP".to_owned(),
+        ),
         PROTO_SCTP => (
-            Protocol::Sctp(flow::Sctp { source_port: src, destination_port: dst, chunk_type: 0 }),
+            Protocol::Sctp(flow::Sctp {
+                source_port: src,
+                destination_port: dst,
+                chunk_type: 0,
+            }),
             "SCTP".to_owned(),
         ),
         PROTO_ICMP => {
             let (t, c) = (dst >> 8, dst & 0xff);
-            (Protocol::IcmPv4(flow::IcmPv4 { r#type: t, code: c }), format!("ICMPv4 {}", icmpv4_name(t)))
+            (
+                Protocol::IcmPv4(flow::IcmPv4 { r#type: t, code: c }),
+                format!("ICMPv4 {}", icmpv4_name(t)),
+            )
         }
         PROTO_ICMPV6 => {
             let (t, c) = (dst >> 8, dst & 0xff);
-            (Protocol::IcmPv6(flow::IcmPv6 { r#type: t, code: c }), format!("ICMPv6 {}", icmpv6_name(t)))
+            (
+                Protocol::IcmPv6(flow::IcmPv6 { r#type: t, code: c }),
+                format!("ICMPv6 {}", icmpv6_name(t)),
+            )
         }
         other => return (None, format!("IP protocol {other}")),
     };
-    (Some(Layer4 { protocol: Some(protocol) }), summary)
+    (
+        Some(Layer4 {
+            protocol: Some(protocol),
+        }),
+        summary,
+    )
 }
 
 fn icmpv4_name(t: u32) -> String {

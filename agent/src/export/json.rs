@@ -51,7 +51,11 @@ pub fn write_export_event(out: &mut Vec<u8>, payload: ExportPayload<'_>, node_na
 pub fn write_lost_event(out: &mut Vec<u8>, lost: &LostEvent) {
     let mut o = Obj::open(out);
     if lost.source != 0 {
-        o.enum_name("source", LostEventSource::try_from(lost.source).map(|s| s.as_str_name()), lost.source);
+        o.enum_name(
+            "source",
+            LostEventSource::try_from(lost.source).map(|s| s.as_str_name()),
+            lost.source,
+        );
     }
     o.u64_string("num_events_lost", lost.num_events_lost);
     if let Some(cpu) = lost.cpu {
@@ -76,7 +80,11 @@ pub fn write_flow(out: &mut Vec<u8>, f: &Flow, counts: Option<&RecordCounts>) {
         e_obj.string("version", &e.version);
         e_obj.close();
     }
-    o.enum_name("verdict", Verdict::try_from(f.verdict).map(|v| v.as_str_name()), f.verdict);
+    o.enum_name(
+        "verdict",
+        Verdict::try_from(f.verdict).map(|v| v.as_str_name()),
+        f.verdict,
+    );
     o.u32("drop_reason", f.drop_reason);
     if let Some(eth) = &f.ethernet {
         o.key("ethernet");
@@ -91,7 +99,11 @@ pub fn write_flow(out: &mut Vec<u8>, f: &Flow, counts: Option<&RecordCounts>) {
         i.string("source", &ip.source);
         i.string("source_xlated", &ip.source_xlated);
         i.string("destination", &ip.destination);
-        i.enum_name("ipVersion", IpVersion::try_from(ip.ip_version).map(|v| v.as_str_name()), ip.ip_version);
+        i.enum_name(
+            "ipVersion",
+            IpVersion::try_from(ip.ip_version).map(|v| v.as_str_name()),
+            ip.ip_version,
+        );
         i.bool("encrypted", ip.encrypted);
         i.close();
     }
@@ -120,7 +132,10 @@ pub fn write_flow(out: &mut Vec<u8>, f: &Flow, counts: Option<&RecordCounts>) {
         e.i32("sub_type", et.sub_type);
         e.close();
     }
-    for (name, svc) in [("source_service", &f.source_service), ("destination_service", &f.destination_service)] {
+    for (name, svc) in [
+        ("source_service", &f.source_service),
+        ("destination_service", &f.destination_service),
+    ] {
         if let Some(svc) = svc {
             o.key(name);
             let mut s = Obj::open(o.out);
@@ -140,7 +155,11 @@ pub fn write_flow(out: &mut Vec<u8>, f: &Flow, counts: Option<&RecordCounts>) {
         TraceObservationPoint::try_from(f.trace_observation_point).map(|v| v.as_str_name()),
         f.trace_observation_point,
     );
-    o.enum_name("trace_reason", TraceReason::try_from(f.trace_reason).map(|v| v.as_str_name()), f.trace_reason);
+    o.enum_name(
+        "trace_reason",
+        TraceReason::try_from(f.trace_reason).map(|v| v.as_str_name()),
+        f.trace_reason,
+    );
     o.enum_name(
         "drop_reason_desc",
         DropReason::try_from(f.drop_reason_desc).map(|v| v.as_str_name()),

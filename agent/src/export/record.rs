@@ -54,12 +54,19 @@ pub const STRUCT_TYPE_URL: &str = "type.googleapis.com/google.protobuf.Struct";
 impl RecordCounts {
     /// Keys and values in the order the JSON writer uses too.
     pub fn to_struct(&self) -> Struct {
-        let number = |n: u64| Value { kind: Some(Kind::NumberValue(n as f64)) };
-        let string = |s: String| Value { kind: Some(Kind::StringValue(s)) };
+        let number = |n: u64| Value {
+            kind: Some(Kind::NumberValue(n as f64)),
+        };
+        let string = |s: String| Value {
+            kind: Some(Kind::StringValue(s)),
+        };
         Struct {
             fields: [
                 ("bytes".to_owned(), number(self.bytes)),
-                ("flow_start_time".to_owned(), string(crate::export::json::timestamp_string(&self.flow_start_time))),
+                (
+                    "flow_start_time".to_owned(),
+                    string(crate::export::json::timestamp_string(&self.flow_start_time)),
+                ),
                 ("flow_state".to_owned(), string(self.state.letter().to_owned())),
                 ("packets".to_owned(), number(self.packets)),
             ]
@@ -73,7 +80,10 @@ impl FlowRecord {
     /// The flow as Hubble's gRPC API carries it, counts in `extensions`.
     pub fn to_proto(&self) -> Flow {
         let mut flow = self.flow.clone();
-        flow.extensions = Some(Any { type_url: STRUCT_TYPE_URL.to_owned(), value: self.counts.to_struct().encode_to_vec() });
+        flow.extensions = Some(Any {
+            type_url: STRUCT_TYPE_URL.to_owned(),
+            value: self.counts.to_struct().encode_to_vec(),
+        });
         flow
     }
 }

@@ -22,14 +22,16 @@ pub struct ConnKey {
 impl ConnKey {
     pub fn of(key: &FlowKey) -> Self {
         let (src, dst, icmp_class) = match key.protocol {
-            PROTO_TCP | PROTO_UDP | PROTO_SCTP => {
-                ((key.src_addr, key.src_port), (key.dst_addr, key.dst_port), 0)
-            }
+            PROTO_TCP | PROTO_UDP | PROTO_SCTP => ((key.src_addr, key.src_port), (key.dst_addr, key.dst_port), 0),
             PROTO_ICMP | PROTO_ICMPV6 => {
                 let icmp_type = (key.dst_port >> 8) as u8;
                 if is_icmp_query(key.protocol, icmp_type) {
                     let id = key.src_port;
-                    ((key.src_addr, id), (key.dst_addr, id), u16::from(query_family(key.protocol, icmp_type)))
+                    (
+                        (key.src_addr, id),
+                        (key.dst_addr, id),
+                        u16::from(query_family(key.protocol, icmp_type)),
+                    )
                 } else {
                     ((key.src_addr, 0), (key.dst_addr, 0), key.dst_port)
                 }
@@ -37,7 +39,13 @@ impl ConnKey {
             _ => ((key.src_addr, 0), (key.dst_addr, 0), 0),
         };
         let (low, high) = if src <= dst { (src, dst) } else { (dst, src) };
-        ConnKey { ifindex: key.ifindex, protocol: key.protocol, low, high, icmp_class }
+        ConnKey {
+            ifindex: key.ifindex,
+            protocol: key.protocol,
+            low,
+            high,
+            icmp_class,
+        }
     }
 }
 

@@ -89,7 +89,12 @@ pub struct FlowTable {
 
 impl FlowTable {
     pub fn new(config: TableConfig) -> Self {
-        FlowTable { config, directions: HashMap::new(), connections: HashMap::new(), stats: TableStats::default() }
+        FlowTable {
+            config,
+            directions: HashMap::new(),
+            connections: HashMap::new(),
+            stats: TableStats::default(),
+        }
     }
 
     /// Flow directions currently open.

@@ -7,7 +7,11 @@ use super::*;
 const SEC: u64 = 1_000_000_000;
 
 fn config() -> TableConfig {
-    TableConfig { report_interval_ns: 5 * SEC, idle_timeout_ns: 30 * SEC, close_linger_ns: SEC }
+    TableConfig {
+        report_interval_ns: 5 * SEC,
+        idle_timeout_ns: 30 * SEC,
+        close_linger_ns: SEC,
+    }
 }
 
 /// A stand-in for the kernel map that also produces the events the kernel
@@ -43,7 +47,14 @@ impl FakeKernel {
                     ..Default::default()
                 };
                 self.map.insert(key, stats);
-                Some(FlowEvent { key, reason: report_reason::NEW, stats: FlowStats { tcp_flags_recent: flags, ..stats } })
+                Some(FlowEvent {
+                    key,
+                    reason: report_reason::NEW,
+                    stats: FlowStats {
+                        tcp_flags_recent: flags,
+                        ..stats
+                    },
+                })
             }
             Some(s) => {
                 s.packets += 1;
@@ -69,7 +80,15 @@ impl FakeKernel {
 }
 
 fn key(src: u8, sport: u16, dst: u8, dport: u16, protocol: u8, hook: u8) -> FlowKey {
-    let mut k = FlowKey { src_port: sport, dst_port: dport, ifindex: 7, protocol, ip_version: 4, hook, ..Default::default() };
+    let mut k = FlowKey {
+        src_port: sport,
+        dst_port: dport,
+        ifindex: 7,
+        protocol,
+        ip_version: 4,
+        hook,
+        ..Default::default()
+    };
     k.src_addr[..4].copy_from_slice(&[10, 0, 0, src]);
     k.dst_addr[..4].copy_from_slice(&[10, 0, 0, dst]);
     k
@@ -83,7 +102,11 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        Harness { kernel: FakeKernel::default(), table: FlowTable::new(config()), out: Vec::new() }
+        Harness {
+            kernel: FakeKernel::default(),
+            table: FlowTable::new(config()),
+            out: Vec::new(),
+        }
     }
     fn send(&mut self, key: FlowKey, len: u64, flags: u16, now: u64) {
         if let Some(ev) = self.kernel.packet(key, len, flags, now) {
@@ -94,7 +117,9 @@ impl Harness {
         self.out.iter().filter(|u| u.key == *key).collect()
     }
     fn totals(&self, key: &FlowKey) -> (u64, u64) {
-        self.records_of(key).iter().fold((0, 0), |(p, b), u| (p + u.packets, b + u.bytes))
+        self.records_of(key)
+            .iter()
+            .fold((0, 0), |(p, b), u| (p + u.packets, b + u.bytes))
     }
 }
 
@@ -125,9 +150,10 @@ fn tcp_connection_begins_continues_and_ends_with_exact_sums() {
     assert!(h.out.iter().all(|u| u.state != FlowState::End));
     h.table.end_closed(&mut h.kernel, now + 2 * SEC, &mut h.out);
 
-    for (k, reply, packets, bytes) in
-        [(fwd, false, 3 + 1200 + 1, 74 + 66 + 1200 * 1500 + 66 + 66), (rev, true, 1 + 1200 + 1, 74 + 1200 * 66 + 66)]
-    {
+    for (k, reply, packets, bytes) in [
+        (fwd, false, 3 + 1200 + 1, 74 + 66 + 1200 * 1500 + 66 + 66),
+        (rev, true, 1 + 1200 + 1, 74 + 1200 * 66 + 66),
+    ] {
         let records = h.records_of(&k);
         let states: Vec<_> = records.iter().map(|u| u.state).collect();
         assert_eq!(states.first(), Some(&FlowState::Begin));
@@ -182,7 +208,12 @@ fn udp_initiator_is_the_first_sender_and_idle_flows_end() {
     h.send(req, 80, 0, 2000);
     h.table.sweep(&mut h.kernel, 10 * SEC, &mut h.out);
     // Quiet for 10 s with one unreported packet: a C carries it.
-    let c: Vec<_> = h.records_of(&req).into_iter().filter(|u| u.state == FlowState::Continuing).cloned().collect();
+    let c: Vec<_> = h
+        .records_of(&req)
+        .into_iter()
+        .filter(|u| u.state == FlowState::Continuing)
+        .cloned()
+        .collect();
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].packets, 1);
     h.table.sweep(&mut h.kernel, 31 * SEC, &mut h.out);
@@ -205,7 +236,10 @@ fn icmp_echo_reply_pairs_with_its_request_even_if_seen_first() {
     assert_eq!(h.records_of(&request)[0].is_reply, Some(false));
     assert_eq!(ConnKey::of(&request), ConnKey::of(&reply));
     // A different echo id is a different connection.
-    assert_ne!(ConnKey::of(&request), ConnKey::of(&key(1, 78, 2, 8 << 8, ICMP, hook::INGRESS)));
+    assert_ne!(
+        ConnKey::of(&request),
+        ConnKey::of(&key(1, 78, 2, 8 << 8, ICMP, hook::INGRESS))
+    );
 }
 
 #[test]
@@ -247,9 +281,21 @@ fn out_of_order_events_never_make_counts_go_backwards() {
     let newer = FlowEvent {
         key: k,
         reason: report_reason::PERIODIC,
-        stats: FlowStats { first_seen_ns: 0, packets: 10, bytes: 1000, ..Default::default() },
+        stats: FlowStats {
+            first_seen_ns: 0,
+            packets: 10,
+            bytes: 1000,
+            ..Default::default()
+        },
     };
-    let older = FlowEvent { stats: FlowStats { packets: 5, bytes: 500, ..newer.stats }, ..newer };
+    let older = FlowEvent {
+        stats: FlowStats {
+            packets: 5,
+            bytes: 500,
+            ..newer.stats
+        },
+        ..newer
+    };
     h.table.on_event(&newer, 6 * SEC, &mut h.out);
     h.table.on_event(&older, 6 * SEC, &mut h.out);
     assert_eq!(h.totals(&k), (10, 1000));

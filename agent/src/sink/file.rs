@@ -27,7 +27,12 @@ impl FileSink {
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        Ok(FileSink { path, rotation, file: BufWriter::with_capacity(1 << 16, file), size })
+        Ok(FileSink {
+            path,
+            rotation,
+            file: BufWriter::with_capacity(1 << 16, file),
+            size,
+        })
     }
 
     /// Writes a block of whole lines, rotating before a line that would
@@ -105,7 +110,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hubcap-rotate-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let path = dir.join("sub/events.log");
-        let mut sink = FileSink::open(path.clone(), RotationConfig { max_bytes: 100, max_backups: 2 }).unwrap();
+        let mut sink = FileSink::open(
+            path.clone(),
+            RotationConfig {
+                max_bytes: 100,
+                max_backups: 2,
+            },
+        )
+        .unwrap();
         let line = [b'x'; 29].iter().copied().chain([b'\n']).collect::<Vec<u8>>(); // 30 bytes
         let mut rotations = 0;
         for _ in 0..10 {
@@ -118,7 +130,12 @@ mod tests {
         for n in 1..=2 {
             let backup = fs::read(format!("{}.{n}", path.display())).unwrap();
             assert_eq!(backup.len(), 90);
-            assert!(backup.split(|&b| b == b'\n').filter(|l| !l.is_empty()).all(|l| l.len() == 29));
+            assert!(
+                backup
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .all(|l| l.len() == 29)
+            );
         }
         assert!(!dir.join("sub/events.log.3").exists());
         fs::remove_dir_all(&dir).unwrap();
@@ -126,7 +143,13 @@ mod tests {
 
     #[test]
     fn unwritable_path_is_an_error() {
-        let r = FileSink::open("/proc/hubcap/events.log".into(), RotationConfig { max_bytes: 10, max_backups: 1 });
+        let r = FileSink::open(
+            "/proc/hubcap/events.log".into(),
+            RotationConfig {
+                max_bytes: 10,
+                max_backups: 1,
+            },
+        );
         assert!(r.is_err());
     }
 }

@@ -21,7 +21,9 @@ fn pool() -> DescriptorPool {
 fn reference_json(event: &ExportEvent) -> serde_json::Value {
     let desc = pool().get_message_by_name("observer.ExportEvent").expect("ExportEvent");
     let msg = DynamicMessage::decode(desc, event.encode_to_vec().as_slice()).expect("decode");
-    let options = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(true);
+    let options = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .stringify_64_bit_integers(true);
     let mut ser = serde_json::Serializer::new(Vec::new());
     msg.serialize_with_options(&mut ser, &options).expect("serialize");
     numbers_as_f64(serde_json::from_slice(&ser.into_inner()).unwrap())
@@ -49,9 +51,15 @@ fn ours(payload: ExportPayload<'_>, time: &Timestamp) -> (Vec<u8>, serde_json::V
 fn sample_record() -> FlowRecord {
     FlowRecord {
         flow: flow::Flow {
-            time: Some(Timestamp { seconds: 1_700_000_000, nanos: 123_456_789 }),
+            time: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_456_789,
+            }),
             verdict: flow::Verdict::Forwarded as i32,
-            ethernet: Some(flow::Ethernet { source: "02:00:00:00:00:01".into(), destination: "02:00:00:00:00:02".into() }),
+            ethernet: Some(flow::Ethernet {
+                source: "02:00:00:00:00:01".into(),
+                destination: "02:00:00:00:00:02".into(),
+            }),
             ip: Some(flow::Ip {
                 source: "10.0.0.1".into(),
                 destination: "10.0.0.2".into(),
@@ -62,7 +70,11 @@ fn sample_record() -> FlowRecord {
                 protocol: Some(flow::layer4::Protocol::Tcp(flow::Tcp {
                     source_port: 40000,
                     destination_port: 80,
-                    flags: Some(flow::TcpFlags { syn: true, ack: true, ..Default::default() }),
+                    flags: Some(flow::TcpFlags {
+                        syn: true,
+                        ack: true,
+                        ..Default::default()
+                    }),
                 })),
             }),
             r#type: flow::FlowType::L3L4 as i32,
@@ -71,7 +83,10 @@ fn sample_record() -> FlowRecord {
             traffic_direction: flow::TrafficDirection::Egress as i32,
             trace_observation_point: flow::TraceObservationPoint::FromEndpoint as i32,
             is_reply: Some(false),
-            interface: Some(flow::NetworkInterface { index: 7, name: "veth\"x\"\n".into() }),
+            interface: Some(flow::NetworkInterface {
+                index: 7,
+                name: "veth\"x\"\n".into(),
+            }),
             socket_cookie: u64::MAX,
             summary: "TCP Flags: SYN, ACK".into(),
             ..Default::default()
@@ -80,7 +95,10 @@ fn sample_record() -> FlowRecord {
             packets: 3,
             bytes: 1_000_000,
             state: FlowState::Begin,
-            flow_start_time: Timestamp { seconds: 1_700_000_000, nanos: 5_000_000 },
+            flow_start_time: Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5_000_000,
+            },
         },
     }
 }
@@ -88,7 +106,10 @@ fn sample_record() -> FlowRecord {
 #[test]
 fn flow_line_matches_protojson() {
     let record = sample_record();
-    let time = Timestamp { seconds: 1_700_000_001, nanos: 0 };
+    let time = Timestamp {
+        seconds: 1_700_000_001,
+        nanos: 0,
+    };
     let (line, value) = ours(ExportPayload::Flow(&record), &time);
     let event = ExportEvent {
         response_types: Some(export_event::ResponseTypes::Flow(record.to_proto())),
@@ -113,8 +134,15 @@ fn flow_line_matches_protojson() {
 
 #[test]
 fn lost_events_line_matches_protojson() {
-    let lost = flow::LostEvent { source: flow::LostEventSource::PerfEventRingBuffer as i32, num_events_lost: 42, cpu: Some(1) };
-    let time = Timestamp { seconds: 0, nanos: 1_000 };
+    let lost = flow::LostEvent {
+        source: flow::LostEventSource::PerfEventRingBuffer as i32,
+        num_events_lost: 42,
+        cpu: Some(1),
+    };
+    let time = Timestamp {
+        seconds: 0,
+        nanos: 1_000,
+    };
     let (_, value) = ours(ExportPayload::LostEvents(&lost), &time);
     let event = ExportEvent {
         response_types: Some(export_event::ResponseTypes::LostEvents(lost)),
@@ -130,11 +158,22 @@ fn lost_events_line_matches_protojson() {
 fn every_l4_kind_and_endpoint_fields_match_protojson() {
     use flow::layer4::Protocol;
     let kinds = [
-        Protocol::Udp(flow::Udp { source_port: 53, destination_port: 5353 }),
-        Protocol::Sctp(flow::Sctp { source_port: 1, destination_port: 2, chunk_type: 0 }),
+        Protocol::Udp(flow::Udp {
+            source_port: 53,
+            destination_port: 5353,
+        }),
+        Protocol::Sctp(flow::Sctp {
+            source_port: 1,
+            destination_port: 2,
+            chunk_type: 0,
+        }),
         Protocol::IcmPv4(flow::IcmPv4 { r#type: 8, code: 0 }),
         Protocol::IcmPv6(flow::IcmPv6 { r#type: 129, code: 0 }),
-        Protocol::Tcp(flow::Tcp { source_port: 1, destination_port: 2, flags: Some(Default::default()) }),
+        Protocol::Tcp(flow::Tcp {
+            source_port: 1,
+            destination_port: 2,
+            flags: Some(Default::default()),
+        }),
     ];
     for kind in kinds {
         let mut record = sample_record();
@@ -143,12 +182,18 @@ fn every_l4_kind_and_endpoint_fields_match_protojson() {
             namespace: "default".into(),
             pod_name: "client".into(),
             labels: vec!["k8s:app=client".into()],
-            workloads: vec![flow::Workload { name: "client".into(), kind: "Deployment".into() }],
+            workloads: vec![flow::Workload {
+                name: "client".into(),
+                kind: "Deployment".into(),
+            }],
             ..Default::default()
         });
         record.flow.is_reply = Some(true);
         record.flow.drop_reason_desc = flow::DropReason::PolicyDenied as i32;
-        let time = Timestamp { seconds: 253_402_300_799, nanos: 999_999_000 }; // 9999-12-31T23:59:59.999999Z
+        let time = Timestamp {
+            seconds: 253_402_300_799,
+            nanos: 999_999_000,
+        }; // 9999-12-31T23:59:59.999999Z
         let (_, value) = ours(ExportPayload::Flow(&record), &time);
         let event = ExportEvent {
             response_types: Some(export_event::ResponseTypes::Flow(record.to_proto())),
