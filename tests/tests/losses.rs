@@ -1,0 +1,69 @@
+//! Nothing is lost silently: when the kernel flow map is full, the packets
+//! that found no room are reported as `lost_events`, and flows plus losses
+//! add up to the interface counters exactly. Output goes to a file here, to
+//! cover the file sink end to end.
+
+use std::{net::UdpSocket, time::Duration};
+
+use hubcap_tests::{agent::Agent, output, require_root, topology::Node};
+
+#[test]
+fn a_full_flow_map_is_reported_and_accounted() {
+    require_root();
+    let node = Node::new(2);
+    let pattern = node.pattern();
+    let log = std::env::temp_dir().join(format!("hubcap-losses-{}/events.log", node.id));
+    let log_arg = log.to_str().unwrap().to_owned();
+    // The smallest map hubcap accepts: 1024 flow directions.
+    let agent = Agent::start(
+        &node.ns,
+        &["--interface", &pattern, "--flow-map-size", "1024", "--output", &log_arg],
+    );
+    agent.wait_for_logs("attached", 2, Duration::from_secs(5));
+    node.up();
+
+    // 1500 one-packet UDP flows from pod 1 to pod 2. Each is a flow
+    // direction on both veths: 3000 entries wanted, 1024 available.
+    let (p1, p2) = (&node.pods[0], &node.pods[1]);
+    let target = p2.ipv4;
+    let _sink = p2.ns.enter(move || UdpSocket::bind((target, 0)).expect("bind"));
+    p1.ns.enter(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for port in 20_000..21_500u16 {
+            socket.send_to(b"x", (target, port)).expect("send");
+        }
+    });
+
+    let a = node.settled_counters(&p1.host_if);
+    let b = node.settled_counters(&p2.host_if);
+    let finished = agent.stop();
+    assert!(finished.status.success());
+    assert!(finished.stdout.is_empty(), "flows go to the file, not stdout");
+    let out = output::parse(&std::fs::read_to_string(&log).expect("output file"));
+    let lost: u64 = out
+        .lost_events
+        .iter()
+        .map(|l| {
+            l["num_events_lost"]
+                .as_str()
+                .expect("uint64 as string")
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert!(lost > 0, "the map must have overflowed");
+    assert!(
+        out.lost_events.iter().all(|l| l.get("source").is_none()),
+        "map-full losses have no Hubble source"
+    );
+    let counted: u64 = out.records.iter().map(|r| r.packets).sum();
+    let on_wire = a.rx_packets + a.tx_packets + b.rx_packets + b.tx_packets;
+    assert_eq!(
+        counted + lost,
+        on_wire,
+        "flows ({counted}) + lost ({lost}) = interface counters"
+    );
+    let warned = finished.stderr.iter().any(|l| l.contains("kernel could not keep up"));
+    assert!(warned, "a loss is also logged");
+    std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
+}
