@@ -147,6 +147,17 @@ impl Node {
         }
     }
 
+    /// Starts hubcap on this node's pod veths (plus `extra` arguments) and
+    /// waits until it is attached to every one of them.
+    pub fn capture(&self, extra: &[&str]) -> crate::agent::Agent {
+        let pattern = self.pattern();
+        let mut args = vec!["--interface", pattern.as_str()];
+        args.extend_from_slice(extra);
+        let agent = crate::agent::Agent::start(&self.ns, &args);
+        agent.wait_for_logs("attached", self.pods.len(), std::time::Duration::from_secs(5));
+        agent
+    }
+
     /// Brings the host-side veths up: from here on packets flow.
     pub fn up(&self) {
         for pod in &self.pods {

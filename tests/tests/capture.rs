@@ -4,10 +4,9 @@
 //! 5-tuple, direction, is_reply and flags, and per interface and direction
 //! the packets and bytes must equal the interface's own counters exactly.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use hubcap_tests::{
-    agent::Agent,
     output::{self, check_lifecycle, flow},
     require_root,
     topology::Node,
@@ -18,19 +17,7 @@ use hubcap_tests::{
 fn flows_match_traffic_and_interface_counters() {
     require_root();
     let node = Node::new(2);
-    let pattern = node.pattern();
-    let agent = Agent::start(
-        &node.ns,
-        &[
-            "--interface",
-            &pattern,
-            "--report-interval",
-            "2",
-            "--node-name",
-            "test-node",
-        ],
-    );
-    agent.wait_for_logs("attached", 2, Duration::from_secs(5));
+    let agent = node.capture(&["--report-interval", "2", "--node-name", "test-node"]);
     node.up();
 
     let (p1, p2) = (&node.pods[0], &node.pods[1]);

@@ -6,15 +6,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hubcap_tests::{agent::Agent, output, require_root, topology::Node, traffic::udp_echo};
+use hubcap_tests::{output, require_root, topology::Node, traffic::udp_echo};
 
 #[test]
 fn interfaces_come_and_go() {
     require_root();
     let mut node = Node::new(1);
-    let pattern = node.pattern();
-    let agent = Agent::start(&node.ns, &["--interface", &pattern]);
-    agent.wait_for_logs("attached", 1, Duration::from_secs(5));
+    let agent = node.capture(&[]);
 
     // A second pod appears while hubcap runs.
     let added = Instant::now();

@@ -5,7 +5,6 @@
 use std::{process::Stdio, time::Duration};
 
 use hubcap_tests::{
-    agent::Agent,
     output::{self, check_lifecycle},
     require_root,
     topology::Node,
@@ -15,10 +14,8 @@ use hubcap_tests::{
 fn ten_second_iperf3_stream_is_a_handful_of_records() {
     require_root();
     let node = Node::new(2);
-    let pattern = node.pattern();
     // The default report interval (5 s), as a user would run it.
-    let agent = Agent::start(&node.ns, &["--interface", &pattern]);
-    agent.wait_for_logs("attached", 2, Duration::from_secs(5));
+    let agent = node.capture(&[]);
     node.up();
     let (p1, p2) = (&node.pods[0], &node.pods[1]);
     let server_ip = p2.ipv4.to_string();

@@ -3,23 +3,18 @@
 //! add up to the interface counters exactly. Output goes to a file here, to
 //! cover the file sink end to end.
 
-use std::{net::UdpSocket, time::Duration};
+use std::net::UdpSocket;
 
-use hubcap_tests::{agent::Agent, output, require_root, topology::Node};
+use hubcap_tests::{output, require_root, topology::Node};
 
 #[test]
 fn a_full_flow_map_is_reported_and_accounted() {
     require_root();
     let node = Node::new(2);
-    let pattern = node.pattern();
     let log = std::env::temp_dir().join(format!("hubcap-losses-{}/events.log", node.id));
     let log_arg = log.to_str().unwrap().to_owned();
     // The smallest map hubcap accepts: 1024 flow directions.
-    let agent = Agent::start(
-        &node.ns,
-        &["--interface", &pattern, "--flow-map-size", "1024", "--output", &log_arg],
-    );
-    agent.wait_for_logs("attached", 2, Duration::from_secs(5));
+    let agent = node.capture(&["--flow-map-size", "1024", "--output", &log_arg]);
     node.up();
 
     // 1500 one-packet UDP flows from pod 1 to pod 2. Each is a flow

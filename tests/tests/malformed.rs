@@ -2,10 +2,9 @@
 //! headers, sent from a pod through a real veth. hubcap keeps running,
 //! counts each kind, and still accounts the good traffic exactly.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use hubcap_tests::{
-    agent::Agent,
     output, require_root,
     topology::{BRIDGE_V4, Node},
     traffic::udp_echo,
@@ -61,9 +60,7 @@ fn malformed_frames_are_counted_and_harmless() {
     // One pod: the bad frames cross exactly one captured hook (with two,
     // the bridge would flood them to the other pod's veth as well).
     let node = Node::new(1);
-    let pattern = node.pattern();
-    let agent = Agent::start(&node.ns, &["--interface", &pattern]);
-    agent.wait_for_logs("attached", 1, Duration::from_secs(5));
+    let agent = node.capture(&[]);
     node.up();
 
     let mut ipv4_bad_version = vec![0x65, 0, 0, 40];

@@ -61,12 +61,53 @@ fn main() -> Result<()> {
                 &["build", "--release", "--package", "agent", "--bin", "hubcap"],
                 &real_ebpf,
             )?;
-            cargo_env(
+            run_tests(
                 &["test", "--release", "--workspace", "--", "--test-threads=1"],
                 &real_ebpf,
             )
         }
     }
+}
+
+/// Runs `cargo test`, echoing its output, and ends with one plain line that
+/// totals every test binary's result (cargo's own last line is often a
+/// binary with no tests, such as the doc tests).
+fn run_tests(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut child = Command::new(cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(workspace_root())
+        .env("PATH", setup::path_with_cargo_bin())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)
+                            .map(|n| n.trim().trim_start_matches("ok. "))
+                    })
+                    .and_then(|n| n.trim_start_matches("FAILED. ").parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            passed += count(" passed");
+            failed += count(" failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("tests failed ({status})");
+    }
+    Ok(())
 }
 
 fn workspace_root() -> std::path::PathBuf {
