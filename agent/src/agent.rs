@@ -7,7 +7,7 @@
 //! event that does not fit is counted (its flow's counts are not lost: they
 //! stay in the flow map).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use agent_common::Counter;
 use anyhow::{Context as _, Result};
@@ -19,12 +19,14 @@ use crate::{
     clock::WallClock,
     datapath::{Attachments, Datapath, DatapathConfig},
     export::{
-        InterfaceInfo, RecordBuilder,
+        FlowRecord, InterfaceInfo, RecordBuilder,
+        build::trace_point,
         json::{ExportPayload, write_export_event},
     },
     flow_table::{FlowTable, FlowUpdate, TableConfig},
     interfaces::{self, InterfaceSelector},
-    privileges,
+    metrics::Metrics,
+    metrics_server, privileges,
     proto::flow::{LostEvent, LostEventSource},
     ringbuf::EventReader,
     sink::{RotationConfig, Sink, SinkStats},
@@ -47,6 +49,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let sink = Sink::open(&args.output, rotation).with_context(|| format!("cannot write to {}", args.output))?;
     let node_name = args.node_name.clone().unwrap_or_else(default_node_name);
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = &args.metrics_listen {
+        let listener = metrics_server::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        info!(address = addr, "serving metrics on /metrics");
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            if let Err(e) = metrics_server::serve(listener, metrics).await {
+                warn!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+    metrics.kernel_flow_capacity.set(i64::from(args.flow_map_size));
 
     let mut datapath = Datapath::load(DatapathConfig {
         report_interval_ns: args.report_interval.as_nanos() as u64,
@@ -76,6 +92,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         line_count: 0,
         reported_counters: Default::default(),
         report_interval: args.report_interval,
+        sink_name: if args.output == "-" { "stdout" } else { "file" },
+        metrics,
     };
     let result = agent.capture().await;
     // Whatever happened, take the programs off the interfaces and write out
@@ -111,6 +129,8 @@ struct Agent {
     line_count: u64,
     reported_counters: crate::datapath::CounterValues,
     report_interval: Duration,
+    sink_name: &'static str,
+    metrics: Arc<Metrics>,
 }
 
 impl Agent {
@@ -130,7 +150,8 @@ impl Agent {
                     let now = e.stats.last_seen_ns;
                     self.table.on_event(e, now, &mut self.updates);
                 }) => {
-                    read.context("reading the ring buffer")?;
+                    let n = read.context("reading the ring buffer")?;
+                    self.metrics.ring_records_read.inc_by(n as u64);
                     self.write_updates()?;
                 }
                 _ = tick.tick() => {
@@ -145,6 +166,7 @@ impl Agent {
                     self.write_updates()?;
                     self.report_kernel_losses()?;
                     self.flush()?;
+                    self.update_gauges();
                 }
             }
         }
@@ -180,8 +202,9 @@ impl Agent {
 
     fn write_updates(&mut self) -> Result<()> {
         let now = self.clock.now();
-        for u in self.updates.drain(..) {
+        for u in std::mem::take(&mut self.updates) {
             let record = self.builder.build(&u, &self.clock);
+            self.observe(&u, &record);
             write_export_event(
                 &mut self.lines,
                 ExportPayload::Flow(&record),
@@ -190,12 +213,72 @@ impl Agent {
             );
             self.line_count += 1;
         }
-        self.sink
-            .write_lines(&self.lines, self.line_count, &mut self.sink_stats)
-            .context("writing flow records")?;
+        let rotations_before = self.sink_stats.rotations;
+        let written = self
+            .sink
+            .write_lines(&self.lines, self.line_count, &mut self.sink_stats);
+        if written.is_err() {
+            self.metrics.write_errors.with_label_values(&[self.sink_name]).inc();
+        } else {
+            self.metrics
+                .records_written
+                .with_label_values(&[self.sink_name])
+                .inc_by(self.line_count);
+            self.metrics
+                .bytes_written
+                .with_label_values(&[self.sink_name])
+                .inc_by(self.lines.len() as u64);
+        }
+        self.metrics
+            .file_rotations
+            .inc_by(self.sink_stats.rotations - rotations_before);
+        written.context("writing flow records")?;
         self.lines.clear();
         self.line_count = 0;
         Ok(())
+    }
+
+    /// Counts a record in Hubble's and hubcap's metrics.
+    fn observe(&self, u: &FlowUpdate, record: &FlowRecord) {
+        use agent_common::{hook, tcp_flags};
+        let m = &self.metrics;
+        let point = record.flow.trace_observation_point();
+        m.flows_processed
+            .with_label_values(&["Trace", trace_point(point).1, "FORWARDED"])
+            .inc();
+        let family = if u.key.ip_version == 6 { "IPv6" } else { "IPv4" };
+        let flags = u.tcp_flags;
+        if u.key.protocol == agent_ebpf::parse::PROTO_TCP {
+            let syn = flags & tcp_flags::SYN != 0;
+            let ack = flags & tcp_flags::ACK != 0;
+            for (set, name) in [
+                (syn && !ack, "SYN"),
+                (syn && ack, "SYN-ACK"),
+                (flags & tcp_flags::FIN != 0, "FIN"),
+                (flags & tcp_flags::RST != 0, "RST"),
+            ] {
+                if set {
+                    m.tcp_flags.with_label_values(&[name, family]).inc();
+                }
+            }
+        }
+        let interface = record.flow.interface.as_ref().map_or("", |i| i.name.as_str());
+        let hook_name = if u.key.hook == hook::INGRESS {
+            "ingress"
+        } else {
+            "egress"
+        };
+        m.flow_packets
+            .with_label_values(&[interface, hook_name])
+            .inc_by(u.packets);
+        m.flow_bytes.with_label_values(&[interface, hook_name]).inc_by(u.bytes);
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.metrics;
+        m.flow_table_directions.set(self.table.len() as i64);
+        m.attached_interfaces.set(self.attachments.len() as i64);
+        m.kernel_flow_entries.set(self.table.stats.kernel_entries as i64);
     }
 
     /// Turns increases of the kernel's loss counters into `lost_events`
@@ -204,6 +287,17 @@ impl Agent {
         let now_counters = self.datapath.counters.read().context("reading kernel counters")?;
         let before = self.reported_counters;
         let delta = |c: Counter| now_counters.get(c).saturating_sub(before.get(c));
+        let m = &self.metrics;
+        m.ring_records_lost.inc_by(delta(Counter::RingBufFull));
+        for (name, counter) in [
+            ("non_ip", Counter::NonIpPackets),
+            ("truncated", Counter::TruncatedPackets),
+            ("malformed", Counter::MalformedPackets),
+            ("fragments", Counter::Fragments),
+            ("map_full", Counter::MapFullPackets),
+        ] {
+            m.kernel_packets.with_label_values(&[name]).inc_by(delta(counter));
+        }
         let losses = [
             // Events that did not fit the ring buffer (the counts stay in the map).
             (LostEventSource::PerfEventRingBuffer, delta(Counter::RingBufFull)),
@@ -216,6 +310,10 @@ impl Agent {
                 continue;
             }
             warn!(?source, lost, "kernel could not keep up");
+            self.metrics
+                .lost_events
+                .with_label_values(&[&source.as_str_name().to_lowercase()])
+                .inc_by(lost);
             let event = LostEvent {
                 source: source as i32,
                 num_events_lost: lost,

@@ -64,6 +64,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1024..))]
     pub flow_map_size: u32,
 
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9965,
+    /// Hubble's metrics port). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
     /// Size of the kernel-to-user ring buffer.
     #[arg(long, value_name = "MB", default_value_t = 4, value_parser = ring_buffer_mb)]
     pub ring_buffer_mb: u32,

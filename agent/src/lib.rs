@@ -3,7 +3,8 @@
 //! `datapath` (load and attach the eBPF programs, kernel counters) ->
 //! `ringbuf` (flow events from the kernel) -> `flow_table` (pair directions,
 //! decide when a flow is begun, continued or ended) -> `export` (Hubble flow
-//! records and their JSON) -> `sink` (stdout, rotating files).
+//! records and their JSON) -> `sink` (stdout, rotating files); `metrics`
+//! counts what passes.
 //! `agent` wires the stages together.
 
 pub mod agent;
@@ -13,6 +14,8 @@ pub mod datapath;
 pub mod export;
 pub mod flow_table;
 pub mod interfaces;
+pub mod metrics;
+pub mod metrics_server;
 pub mod privileges;
 pub mod proto;
 pub mod ringbuf;

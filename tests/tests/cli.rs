@@ -84,3 +84,12 @@ fn missing_privileges_are_an_error() {
         "{text}"
     );
 }
+
+#[test]
+fn bad_metrics_address_is_an_error() {
+    require_root();
+    let (code, text) = hubcap(&["run", "--interface", "lo", "--metrics-listen", "not-an-address"]);
+    assert_eq!(code, 1);
+    assert!(text.contains("cannot serve metrics on not-an-address"), "{text}");
+    assert!(!text.contains("attached"), "{text}");
+}

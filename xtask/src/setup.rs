@@ -21,6 +21,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
     ("nftables", "nft"),
     ("tcpdump", "tcpdump"),
+    ("prometheus", "promtool"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

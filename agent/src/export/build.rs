@@ -21,6 +21,18 @@ use crate::{
 /// Hubble's event type for trace (forwarded) events.
 const EVENT_TYPE_TRACE: i32 = 4;
 
+/// Cilium's trace point number (`event_type.sub_type` of a trace event) and
+/// its name (the `subtype` label of Hubble's flow metrics).
+pub fn trace_point(point: TraceObservationPoint) -> (i32, &'static str) {
+    match point {
+        TraceObservationPoint::ToEndpoint => (0, "to-endpoint"),
+        TraceObservationPoint::FromEndpoint => (5, "from-endpoint"),
+        TraceObservationPoint::FromNetwork => (10, "from-network"),
+        TraceObservationPoint::ToNetwork => (11, "to-network"),
+        _ => (0, "unknown"),
+    }
+}
+
 /// What hubcap knows about an interface it captured on; kept after the
 /// interface goes so that its last flows still name it.
 #[derive(Clone, Debug)]
@@ -79,7 +91,7 @@ impl RecordBuilder {
             node_name: self.node_name.clone(),
             event_type: Some(CiliumEventType {
                 r#type: EVENT_TYPE_TRACE,
-                sub_type: 0,
+                sub_type: trace_point(point).0,
             }),
             traffic_direction: direction as i32,
             trace_observation_point: point as i32,

@@ -78,6 +78,8 @@ pub struct TableStats {
     /// Directions first learned from the map sweep: their `NEW` event was
     /// lost (ring buffer full), their counts were not.
     pub adopted_from_map: u64,
+    /// Kernel map entries found by the last sweep.
+    pub kernel_entries: u64,
 }
 
 pub struct FlowTable {
@@ -152,7 +154,9 @@ impl FlowTable {
     /// directions idle for the idle timeout. Run it every report interval.
     pub fn sweep(&mut self, kernel: &mut impl KernelFlows, now_ns: u64, out: &mut Vec<FlowUpdate>) {
         let mut seen = std::collections::HashSet::new();
-        for (key, stats) in kernel.entries() {
+        let entries = kernel.entries();
+        self.stats.kernel_entries = entries.len() as u64;
+        for (key, stats) in entries {
             seen.insert(key);
             let known = self.directions.get(&key).map(|d| d.generation == stats.first_seen_ns);
             match known {

@@ -1,0 +1,142 @@
+//! Prometheus metrics: Hubble's names and labels, so existing dashboards
+//! and alerts work, plus hubcap's own `hubcap_*` ones.
+//!
+//! Hubble counts flow *events*; hubcap counts flow *records* (one per flow
+//! direction per report), so `hubble_flows_processed_total` grows with flows,
+//! not with packets. Packet and byte totals are in
+//! `hubcap_flow_packets_total` and `hubcap_flow_bytes_total`.
+//!
+//! Written in the classic Prometheus text format, which every scraper and
+//! `promtool check metrics` read.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Labels `type`, `subtype`, `verdict`, as Hubble.
+    pub flows_processed: IntCounterVec,
+    /// Labels `reason`, `protocol`.
+    pub drops: IntCounterVec,
+    /// Labels `flag` (SYN, SYN-ACK, FIN, RST), `family` (IPv4, IPv6).
+    pub tcp_flags: IntCounterVec,
+    /// Label `source` (lower-case LostEventSource name).
+    pub lost_events: IntCounterVec,
+
+    pub ring_records_read: IntCounter,
+    pub ring_records_lost: IntCounter,
+    pub kernel_flow_entries: IntGauge,
+    pub kernel_flow_capacity: IntGauge,
+    /// Label `counter`: non_ip, truncated, malformed, fragments, map_full.
+    pub kernel_packets: IntCounterVec,
+    pub flow_table_directions: IntGauge,
+    pub attached_interfaces: IntGauge,
+    /// Labels `interface`, `hook` (ingress, egress).
+    pub flow_packets: IntCounterVec,
+    pub flow_bytes: IntCounterVec,
+    /// Label `sink` (stdout, file).
+    pub records_written: IntCounterVec,
+    pub bytes_written: IntCounterVec,
+    pub write_errors: IntCounterVec,
+    pub file_rotations: IntCounter,
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let build_info =
+            IntGaugeVec::new(Opts::new("hubcap_build_info", "hubcap's version"), &["version"]).expect("valid metric");
+        registry.register(Box::new(build_info.clone())).expect("unique metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Metrics {
+            flows_processed: counter_vec(
+                "hubble_flows_processed_total",
+                "Flow records processed, by type, subtype and verdict",
+                &["type", "subtype", "verdict"],
+            ),
+            drops: counter_vec(
+                "hubble_drop_total",
+                "Dropped flow records, by reason and protocol",
+                &["reason", "protocol"],
+            ),
+            tcp_flags: counter_vec(
+                "hubble_tcp_flags_total",
+                "TCP flags in flow records, by flag and IP family",
+                &["flag", "family"],
+            ),
+            lost_events: counter_vec(
+                "hubble_lost_events_total",
+                "Events lost, by where they were lost",
+                &["source"],
+            ),
+            ring_records_read: counter(
+                "hubcap_ringbuf_records_read_total",
+                "Records read from the kernel ring buffer",
+            ),
+            ring_records_lost: counter(
+                "hubcap_ringbuf_records_lost_total",
+                "Records the kernel ring buffer had no room for (their counts stay in the flow map)",
+            ),
+            kernel_flow_entries: gauge(
+                "hubcap_kernel_flow_entries",
+                "Entries in the kernel flow map at the last sweep",
+            ),
+            kernel_flow_capacity: gauge("hubcap_kernel_flow_capacity", "Capacity of the kernel flow map"),
+            kernel_packets: counter_vec(
+                "hubcap_kernel_packets_total",
+                "Packets the kernel counted specially: non_ip, truncated, malformed and map_full are in no flow; \
+                 fragments are in flows, without ports",
+                &["counter"],
+            ),
+            flow_table_directions: gauge("hubcap_flow_table_directions", "Open flow directions in the flow table"),
+            attached_interfaces: gauge(
+                "hubcap_attached_interfaces",
+                "Interfaces hubcap's programs are attached to",
+            ),
+            flow_packets: counter_vec(
+                "hubcap_flow_packets_total",
+                "Packets in written flow records, by interface and tc hook",
+                &["interface", "hook"],
+            ),
+            flow_bytes: counter_vec(
+                "hubcap_flow_bytes_total",
+                "Bytes in written flow records, by interface and tc hook",
+                &["interface", "hook"],
+            ),
+            records_written: counter_vec("hubcap_records_written_total", "Lines written, by sink", &["sink"]),
+            bytes_written: counter_vec("hubcap_bytes_written_total", "Bytes written, by sink", &["sink"]),
+            write_errors: counter_vec("hubcap_write_errors_total", "Failed writes, by sink", &["sink"]),
+            file_rotations: counter("hubcap_file_rotations_total", "Output file rotations"),
+            build_info,
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("encoding metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
