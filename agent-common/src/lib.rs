@@ -15,6 +15,9 @@ pub const REPORT_INTERVAL_GLOBAL: &str = "REPORT_INTERVAL_NS";
 /// Names of the tc programs.
 pub const INGRESS_PROGRAM: &str = "hubcap_ingress";
 pub const EGRESS_PROGRAM: &str = "hubcap_egress";
+/// A classifier that does nothing but return "continue": the benchmark's
+/// measure of what the tc hook itself costs.
+pub const NOOP_PROGRAM: &str = "hubcap_noop";
 
 /// The tc hook a packet was seen on.
 pub mod hook {

@@ -32,6 +32,12 @@ mod programs {
         TC_ACT_UNSPEC
     }
 
+    /// Returns at once: what a tc hook costs with no work in it.
+    #[classifier]
+    pub fn hubcap_noop(_ctx: TcContext) -> i32 {
+        TC_ACT_UNSPEC
+    }
+
     #[panic_handler]
     fn panic(_info: &core::panic::PanicInfo) -> ! {
         // The verifier rejects any path that could reach here.

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::{
     cli::RunArgs,
     clock::WallClock,
-    datapath::{Attachments, Datapath, DatapathConfig},
+    datapath::{Attachments, Datapath, DatapathConfig, ProgramPair},
     export::{
         FlowRecord, InterfaceInfo, RecordBuilder,
         build::trace_point,
@@ -72,7 +72,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let events = datapath.take_events().expect("ring buffer taken once");
     let mut agent = Agent {
         reader: EventReader::new(events).context("watching the ring buffer")?,
-        attachments: Attachments::new(args.attach_mode),
+        attachments: Attachments::new(args.attach_mode, ProgramPair::CAPTURE),
         datapath,
         table: FlowTable::new(TableConfig {
             report_interval_ns: args.report_interval.as_nanos() as u64,

@@ -21,6 +21,18 @@ pub struct Cli {
 pub enum Command {
     /// Capture flows on this node's interfaces and write them as Hubble JSON.
     Run(RunArgs),
+    /// Attach a classifier that does nothing, until SIGINT/SIGTERM: the
+    /// benchmark's measure of the tc hook's own cost.
+    #[command(hide = true)]
+    AttachNoop(NoopArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NoopArgs {
+    #[arg(short, long = "interface", value_name = "PATTERN", required = true)]
+    pub interfaces: Vec<String>,
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach_mode: AttachMode,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -114,7 +126,7 @@ mod tests {
         }
         let ok =
             Cli::try_parse_from(["hubcap", "run", "-i", "veth*", "-i", "eth0", "--report-interval", "0.5"]).unwrap();
-        let Command::Run(args) = ok.command;
+        let Command::Run(args) = ok.command else { panic!("run") };
         assert_eq!(args.interfaces, ["veth*", "eth0"]);
         assert_eq!(args.report_interval, Duration::from_millis(500));
         assert_eq!(args.output, "-");

@@ -16,6 +16,7 @@ pub mod flow_table;
 pub mod interfaces;
 pub mod metrics;
 pub mod metrics_server;
+pub mod noop;
 pub mod privileges;
 pub mod proto;
 pub mod ringbuf;

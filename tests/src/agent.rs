@@ -47,8 +47,14 @@ pub struct Finished {
 impl Agent {
     /// Starts `hubcap run ARGS` in `ns` and waits until it reports capturing.
     pub fn start(ns: &Netns, args: &[&str]) -> Agent {
+        Agent::start_subcommand(ns, "run", args)
+    }
+
+    /// Starts `hubcap SUBCOMMAND ARGS` in `ns` and waits until it reports
+    /// capturing.
+    pub fn start_subcommand(ns: &Netns, subcommand: &str, args: &[&str]) -> Agent {
         let mut cmd = ns.command(hubcap_bin().to_str().expect("UTF-8 path"));
-        cmd.arg("run")
+        cmd.arg(subcommand)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -77,6 +83,11 @@ impl Agent {
         };
         agent.wait_for_log("capturing", Duration::from_secs(20));
         agent
+    }
+
+    /// The agent's process id (`ip netns exec` execs it, so it is hubcap's).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// Waits for a log line containing `needle`; panics after `timeout`.

@@ -30,6 +30,13 @@ enum Cmd {
     /// Set up, then run every test: formatting, clippy, unit tests and the
     /// root end-to-end tests.
     Test,
+    /// Set up, then run the side-by-side benchmark; writes
+    /// target/bench/report.json.
+    Bench {
+        /// Short runs (under 5 minutes on 2 cores).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -48,6 +55,24 @@ fn main() -> Result<()> {
                 .status()
                 .with_context(|| format!("starting {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Bench { quick } => {
+            setup::ensure_all()?;
+            let real_ebpf = [("HUBCAP_REQUIRE_EBPF", "1")];
+            cargo_env(&["build", "--release", "--package", "agent", "--bin", "hubcap"], &real_ebpf)?;
+            cargo_env(&["build", "--release", "--package", "hubcap-bench"], &real_ebpf)?;
+            let root = workspace_root();
+            let status = Command::new(root.join("target/release/hubcap-bench"))
+                .args(quick.then_some("--quick"))
+                .env("HUBCAP_BIN", root.join("target/release/hubcap"))
+                .env("HUBCAP_BENCH_OUT", root.join("target/bench/report.json"))
+                .current_dir(&root)
+                .status()
+                .context("running the benchmark")?;
+            if !status.success() {
+                bail!("benchmark failed ({status})");
+            }
+            Ok(())
         }
         Cmd::Test => {
             setup::ensure_all()?;

@@ -22,6 +22,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("tcpdump", "tcpdump"),
     ("prometheus", "promtool"),
+    ("softflowd", "softflowd"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use agent_common::{EGRESS_PROGRAM, INGRESS_PROGRAM};
+use agent_common::{EGRESS_PROGRAM, INGRESS_PROGRAM, NOOP_PROGRAM};
 use aya::{
     programs::{
         LinkOrder, ProgramError,
@@ -53,18 +53,30 @@ struct Attachment {
     egress: SchedClassifierLinkId,
 }
 
+/// The programs that go on the ingress and egress hooks.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramPair {
+    pub ingress: &'static str,
+    pub egress: &'static str,
+}
+
+impl ProgramPair {
+    /// Flow capture.
+    pub const CAPTURE: ProgramPair = ProgramPair { ingress: INGRESS_PROGRAM, egress: EGRESS_PROGRAM };
+    /// The benchmark's trivial classifier on both hooks.
+    pub const NOOP: ProgramPair = ProgramPair { ingress: NOOP_PROGRAM, egress: NOOP_PROGRAM };
+}
+
 /// Which interfaces (by ifindex) carry our programs.
 pub struct Attachments {
     mode: AttachMode,
+    programs: ProgramPair,
     by_ifindex: HashMap<u32, Attachment>,
 }
 
 impl Attachments {
-    pub fn new(mode: AttachMode) -> Self {
-        Attachments {
-            mode: mode.resolve(),
-            by_ifindex: HashMap::new(),
-        }
+    pub fn new(mode: AttachMode, programs: ProgramPair) -> Self {
+        Attachments { mode: mode.resolve(), programs, by_ifindex: HashMap::new() }
     }
 
     pub fn mode(&self) -> AttachMode {
@@ -95,11 +107,11 @@ impl Attachments {
                 debug!(interface = name, error = %e, "clsact qdisc not added");
             }
         }
-        let ingress = self.attach_one(datapath, name, INGRESS_PROGRAM, TcAttachType::Ingress)?;
-        let egress = match self.attach_one(datapath, name, EGRESS_PROGRAM, TcAttachType::Egress) {
+        let ingress = self.attach_one(datapath, name, self.programs.ingress, TcAttachType::Ingress)?;
+        let egress = match self.attach_one(datapath, name, self.programs.egress, TcAttachType::Egress) {
             Ok(link) => link,
             Err(e) => {
-                let _ = datapath.program(INGRESS_PROGRAM).detach(ingress);
+                let _ = datapath.program(self.programs.ingress).detach(ingress);
                 return Err(e);
             }
         };
@@ -146,7 +158,7 @@ impl Attachments {
         let Some(a) = self.by_ifindex.remove(&ifindex) else {
             return;
         };
-        for (program, link) in [(INGRESS_PROGRAM, a.ingress), (EGRESS_PROGRAM, a.egress)] {
+        for (program, link) in [(self.programs.ingress, a.ingress), (self.programs.egress, a.egress)] {
             if let Err(e) = datapath.program(program).detach(link) {
                 debug!(interface = a.name, error = %e, "detach (interface probably gone)");
             }

@@ -1,7 +1,8 @@
 //! Loads the eBPF object embedded at build time.
 
 use agent_common::{
-    COUNTERS_MAP, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowStats, INGRESS_PROGRAM, REPORT_INTERVAL_GLOBAL,
+    COUNTERS_MAP, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowStats, INGRESS_PROGRAM, NOOP_PROGRAM,
+    REPORT_INTERVAL_GLOBAL,
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -66,7 +67,7 @@ impl Datapath {
             .map_max_entries(FLOWS_MAP, config.flow_map_entries)
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)?;
-        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM] {
+        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, NOOP_PROGRAM] {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(DatapathError::Missing(name))?

@@ -6,6 +6,6 @@ mod counters;
 mod kernel_flows;
 mod load;
 
-pub use attach::{AttachMode, Attachments};
+pub use attach::{AttachMode, Attachments, ProgramPair};
 pub use counters::{CounterValues, KernelCounters};
 pub use load::{Datapath, DatapathConfig, DatapathError};

@@ -1,0 +1,89 @@
+//! Traffic for the scenarios, sent from inside a pod's namespace.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use hubcap_tests::netns::Netns;
+
+/// UDP payload that makes a 60-byte frame (64 on the wire with the FCS).
+pub const SMALL_PAYLOAD: usize = 18;
+const BATCH: usize = 64;
+
+/// Sends datagrams with `sendmmsg`, batches of 64, each to the next
+/// destination in `targets` (cycling), from `sockets` source sockets in turn,
+/// until `duration` passes or `max_packets` are sent. Returns packets sent
+/// and the time it took.
+pub fn blast(
+    from: &Netns,
+    targets: Vec<SocketAddrV4>,
+    sockets: usize,
+    payload: usize,
+    duration: Duration,
+    max_packets: u64,
+) -> (u64, Duration) {
+    from.enter(move || {
+        let socks: Vec<UdpSocket> = (0..sockets).map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind")).collect();
+        let data = vec![0x5au8; payload];
+        let mut addrs: Vec<libc::sockaddr_in> = targets
+            .iter()
+            .map(|t| libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: t.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(*t.ip()).to_be() },
+                sin_zero: [0; 8],
+            })
+            .collect();
+        let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+        // SAFETY: zeroed mmsghdr is a valid empty header.
+        let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut next_target = 0usize;
+        let mut next_socket = 0usize;
+        while sent < max_packets && start.elapsed() < duration {
+            // A batch never crosses the end of `targets`, so every (source
+            // socket, target) pair is sent exactly once per lap.
+            let n = BATCH.min((max_packets - sent) as usize).min(addrs.len() - next_target);
+            for (i, m) in msgs.iter_mut().take(n).enumerate() {
+                m.msg_hdr.msg_name = (&mut addrs[next_target + i] as *mut libc::sockaddr_in).cast();
+                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                m.msg_hdr.msg_iov = &mut iov;
+                m.msg_hdr.msg_iovlen = 1;
+            }
+            let fd = socks[next_socket].as_raw_fd();
+            // SAFETY: msgs[..n] point at live addresses and the payload.
+            let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
+            if r > 0 {
+                sent += r as u64;
+                next_target += r as usize;
+                if next_target == addrs.len() {
+                    next_target = 0;
+                    next_socket = (next_socket + 1) % socks.len();
+                }
+            }
+        }
+        (sent, start.elapsed())
+    })
+}
+
+/// `count` consecutive ports from `first` on `ip`.
+pub fn ports(ip: Ipv4Addr, first: u16, count: u16) -> Vec<SocketAddrV4> {
+    (0..count).map(|i| SocketAddrV4::new(ip, first + i)).collect()
+}
+
+/// UDP sockets bound on `targets` in `ns` that never read: the datagrams
+/// are delivered (and dropped at the full socket) without ICMP errors.
+pub fn sinks(ns: &Netns, targets: &[SocketAddrV4]) -> Vec<UdpSocket> {
+    let targets = targets.to_vec();
+    ns.enter(move || targets.iter().map(|t| UdpSocket::bind(t).expect("bind sink")).collect())
+}
+
+/// Raises the open-file limit: a scenario holds thousands of sockets.
+pub fn raise_fd_limit() {
+    let limit = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+    // SAFETY: plain setrlimit; failure leaves the old limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+}

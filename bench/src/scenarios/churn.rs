@@ -1,0 +1,51 @@
+//! Scenario 3: as many new short UDP flows per second as the sender can
+//! make (one packet each, every one a new 5-tuple).
+
+use hubcap_tests::topology::Node;
+use serde_json::Value;
+
+use super::{Settings, Traffic, run_one};
+use crate::{
+    contender::Kind,
+    load::{SMALL_PAYLOAD, blast, ports},
+    report::{Report, num},
+};
+
+pub const CHURN: &str = "3. flow churn";
+
+/// 64 source sockets x 65,535 destination ports: over 4 million distinct
+/// flows before any repeats.
+const SOURCES: usize = 64;
+
+pub fn run(node: &Node, settings: Settings, report: &mut Report) {
+    let (sender, receiver) = (&node.pods[0], &node.pods[1]);
+    let targets = ports(receiver.ipv4, 1, 65_535);
+    let max_flows = (SOURCES * targets.len()) as u64;
+    // Room for every flow, and ended quickly so the map drains as it goes.
+    let hubcap_args = ["--flow-map-size", "4194304", "--idle-timeout", "2", "--report-interval", "1"];
+    let mut baseline_rate = 1.0;
+    for kind in Kind::ALL {
+        let run = run_one(kind, node, &hubcap_args, || {
+            let (sent, elapsed) = blast(&sender.ns, targets.clone(), SOURCES, SMALL_PAYLOAD, settings.run, max_flows);
+            Traffic { sent, elapsed, throughput_bps: None }
+        });
+        let secs = run.traffic.elapsed.as_secs_f64();
+        let rate = run.traffic.sent as f64 / secs;
+        if kind == Kind::Baseline {
+            baseline_rate = rate;
+        }
+        let flows_percent = run.outcome.flows.map(|f| 100.0 * f as f64 / run.traffic.sent.max(1) as f64);
+        report.add(
+            CHURN,
+            kind.name(),
+            vec![
+                ("new flows/s sent", num(rate, 0)),
+                ("ratio to baseline", num(rate / baseline_rate, 3)),
+                ("flows accounted %", flows_percent.map_or(Value::Null, |p| num(p, 2))),
+                ("packets accounted %", run.packets_percent().map_or(Value::Null, |p| num(p, 2))),
+                ("records/s", run.outcome.records.map_or(Value::Null, |n| num(n as f64 / secs, 0))),
+                ("lost", run.outcome.lost.map_or(Value::Null, Value::from)),
+            ],
+        );
+    }
+}

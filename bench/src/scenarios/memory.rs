@@ -1,0 +1,84 @@
+//! Scenario 4: memory with 10,000 and 100,000 concurrent flows.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+use hubcap_tests::topology::Node;
+use serde_json::Value;
+
+use crate::{
+    contender::{self, Kind},
+    load::{SMALL_PAYLOAD, blast, ports},
+    procfs,
+    report::{Report, num},
+};
+
+pub fn scenario_name(flows: u64) -> String {
+    format!("4. memory, {}k concurrent flows", flows / 1000)
+}
+
+const METRICS: &str = "127.0.0.1:9966";
+
+/// Opens `flows` UDP flows in chunks, each chunk from a fresh source port.
+fn open_flows(node: &Node, flows: u64) {
+    const CHUNK: u64 = 5_000;
+    let targets = ports(node.pods[1].ipv4, 1, CHUNK as u16);
+    let mut sent = 0;
+    while sent < flows {
+        let n = CHUNK.min(flows - sent);
+        sent += blast(&node.pods[0].ns, targets.clone(), 1, SMALL_PAYLOAD, Duration::from_secs(10), n).0;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn flow_table_size(node: &Node) -> u64 {
+    node.ns.enter(|| {
+        let Ok(mut s) = TcpStream::connect(METRICS) else { return 0 };
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines()
+            .find_map(|l| l.strip_prefix("hubcap_flow_table_directions "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    })
+}
+
+pub fn run(node: &Node, flows: u64, report: &mut Report) {
+    let scenario = scenario_name(flows);
+    let interface = &node.pods[0].host_if;
+    // hubcap: flows stay open (long idle timeout) until all are in its table.
+    let args = ["--flow-map-size", "4194304", "--idle-timeout", "600", "--report-interval", "1", "--metrics-listen", METRICS];
+    let running = contender::start(Kind::Hubcap, node, interface, &args);
+    open_flows(node, flows);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while flow_table_size(node) < flows {
+        assert!(Instant::now() < deadline, "hubcap never held {flows} flows");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = running.pid().expect("hubcap runs");
+    let (rss, maps) = (procfs::rss_bytes(pid), procfs::bpf_map_bytes(pid));
+    let held = flow_table_size(node);
+    contender::stop(running, node);
+    let mb = |b: u64| num(b as f64 / (1024.0 * 1024.0), 1);
+    report.add(
+        &scenario,
+        Kind::Hubcap.name(),
+        vec![("flows held", Value::from(held)), ("RSS MB", mb(rss)), ("BPF map MB", mb(maps))],
+    );
+
+    // softflowd keeps a flow cache too: its RSS with the same flows.
+    let running = contender::start(Kind::Softflowd, node, interface, &[]);
+    open_flows(node, flows);
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = procfs::rss_bytes(running.pid().expect("softflowd runs"));
+    let outcome = contender::stop(running, node);
+    report.add(
+        &scenario,
+        Kind::Softflowd.name(),
+        vec![("flows held", outcome.flows.map_or(Value::Null, Value::from)), ("RSS MB", mb(rss)), ("BPF map MB", Value::Null)],
+    );
+}

@@ -1,0 +1,98 @@
+//! The scenarios. Each runs every contender on the same traffic, one after
+//! the other on one topology, and adds a row per contender.
+
+pub mod churn;
+pub mod memory;
+pub mod output;
+pub mod throughput;
+
+use std::time::Duration;
+
+use hubcap_tests::topology::{Counters, Node};
+
+use crate::contender::{self, Kind, Outcome};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// How long each contender's traffic runs.
+    pub run: Duration,
+    /// Runs per contender (figures are averaged).
+    pub rounds: u32,
+}
+
+/// What the traffic generator reports.
+pub struct Traffic {
+    pub sent: u64,
+    pub elapsed: Duration,
+    /// Goodput as the receiving end measured it, where there is one.
+    pub throughput_bps: Option<f64>,
+}
+
+/// One contender's run: the traffic, what the interfaces counted, what the
+/// contender accounted for, and its CPU time during the traffic.
+pub struct Run {
+    pub traffic: Traffic,
+    /// Delta on the captured interface (both directions).
+    pub wire: Counters,
+    /// Packets delivered to the receiving pod (its veth's tx delta).
+    pub delivered: u64,
+    pub outcome: Outcome,
+    pub cpu_seconds: Option<f64>,
+}
+
+fn delta(after: Counters, before: Counters) -> Counters {
+    Counters {
+        rx_packets: after.rx_packets - before.rx_packets,
+        rx_bytes: after.rx_bytes - before.rx_bytes,
+        tx_packets: after.tx_packets - before.tx_packets,
+        tx_bytes: after.tx_bytes - before.tx_bytes,
+    }
+}
+
+/// Runs `kind` on the first pod's host-side veth while `traffic` runs.
+pub fn run_one(kind: Kind, node: &Node, hubcap_args: &[&str], traffic: impl FnOnce() -> Traffic) -> Run {
+    let captured = &node.pods[0].host_if;
+    let receiver = &node.pods[1].host_if;
+    let before = node.settled_counters(captured);
+    let receiver_before = node.counters(receiver);
+    let running = contender::start(kind, node, captured, hubcap_args);
+    let cpu_before = running.cpu_seconds();
+    let traffic = traffic();
+    let cpu_after = running.cpu_seconds();
+    let after = node.settled_counters(captured);
+    let receiver_after = node.counters(receiver);
+    let outcome = contender::stop(running, node);
+    Run {
+        traffic,
+        wire: delta(after, before),
+        delivered: receiver_after.tx_packets - receiver_before.tx_packets,
+        outcome,
+        cpu_seconds: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
+    }
+}
+
+impl Run {
+    pub fn wire_packets(&self) -> u64 {
+        self.wire.rx_packets + self.wire.tx_packets
+    }
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire.rx_bytes + self.wire.tx_bytes
+    }
+    /// Packets (and bytes) the contender accounted for, in percent of the
+    /// interface counters.
+    pub fn packets_percent(&self) -> Option<f64> {
+        self.outcome.packets.map(|p| 100.0 * p as f64 / self.wire_packets().max(1) as f64)
+    }
+    pub fn bytes_percent(&self) -> Option<f64> {
+        self.outcome.bytes.map(|b| 100.0 * b as f64 / self.wire_bytes().max(1) as f64)
+    }
+    pub fn delivered_pps(&self) -> f64 {
+        self.delivered as f64 / self.traffic.elapsed.as_secs_f64()
+    }
+}
+
+/// The mean of `f` over runs, skipping runs where it is unknown.
+pub fn mean(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
+    let values: Vec<f64> = runs.iter().filter_map(f).collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}

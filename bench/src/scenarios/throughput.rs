@@ -1,0 +1,115 @@
+//! Scenario 1 (small-packet UDP at the sender's highest rate, 1,000 flows)
+//! and scenario 2 (TCP bulk transfer).
+
+use std::{
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use hubcap_tests::topology::Node;
+use serde_json::Value;
+
+use super::{Run, Settings, Traffic, mean, run_one};
+use crate::{
+    contender::Kind,
+    load::{SMALL_PAYLOAD, blast, ports, sinks},
+    report::{Report, num},
+};
+
+pub const UDP: &str = "1. small-packet UDP, 1,000 flows";
+pub const TCP: &str = "2. TCP bulk";
+
+/// Runs every contender `rounds` times, interleaved so that drift in the
+/// machine's speed spreads over all of them.
+fn rounds(settings: Settings, mut one: impl FnMut(Kind) -> Run) -> Vec<(Kind, Vec<Run>)> {
+    let mut runs: Vec<(Kind, Vec<Run>)> = Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();
+    for _ in 0..settings.rounds {
+        for (kind, list) in runs.iter_mut() {
+            list.push(one(*kind));
+        }
+    }
+    runs
+}
+
+fn accounting(runs: &[Run]) -> Vec<(&'static str, Value)> {
+    let percent = |v: Option<f64>| v.map_or(Value::Null, |p| num(p, 2));
+    vec![
+        ("packets accounted %", percent(mean(runs, Run::packets_percent))),
+        ("bytes accounted %", percent(mean(runs, Run::bytes_percent))),
+    ]
+}
+
+pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
+    let (sender, receiver) = (&node.pods[0], &node.pods[1]);
+    let targets = ports(receiver.ipv4, 30_000, 1_000);
+    let _sinks = sinks(&receiver.ns, &targets);
+    let all = rounds(settings, |kind| {
+        run_one(kind, node, &[], || {
+            let (sent, elapsed) = blast(&sender.ns, targets.clone(), 1, SMALL_PAYLOAD, settings.run, u64::MAX);
+            Traffic { sent, elapsed, throughput_bps: None }
+        })
+    });
+    let baseline = mean(&all[0].1, |r| Some(r.delivered_pps())).unwrap_or(1.0);
+    for (kind, runs) in &all {
+        let pps = mean(runs, |r| Some(r.delivered_pps())).unwrap_or(0.0);
+        let mut figures = vec![("pps", num(pps, 0)), ("ratio to baseline", num(pps / baseline, 3))];
+        figures.extend(accounting(runs));
+        let cpu_per_mpkt = mean(runs, |r| r.cpu_seconds.map(|c| c / (r.wire_packets().max(1) as f64 / 1e6)));
+        let cpu_share = mean(runs, |r| r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64()));
+        figures.push(("CPU s per M packets", cpu_per_mpkt.map_or(Value::Null, |v| num(v, 3))));
+        figures.push(("CPU % of a core", cpu_share.map_or(Value::Null, |v| num(v, 1))));
+        let per_packet = mean(runs, |r| r.outcome.records.map(|n| n as f64 / r.wire_packets().max(1) as f64));
+        figures.push(("records per packet", per_packet.map_or(Value::Null, |v| num(v, 6))));
+        figures.push(("lost", runs.iter().map(|r| r.outcome.lost).sum::<Option<u64>>().map_or(Value::Null, Value::from)));
+        report.add(UDP, kind.name(), figures);
+    }
+}
+
+fn iperf3_server(node: &Node) -> Child {
+    let receiver = &node.pods[1];
+    receiver
+        .ns
+        .command("iperf3")
+        .args(["-s", "-B", &receiver.ipv4.to_string(), "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3")
+}
+
+fn iperf3_client(node: &Node, duration: Duration) -> Traffic {
+    let target = node.pods[1].ipv4.to_string();
+    let secs = duration.as_secs().max(1).to_string();
+    for _ in 0..50 {
+        let out = node.pods[0].ns.command("iperf3").args(["-c", &target, "-p", "5201", "-t", &secs, "-J"]).output().expect("iperf3");
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+            let end = &v["end"];
+            return Traffic {
+                sent: end["sum_sent"]["bytes"].as_u64().unwrap_or(0),
+                elapsed: Duration::from_secs_f64(end["sum_received"]["seconds"].as_f64().unwrap_or(1.0)),
+                throughput_bps: end["sum_received"]["bits_per_second"].as_f64(),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("iperf3 client never ran");
+}
+
+pub fn tcp_bulk(node: &Node, settings: Settings, report: &mut Report) {
+    let mut server = iperf3_server(node);
+    let all = rounds(settings, |kind| run_one(kind, node, &[], || iperf3_client(node, settings.run)));
+    let _ = server.kill();
+    let _ = server.wait();
+    let gbps = |r: &Run| r.traffic.throughput_bps.map(|b| b / 1e9);
+    let baseline = mean(&all[0].1, gbps).unwrap_or(1.0);
+    for (kind, runs) in &all {
+        let g = mean(runs, gbps).unwrap_or(0.0);
+        let mut figures = vec![("Gbit/s", num(g, 2)), ("ratio to baseline", num(g / baseline, 3))];
+        figures.extend(accounting(runs));
+        let cpu_share = mean(runs, |r| r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64()));
+        figures.push(("CPU % of a core", cpu_share.map_or(Value::Null, |v| num(v, 1))));
+        figures.push(("lost", runs.iter().map(|r| r.outcome.lost).sum::<Option<u64>>().map_or(Value::Null, Value::from)));
+        report.add(TCP, kind.name(), figures);
+    }
+}
