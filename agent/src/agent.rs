@@ -69,6 +69,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         flow_map_entries: args.flow_map_size,
         ring_buffer_bytes: args.ring_buffer_mb * 1024 * 1024,
     })?;
+    // Loading parsed the kernel's BTF (several MB); give that heap back
+    // instead of carrying it for the agent's lifetime.
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
     let events = datapath.take_events().expect("ring buffer taken once");
     let mut agent = Agent {
         reader: EventReader::new(events).context("watching the ring buffer")?,

@@ -28,7 +28,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Baseline, Kind::Trivial, Kind::Hubcap, Kind::Softflowd, Kind::Tcpdump];
+    pub const ALL: [Kind; 5] = [
+        Kind::Baseline,
+        Kind::Trivial,
+        Kind::Hubcap,
+        Kind::Softflowd,
+        Kind::Tcpdump,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -91,11 +97,22 @@ pub fn start(kind: Kind, node: &Node, interface: &str, hubcap_args: &[&str]) -> 
     fs::create_dir_all(&workdir).expect("bench work dir");
     let proc = match kind {
         Kind::Baseline => Proc::None,
-        Kind::Trivial => Proc::Agent(Agent::start_subcommand(&node.ns, "attach-noop", &["--interface", interface])),
+        Kind::Trivial => Proc::Agent(Agent::start_subcommand(
+            &node.ns,
+            "attach-noop",
+            &["--interface", interface],
+        )),
         Kind::Hubcap => {
             let output = workdir.join("events.log");
             let output = output.to_str().expect("UTF-8");
-            let mut args = vec!["--interface", interface, "--output", output, "--output-max-size-mb", "1000000"];
+            let mut args = vec![
+                "--interface",
+                interface,
+                "--output",
+                output,
+                "--output-max-size-mb",
+                "1000000",
+            ];
             args.extend_from_slice(hubcap_args);
             Proc::Agent(Agent::start(&node.ns, &args))
         }
@@ -105,7 +122,15 @@ pub fn start(kind: Kind, node: &Node, interface: &str, hubcap_args: &[&str]) -> 
                 .ns
                 .command("softflowd")
                 .args(["-d", "-i", interface, "-c", ctl.to_str().unwrap()])
-                .args(["-p", workdir.join("pid").to_str().unwrap(), "-n", "127.0.0.1:9995", "-v", "9", "-6"])
+                .args([
+                    "-p",
+                    workdir.join("pid").to_str().unwrap(),
+                    "-n",
+                    "127.0.0.1:9995",
+                    "-v",
+                    "9",
+                    "-6",
+                ])
                 // Room for every flow of the churn scenario, and timeouts
                 // long enough that none expires during a run.
                 .args(["-m", "4000000", "-t", "udp=3600", "-t", "tcp=3600", "-t", "icmp=3600"])
@@ -140,7 +165,12 @@ pub fn start(kind: Kind, node: &Node, interface: &str, hubcap_args: &[&str]) -> 
             Proc::Tcpdump(child, rest)
         }
     };
-    Running { kind, proc, workdir, interface: interface.to_owned() }
+    Running {
+        kind,
+        proc,
+        workdir,
+        interface: interface.to_owned(),
+    }
 }
 
 fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
@@ -153,13 +183,27 @@ fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
 
 /// Stops the contender and reads what it accounted for.
 pub fn stop(running: Running, node: &Node) -> Outcome {
-    let Running { kind, proc, workdir, interface } = running;
+    let Running {
+        kind,
+        proc,
+        workdir,
+        interface,
+    } = running;
     let outcome = match proc {
         Proc::None => Outcome::default(),
         Proc::Agent(agent) => {
             let finished = agent.stop();
-            assert!(finished.status.success(), "{} failed: {:?}", kind.name(), finished.stderr);
-            if kind == Kind::Hubcap { hubcap_outcome(&workdir.join("events.log"), &interface) } else { Outcome::default() }
+            assert!(
+                finished.status.success(),
+                "{} failed: {:?}",
+                kind.name(),
+                finished.stderr
+            );
+            if kind == Kind::Hubcap {
+                hubcap_outcome(&workdir.join("events.log"), &interface)
+            } else {
+                Outcome::default()
+            }
         }
         Proc::Softflowd(child) => softflowd_outcome(child, node, &workdir),
         Proc::Tcpdump(child, stderr) => tcpdump_outcome(child, stderr),
@@ -209,7 +253,13 @@ struct LineLost {
 
 fn hubcap_outcome(path: &std::path::Path, interface: &str) -> Outcome {
     let file = fs::File::open(path).expect("hubcap output");
-    let mut o = Outcome { packets: Some(0), bytes: Some(0), records: Some(0), flows: Some(0), lost: Some(0) };
+    let mut o = Outcome {
+        packets: Some(0),
+        bytes: Some(0),
+        records: Some(0),
+        flows: Some(0),
+        lost: Some(0),
+    };
     for line in BufReader::with_capacity(1 << 20, file).lines() {
         let line: Line = serde_json::from_str(&line.expect("read")).expect("hubcap line");
         if let Some(lost) = line.lost_events {
@@ -283,8 +333,18 @@ fn tcpdump_outcome(mut child: Child, stderr: std::thread::JoinHandle<String>) ->
     let _ = child.wait();
     let stderr = stderr.join().unwrap_or_default();
     let count = |label: &str| {
-        stderr.lines().find(|l| l.contains(label)).and_then(|l| l.split_whitespace().next()).and_then(|n| n.parse().ok())
+        stderr
+            .lines()
+            .find(|l| l.contains(label))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
     };
     let captured = count("packets captured");
-    Outcome { packets: captured, bytes: None, records: captured, flows: None, lost: count("dropped by kernel") }
+    Outcome {
+        packets: captured,
+        bytes: None,
+        records: captured,
+        flows: None,
+        lost: count("dropped by kernel"),
+    }
 }

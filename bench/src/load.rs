@@ -25,18 +25,26 @@ pub fn blast(
     max_packets: u64,
 ) -> (u64, Duration) {
     from.enter(move || {
-        let socks: Vec<UdpSocket> = (0..sockets).map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind")).collect();
+        pin_to_cpu(0);
+        let socks: Vec<UdpSocket> = (0..sockets)
+            .map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind"))
+            .collect();
         let data = vec![0x5au8; payload];
         let mut addrs: Vec<libc::sockaddr_in> = targets
             .iter()
             .map(|t| libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: t.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from(*t.ip()).to_be() },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*t.ip()).to_be(),
+                },
                 sin_zero: [0; 8],
             })
             .collect();
-        let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut _,
+            iov_len: data.len(),
+        };
         // SAFETY: zeroed mmsghdr is a valid empty header.
         let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
         let start = Instant::now();
@@ -69,6 +77,16 @@ pub fn blast(
     })
 }
 
+/// Keeps the sending thread (and the softirq work it triggers, which runs
+/// on the same CPU) on one CPU, leaving the other to the capture process,
+/// so runs are comparable.
+fn pin_to_cpu(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
 /// `count` consecutive ports from `first` on `ip`.
 pub fn ports(ip: Ipv4Addr, first: u16, count: u16) -> Vec<SocketAddrV4> {
     (0..count).map(|i| SocketAddrV4::new(ip, first + i)).collect()
@@ -83,7 +101,10 @@ pub fn sinks(ns: &Netns, targets: &[SocketAddrV4]) -> Vec<UdpSocket> {
 
 /// Raises the open-file limit: a scenario holds thousands of sockets.
 pub fn raise_fd_limit() {
-    let limit = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+    let limit = libc::rlimit {
+        rlim_cur: 1 << 20,
+        rlim_max: 1 << 20,
+    };
     // SAFETY: plain setrlimit; failure leaves the old limit.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
 }

@@ -22,15 +22,23 @@ fn main() {
     require_root();
     load::raise_fd_limit();
     let settings = if quick {
-        Settings { run: Duration::from_secs(3), rounds: 1 }
+        Settings {
+            run: Duration::from_secs(2),
+            rounds: 2,
+        }
     } else {
-        Settings { run: Duration::from_secs(10), rounds: 3 }
+        Settings {
+            run: Duration::from_secs(10),
+            rounds: 3,
+        }
     };
     let out = PathBuf::from(std::env::var("HUBCAP_BENCH_OUT").unwrap_or_else(|_| "target/bench/report.json".into()));
     let mut report = Report::default();
 
     let node = Node::new(2);
     node.up();
+    // Warm up caches, sockets and CPU frequency before the first baseline.
+    scenarios::throughput::warm_up(&node);
     eprintln!("bench: {} UDP", if quick { "quick" } else { "full" });
     throughput::small_udp(&node, settings, &mut report);
     eprintln!("bench: TCP bulk");
@@ -43,7 +51,14 @@ fn main() {
     }
     drop(node);
     eprintln!("bench: output");
-    output::run(if quick { Duration::from_secs(1) } else { Duration::from_secs(3) }, &mut report);
+    output::run(
+        if quick {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(3)
+        },
+        &mut report,
+    );
 
     report.targets = targets(&report);
     print!("{}", report.render());
@@ -73,15 +88,35 @@ fn targets(r: &Report) -> Vec<Target> {
     };
     let udp = throughput::UDP;
     let ratio = get(udp, hub, "ratio to baseline");
-    add("UDP pps vs baseline", ">= 0.90x", ratio, &|v| format!("{v:.3}x"), &|v| v >= 0.90);
+    add(
+        "UDP pps vs baseline",
+        ">= 0.90x",
+        ratio,
+        &|v| format!("{v:.3}x"),
+        &|v| v >= 0.90,
+    );
     let trivial = get(udp, "trivial tc classifier", "pps");
     let hub_pps = get(udp, hub, "pps");
-    let vs_trivial = hub_pps.zip(trivial).map(|(h, t)| 100.0 * (t - h) / t);
-    add("UDP pps vs trivial classifier", "within 3%", vs_trivial, &|v| format!("{v:.1}% below"), &|v| v <= 3.0);
+    let vs_trivial = hub_pps.zip(trivial).map(|(h, t)| h / t);
+    add(
+        "UDP pps vs trivial classifier",
+        ">= 0.97x (within 3%)",
+        vs_trivial,
+        &|v| format!("{v:.3}x"),
+        &|v| v >= 0.97,
+    );
     for key in ["packets accounted %", "bytes accounted %"] {
-        add(key, "100.00%", get(udp, hub, key), &|v| format!("{v:.2}%"), &|v| v >= 100.0 && v <= 100.0);
+        add(key, "100.00%", get(udp, hub, key), &|v| format!("{v:.2}%"), &|v| {
+            v >= 100.0 && v <= 100.0
+        });
     }
-    add("user-space CPU at top rate, 1,000 flows", "< 5% of a core", get(udp, hub, "CPU % of a core"), &|v| format!("{v:.1}%"), &|v| v < 5.0);
+    add(
+        "user-space CPU at top rate, 1,000 flows",
+        "< 5% of a core",
+        get(udp, hub, "CPU % of a core"),
+        &|v| format!("{v:.1}%"),
+        &|v| v < 5.0,
+    );
     let churn_rate = get(churn::CHURN, hub, "new flows/s sent");
     let churn_flows = get(churn::CHURN, hub, "flows accounted %");
     let churn_lost = get(churn::CHURN, hub, "lost");
@@ -94,10 +129,27 @@ fn targets(r: &Report) -> Vec<Target> {
     });
     let rss = get(&memory::scenario_name(100_000), hub, "RSS MB");
     let mut add = |name, goal: &str, value: Option<f64>, fmt: &dyn Fn(f64) -> String, met: &dyn Fn(f64) -> bool| {
-        t.push(Target { name, goal: goal.to_owned(), value: value.map_or("n/a".into(), fmt), met: value.is_some_and(met) })
+        t.push(Target {
+            name,
+            goal: goal.to_owned(),
+            value: value.map_or("n/a".into(), fmt),
+            met: value.is_some_and(met),
+        })
     };
-    add("RSS at 100,000 flows", "<= 64 MB", rss, &|v| format!("{v:.1} MB"), &|v| v <= 64.0);
+    add(
+        "RSS at 100,000 flows",
+        "<= 64 MB",
+        rss,
+        &|v| format!("{v:.1} MB"),
+        &|v| v <= 64.0,
+    );
     let json_rate = get(output::OUTPUT, hub, "records/s");
-    add("Hubble JSON records/s on one core", ">= 1,000,000", json_rate, &|v| format!("{v:.0}"), &|v| v >= 1_000_000.0);
+    add(
+        "Hubble JSON records/s on one core",
+        ">= 1,000,000",
+        json_rate,
+        &|v| format!("{v:.0}"),
+        &|v| v >= 1_000_000.0,
+    );
     t
 }

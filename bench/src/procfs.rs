@@ -30,12 +30,16 @@ pub fn rss_bytes(pid: u32) -> u64 {
 /// (`memlock` in each map fd's fdinfo; for maps without preallocation it
 /// follows their use).
 pub fn bpf_map_bytes(pid: u32) -> u64 {
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| fs::read_to_string(e.path()).ok())
         .filter(|info| info.contains("map_type:"))
         .filter_map(|info| {
-            info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok())
+            info.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
         })
         .sum()
 }

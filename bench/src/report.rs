@@ -14,7 +14,10 @@ pub struct Row {
 
 impl Row {
     pub fn get(&self, key: &str) -> Option<f64> {
-        self.figures.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.as_f64())
+        self.figures
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.as_f64())
     }
 }
 
@@ -39,11 +42,17 @@ pub fn num(x: f64, decimals: i32) -> Value {
 
 impl Report {
     pub fn add(&mut self, scenario: &str, contender: &'static str, figures: Vec<(&'static str, Value)>) {
-        self.rows.push(Row { scenario: scenario.to_owned(), contender, figures });
+        self.rows.push(Row {
+            scenario: scenario.to_owned(),
+            contender,
+            figures,
+        });
     }
 
     pub fn find(&self, scenario: &str, contender: &str) -> Option<&Row> {
-        self.rows.iter().find(|r| r.scenario == scenario && r.contender == contender)
+        self.rows
+            .iter()
+            .find(|r| r.scenario == scenario && r.contender == contender)
     }
 
     /// The tables, scenario by scenario, then the targets.
@@ -65,7 +74,11 @@ impl Report {
                     }
                 }
             }
-            out += &format!("\n### {scenario}\n\n| contender | {} |\n|---|{}\n", columns.join(" | "), "---|".repeat(columns.len()));
+            out += &format!(
+                "\n### {scenario}\n\n| contender | {} |\n|---|{}\n",
+                columns.join(" | "),
+                "---|".repeat(columns.len())
+            );
             for r in rows {
                 let cells: Vec<String> = columns
                     .iter()
@@ -80,7 +93,13 @@ impl Report {
         }
         out += "\n### Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n";
         for t in &self.targets {
-            out += &format!("| {} | {} | {} | {} |\n", t.name, t.goal, t.value, if t.met { "yes" } else { "**no**" });
+            out += &format!(
+                "| {} | {} | {} | {} |\n",
+                t.name,
+                t.goal,
+                t.value,
+                if t.met { "yes" } else { "**no**" }
+            );
         }
         out
     }

@@ -59,7 +59,10 @@ fn main() -> Result<()> {
         Cmd::Bench { quick } => {
             setup::ensure_all()?;
             let real_ebpf = [("HUBCAP_REQUIRE_EBPF", "1")];
-            cargo_env(&["build", "--release", "--package", "agent", "--bin", "hubcap"], &real_ebpf)?;
+            cargo_env(
+                &["build", "--release", "--package", "agent", "--bin", "hubcap"],
+                &real_ebpf,
+            )?;
             cargo_env(&["build", "--release", "--package", "hubcap-bench"], &real_ebpf)?;
             let root = workspace_root();
             let status = Command::new(root.join("target/release/hubcap-bench"))

@@ -62,9 +62,15 @@ pub struct ProgramPair {
 
 impl ProgramPair {
     /// Flow capture.
-    pub const CAPTURE: ProgramPair = ProgramPair { ingress: INGRESS_PROGRAM, egress: EGRESS_PROGRAM };
+    pub const CAPTURE: ProgramPair = ProgramPair {
+        ingress: INGRESS_PROGRAM,
+        egress: EGRESS_PROGRAM,
+    };
     /// The benchmark's trivial classifier on both hooks.
-    pub const NOOP: ProgramPair = ProgramPair { ingress: NOOP_PROGRAM, egress: NOOP_PROGRAM };
+    pub const NOOP: ProgramPair = ProgramPair {
+        ingress: NOOP_PROGRAM,
+        egress: NOOP_PROGRAM,
+    };
 }
 
 /// Which interfaces (by ifindex) carry our programs.
@@ -76,7 +82,11 @@ pub struct Attachments {
 
 impl Attachments {
     pub fn new(mode: AttachMode, programs: ProgramPair) -> Self {
-        Attachments { mode: mode.resolve(), programs, by_ifindex: HashMap::new() }
+        Attachments {
+            mode: mode.resolve(),
+            programs,
+            by_ifindex: HashMap::new(),
+        }
     }
 
     pub fn mode(&self) -> AttachMode {

@@ -10,7 +10,10 @@ use aya::{
     programs::SchedClassifier,
 };
 
-use super::counters::KernelCounters;
+use super::{
+    counters::KernelCounters,
+    kernel_flows::{KernelFlowMap, dup_fd},
+};
 
 /// The object `agent/build.rs` built from `agent-ebpf`; empty when the eBPF
 /// toolchain was missing at build time.
@@ -51,7 +54,7 @@ pub struct DatapathConfig {
 /// The loaded programs and the maps user space reads.
 pub struct Datapath {
     pub(super) ebpf: Ebpf,
-    pub flows: HashMap<MapData, FlowKey, FlowStats>,
+    pub flows: KernelFlowMap,
     pub counters: KernelCounters,
     events: Option<RingBuf<MapData>>,
     pub config: DatapathConfig,
@@ -77,7 +80,15 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        let flows = take_map(&mut ebpf, FLOWS_MAP, HashMap::try_from)?;
+        let flows = take_map(&mut ebpf, FLOWS_MAP, |map| {
+            let fd = match &map {
+                aya::maps::Map::HashMap(data) => dup_fd(data).map_err(|io_error| {
+                    aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "dup", io_error })
+                })?,
+                _ => return Err(aya::maps::MapError::InvalidMapType { map_type: 0 }),
+            };
+            HashMap::<MapData, FlowKey, FlowStats>::try_from(map).map(|m| KernelFlowMap::new(m, fd))
+        })?;
         let events = take_map(&mut ebpf, EVENTS_MAP, RingBuf::try_from)?;
         let counters = KernelCounters::new(take_map(&mut ebpf, COUNTERS_MAP, PerCpuArray::try_from)?);
         Ok(Datapath {

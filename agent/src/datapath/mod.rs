@@ -8,4 +8,5 @@ mod load;
 
 pub use attach::{AttachMode, Attachments, ProgramPair};
 pub use counters::{CounterValues, KernelCounters};
+pub use kernel_flows::KernelFlowMap;
 pub use load::{Datapath, DatapathConfig, DatapathError};

@@ -72,15 +72,23 @@ fn destination(key: &FlowKey) -> Endpoint {
     (key.dst_addr, key.dst_port)
 }
 
+/// Directions one connection can have on one interface: two endpoints,
+/// each seen on the ingress and the egress hook.
+const MAX_DIRECTIONS: usize = 4;
+
+/// Kept per connection, for hundreds of thousands of them: small and with
+/// no heap allocation.
 #[derive(Default)]
 pub struct Connection {
     /// The endpoint that opened the connection; `None` while unknown.
     initiator: Option<Endpoint>,
-    /// Which endpoints sent a FIN (by source endpoint).
-    fin_from: Vec<Endpoint>,
+    /// Which endpoints sent a FIN: bit 0 the lower, bit 1 the higher (in
+    /// [`ConnKey`] order).
+    fin_from: u8,
     pub closed_since: Option<u64>,
     /// The open flow directions of this connection.
-    pub keys: Vec<FlowKey>,
+    keys: [FlowKey; MAX_DIRECTIONS],
+    key_count: u8,
 }
 
 impl Connection {
@@ -116,16 +124,37 @@ impl Connection {
         };
     }
 
+    pub fn keys(&self) -> &[FlowKey] {
+        &self.keys[..usize::from(self.key_count)]
+    }
+
+    pub fn add_key(&mut self, key: &FlowKey) {
+        if !self.keys().contains(key) && usize::from(self.key_count) < MAX_DIRECTIONS {
+            self.keys[usize::from(self.key_count)] = *key;
+            self.key_count += 1;
+        }
+    }
+
+    pub fn remove_key(&mut self, key: &FlowKey) {
+        if let Some(i) = self.keys().iter().position(|k| k == key) {
+            let last = usize::from(self.key_count) - 1;
+            self.keys.swap(i, last);
+            self.key_count -= 1;
+        }
+    }
+
     pub fn is_reply(&self, key: &FlowKey) -> Option<bool> {
         self.initiator.map(|init| (key.src_addr, key.src_port) != init)
     }
 
     /// A connection is closed by RST, or once both endpoints sent a FIN.
     pub fn note_close_flags(&mut self, key: &FlowKey, flags: u16, now_ns: u64) {
-        if flags & tcp_flags::FIN != 0 && !self.fin_from.contains(&source(key)) {
-            self.fin_from.push(source(key));
+        if flags & tcp_flags::FIN != 0 {
+            let src = source(key);
+            let dst = destination(key);
+            self.fin_from |= if src <= dst { 1 } else { 2 };
         }
-        let closed = flags & tcp_flags::RST != 0 || self.fin_from.len() >= 2;
+        let closed = flags & tcp_flags::RST != 0 || self.fin_from == 3;
         if closed && self.closed_since.is_none() {
             self.closed_since = Some(now_ns);
         }

@@ -29,9 +29,12 @@ use crate::export::FlowState;
 /// The kernel flow map, as the table needs it.
 pub trait KernelFlows {
     fn get(&self, key: &FlowKey) -> Option<FlowStats>;
+    /// Deletes an entry, possibly deferred until [`KernelFlows::flush`].
     fn remove(&mut self, key: &FlowKey);
+    /// Carries out deferred deletions.
+    fn flush(&mut self) {}
     /// Every entry, copied out (the table changes the map while going through).
-    fn entries(&self) -> Vec<(FlowKey, FlowStats)>;
+    fn entries(&mut self) -> Vec<(FlowKey, FlowStats)>;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -59,8 +62,9 @@ pub struct FlowUpdate {
     pub is_reply: Option<bool>,
 }
 
+/// What the table keeps per flow direction (its connection is found again
+/// with [`ConnKey::of`], which is cheaper than storing it).
 struct Direction {
-    conn: ConnKey,
     /// `first_seen_ns` of the kernel entry these counts belong to: a new
     /// kernel entry for the same key is a new flow.
     generation: u64,
@@ -70,6 +74,8 @@ struct Direction {
     pending_flags: u16,
     /// Kernel time of the last record, for quiet-flow `C` records.
     last_record_ns: u64,
+    /// The last sweep that found this direction's kernel entry.
+    swept: u32,
 }
 
 #[derive(Default)]
@@ -86,6 +92,7 @@ pub struct FlowTable {
     config: TableConfig,
     directions: HashMap<FlowKey, Direction>,
     connections: HashMap<ConnKey, Connection>,
+    sweep_epoch: u32,
     pub stats: TableStats,
 }
 
@@ -95,6 +102,7 @@ impl FlowTable {
             config,
             directions: HashMap::new(),
             connections: HashMap::new(),
+            sweep_epoch: 0,
             stats: TableStats::default(),
         }
     }
@@ -140,24 +148,29 @@ impl FlowTable {
             .map(|(k, _)| *k)
             .collect();
         for conn in done {
-            let keys = self.connections.get(&conn).map(|c| c.keys.clone()).unwrap_or_default();
+            let keys = self
+                .connections
+                .get(&conn)
+                .map(|c| c.keys().to_vec())
+                .unwrap_or_default();
             for key in keys {
                 let final_stats = kernel.get(&key);
                 self.end(&key, final_stats.as_ref(), now_ns, out);
                 kernel.remove(&key);
             }
         }
+        kernel.flush();
     }
 
     /// Goes through the whole kernel map: picks up directions whose `NEW`
     /// event was lost, reports quiet directions' unreported counts, and ends
     /// directions idle for the idle timeout. Run it every report interval.
     pub fn sweep(&mut self, kernel: &mut impl KernelFlows, now_ns: u64, out: &mut Vec<FlowUpdate>) {
-        let mut seen = std::collections::HashSet::new();
+        self.sweep_epoch = self.sweep_epoch.wrapping_add(1);
+        let epoch = self.sweep_epoch;
         let entries = kernel.entries();
         self.stats.kernel_entries = entries.len() as u64;
         for (key, stats) in entries {
-            seen.insert(key);
             let known = self.directions.get(&key).map(|d| d.generation == stats.first_seen_ns);
             match known {
                 None | Some(false) => {
@@ -174,7 +187,8 @@ impl FlowTable {
                 kernel.remove(&key);
                 continue;
             }
-            let d = &self.directions[&key];
+            let d = self.directions.get_mut(&key).expect("begun above");
+            d.swept = epoch;
             let unreported = d.latest.packets > d.reported_packets;
             if unreported && now_ns.saturating_sub(d.last_record_ns) >= self.config.report_interval_ns {
                 self.emit(&key, FlowState::Continuing, now_ns, out);
@@ -182,10 +196,16 @@ impl FlowTable {
         }
         // Directions whose kernel entry is gone (not by us): end them with
         // what was last known.
-        let gone: Vec<FlowKey> = self.directions.keys().filter(|k| !seen.contains(k)).copied().collect();
+        let gone: Vec<FlowKey> = self
+            .directions
+            .iter()
+            .filter(|(_, d)| d.swept != epoch)
+            .map(|(k, _)| *k)
+            .collect();
         for key in gone {
             self.end(&key, None, now_ns, out);
         }
+        kernel.flush();
     }
 
     /// Shutdown, after the programs are detached and the ring buffer is
@@ -210,6 +230,7 @@ impl FlowTable {
         for key in rest {
             self.end(&key, None, now_ns, out);
         }
+        kernel.flush();
     }
 
     /// Starts a direction. `first_packet_flags` are the TCP flags of its
@@ -225,17 +246,17 @@ impl FlowTable {
         let conn_key = ConnKey::of(key);
         let conn = self.connections.entry(conn_key).or_default();
         conn.learn_initiator(key, first_packet_flags);
-        conn.keys.push(*key);
+        conn.add_key(key);
         self.directions.insert(
             *key,
             Direction {
-                conn: conn_key,
                 generation: stats.first_seen_ns,
                 latest: FlowStats::default(),
                 reported_packets: 0,
                 reported_bytes: 0,
                 pending_flags: 0,
                 last_record_ns: now_ns,
+                swept: self.sweep_epoch,
             },
         );
         self.update(key, stats, stats.tcp_flags_recent | stats.tcp_flags_seen, now_ns);
@@ -251,7 +272,7 @@ impl FlowTable {
         }
         d.pending_flags |= flags;
         if flags & (tcp_flags::FIN | tcp_flags::RST) != 0
-            && let Some(conn) = self.connections.get_mut(&d.conn)
+            && let Some(conn) = self.connections.get_mut(&ConnKey::of(key))
         {
             conn.note_close_flags(key, flags, now_ns);
         }
@@ -259,7 +280,7 @@ impl FlowTable {
 
     fn emit(&mut self, key: &FlowKey, state: FlowState, now_ns: u64, out: &mut Vec<FlowUpdate>) {
         let Some(d) = self.directions.get_mut(key) else { return };
-        let is_reply = self.connections.get(&d.conn).and_then(|c| c.is_reply(key));
+        let is_reply = self.connections.get(&ConnKey::of(key)).and_then(|c| c.is_reply(key));
         out.push(FlowUpdate {
             key: *key,
             stats: d.latest,
@@ -289,11 +310,12 @@ impl FlowTable {
             }
         }
         self.emit(key, FlowState::End, now_ns, out);
-        let d = self.directions.remove(key).expect("checked above");
-        if let Some(conn) = self.connections.get_mut(&d.conn) {
-            conn.keys.retain(|k| k != key);
-            if conn.keys.is_empty() {
-                self.connections.remove(&d.conn);
+        self.directions.remove(key);
+        let conn_key = ConnKey::of(key);
+        if let Some(conn) = self.connections.get_mut(&conn_key) {
+            conn.remove_key(key);
+            if conn.keys().is_empty() {
+                self.connections.remove(&conn_key);
             }
         }
     }

@@ -28,7 +28,7 @@ impl KernelFlows for FakeKernel {
     fn remove(&mut self, key: &FlowKey) {
         self.map.remove(key);
     }
-    fn entries(&self) -> Vec<(FlowKey, FlowStats)> {
+    fn entries(&mut self) -> Vec<(FlowKey, FlowStats)> {
         self.map.iter().map(|(k, v)| (*k, *v)).collect()
     }
 }

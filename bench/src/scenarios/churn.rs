@@ -22,19 +22,40 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
     let targets = ports(receiver.ipv4, 1, 65_535);
     let max_flows = (SOURCES * targets.len()) as u64;
     // Room for every flow, and ended quickly so the map drains as it goes.
-    let hubcap_args = ["--flow-map-size", "4194304", "--idle-timeout", "2", "--report-interval", "1"];
+    let hubcap_args = [
+        "--flow-map-size",
+        "4194304",
+        "--idle-timeout",
+        "2",
+        "--report-interval",
+        "1",
+    ];
     let mut baseline_rate = 1.0;
     for kind in Kind::ALL {
         let run = run_one(kind, node, &hubcap_args, || {
-            let (sent, elapsed) = blast(&sender.ns, targets.clone(), SOURCES, SMALL_PAYLOAD, settings.run, max_flows);
-            Traffic { sent, elapsed, throughput_bps: None }
+            let (sent, elapsed) = blast(
+                &sender.ns,
+                targets.clone(),
+                SOURCES,
+                SMALL_PAYLOAD,
+                settings.run,
+                max_flows,
+            );
+            Traffic {
+                sent,
+                elapsed,
+                throughput_bps: None,
+            }
         });
         let secs = run.traffic.elapsed.as_secs_f64();
         let rate = run.traffic.sent as f64 / secs;
         if kind == Kind::Baseline {
             baseline_rate = rate;
         }
-        let flows_percent = run.outcome.flows.map(|f| 100.0 * f as f64 / run.traffic.sent.max(1) as f64);
+        let flows_percent = run
+            .outcome
+            .flows
+            .map(|f| 100.0 * f as f64 / run.traffic.sent.max(1) as f64);
         report.add(
             CHURN,
             kind.name(),
@@ -42,8 +63,14 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
                 ("new flows/s sent", num(rate, 0)),
                 ("ratio to baseline", num(rate / baseline_rate, 3)),
                 ("flows accounted %", flows_percent.map_or(Value::Null, |p| num(p, 2))),
-                ("packets accounted %", run.packets_percent().map_or(Value::Null, |p| num(p, 2))),
-                ("records/s", run.outcome.records.map_or(Value::Null, |n| num(n as f64 / secs, 0))),
+                (
+                    "packets accounted %",
+                    run.packets_percent().map_or(Value::Null, |p| num(p, 2)),
+                ),
+                (
+                    "records/s",
+                    run.outcome.records.map_or(Value::Null, |n| num(n as f64 / secs, 0)),
+                ),
                 ("lost", run.outcome.lost.map_or(Value::Null, Value::from)),
             ],
         );

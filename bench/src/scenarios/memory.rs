@@ -29,14 +29,24 @@ fn open_flows(node: &Node, flows: u64) {
     let mut sent = 0;
     while sent < flows {
         let n = CHUNK.min(flows - sent);
-        sent += blast(&node.pods[0].ns, targets.clone(), 1, SMALL_PAYLOAD, Duration::from_secs(10), n).0;
+        sent += blast(
+            &node.pods[0].ns,
+            targets.clone(),
+            1,
+            SMALL_PAYLOAD,
+            Duration::from_secs(10),
+            n,
+        )
+        .0;
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 fn flow_table_size(node: &Node) -> u64 {
     node.ns.enter(|| {
-        let Ok(mut s) = TcpStream::connect(METRICS) else { return 0 };
+        let Ok(mut s) = TcpStream::connect(METRICS) else {
+            return 0;
+        };
         let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
         let mut text = String::new();
         let _ = s.read_to_string(&mut text);
@@ -51,7 +61,16 @@ pub fn run(node: &Node, flows: u64, report: &mut Report) {
     let scenario = scenario_name(flows);
     let interface = &node.pods[0].host_if;
     // hubcap: flows stay open (long idle timeout) until all are in its table.
-    let args = ["--flow-map-size", "4194304", "--idle-timeout", "600", "--report-interval", "1", "--metrics-listen", METRICS];
+    let args = [
+        "--flow-map-size",
+        "4194304",
+        "--idle-timeout",
+        "600",
+        "--report-interval",
+        "1",
+        "--metrics-listen",
+        METRICS,
+    ];
     let running = contender::start(Kind::Hubcap, node, interface, &args);
     open_flows(node, flows);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -67,7 +86,11 @@ pub fn run(node: &Node, flows: u64, report: &mut Report) {
     report.add(
         &scenario,
         Kind::Hubcap.name(),
-        vec![("flows held", Value::from(held)), ("RSS MB", mb(rss)), ("BPF map MB", mb(maps))],
+        vec![
+            ("flows held", Value::from(held)),
+            ("RSS MB", mb(rss)),
+            ("BPF map MB", mb(maps)),
+        ],
     );
 
     // softflowd keeps a flow cache too: its RSS with the same flows.
@@ -79,6 +102,10 @@ pub fn run(node: &Node, flows: u64, report: &mut Report) {
     report.add(
         &scenario,
         Kind::Softflowd.name(),
-        vec![("flows held", outcome.flows.map_or(Value::Null, Value::from)), ("RSS MB", mb(rss)), ("BPF map MB", Value::Null)],
+        vec![
+            ("flows held", outcome.flows.map_or(Value::Null, Value::from)),
+            ("RSS MB", mb(rss)),
+            ("BPF map MB", Value::Null),
+        ],
     );
 }

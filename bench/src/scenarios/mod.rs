@@ -81,10 +81,14 @@ impl Run {
     /// Packets (and bytes) the contender accounted for, in percent of the
     /// interface counters.
     pub fn packets_percent(&self) -> Option<f64> {
-        self.outcome.packets.map(|p| 100.0 * p as f64 / self.wire_packets().max(1) as f64)
+        self.outcome
+            .packets
+            .map(|p| 100.0 * p as f64 / self.wire_packets().max(1) as f64)
     }
     pub fn bytes_percent(&self) -> Option<f64> {
-        self.outcome.bytes.map(|b| 100.0 * b as f64 / self.wire_bytes().max(1) as f64)
+        self.outcome
+            .bytes
+            .map(|b| 100.0 * b as f64 / self.wire_bytes().max(1) as f64)
     }
     pub fn delivered_pps(&self) -> f64 {
         self.delivered as f64 / self.traffic.elapsed.as_secs_f64()

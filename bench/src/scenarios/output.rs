@@ -28,16 +28,29 @@ fn records(n: u32) -> Vec<FlowRecord> {
                 Protocol::Tcp(flow::Tcp {
                     source_port: 30_000 + i % 30_000,
                     destination_port: 443,
-                    flags: Some(flow::TcpFlags { syn: i % 4 == 0, ack: true, ..Default::default() }),
+                    flags: Some(flow::TcpFlags {
+                        syn: i % 4 == 0,
+                        ack: true,
+                        ..Default::default()
+                    }),
                 })
             } else {
-                Protocol::Udp(flow::Udp { source_port: 40_000 + i % 20_000, destination_port: 53 })
+                Protocol::Udp(flow::Udp {
+                    source_port: 40_000 + i % 20_000,
+                    destination_port: 53,
+                })
             };
             #[allow(deprecated)]
             let f = flow::Flow {
-                time: Some(Timestamp { seconds: 1_790_000_000 + i64::from(i), nanos: 123_456_789 }),
+                time: Some(Timestamp {
+                    seconds: 1_790_000_000 + i64::from(i),
+                    nanos: 123_456_789,
+                }),
                 verdict: flow::Verdict::Forwarded as i32,
-                ethernet: Some(flow::Ethernet { source: "02:42:ac:11:00:02".into(), destination: "02:42:ac:11:00:03".into() }),
+                ethernet: Some(flow::Ethernet {
+                    source: "02:42:ac:11:00:02".into(),
+                    destination: "02:42:ac:11:00:03".into(),
+                }),
                 ip: Some(flow::Ip {
                     source: format!("10.244.{}.{}", i % 200, i % 250),
                     destination: "10.96.0.10".into(),
@@ -51,7 +64,10 @@ fn records(n: u32) -> Vec<FlowRecord> {
                 traffic_direction: flow::TrafficDirection::Egress as i32,
                 trace_observation_point: flow::TraceObservationPoint::FromEndpoint as i32,
                 is_reply: Some(i % 3 == 0),
-                interface: Some(flow::NetworkInterface { index: 17, name: "lxc8e2f1a3b4c5d".into() }),
+                interface: Some(flow::NetworkInterface {
+                    index: 17,
+                    name: "lxc8e2f1a3b4c5d".into(),
+                }),
                 summary: if tcp { "TCP Flags: ACK".into() } else { "UDP".into() },
                 ..Default::default()
             };
@@ -61,7 +77,10 @@ fn records(n: u32) -> Vec<FlowRecord> {
                     packets: u64::from(i % 1000) + 1,
                     bytes: u64::from(i) * 1500 + 60,
                     state: FlowState::Continuing,
-                    flow_start_time: Timestamp { seconds: 1_790_000_000, nanos: 0 },
+                    flow_start_time: Timestamp {
+                        seconds: 1_790_000_000,
+                        nanos: 0,
+                    },
                 },
             }
         })
@@ -86,7 +105,10 @@ fn rate(n: usize, budget: Duration, mut write: impl FnMut(usize) -> usize) -> f6
 
 pub fn run(budget: Duration, report: &mut Report) {
     let records = records(4096);
-    let now = Timestamp { seconds: 1_790_000_100, nanos: 0 };
+    let now = Timestamp {
+        seconds: 1_790_000_100,
+        nanos: 0,
+    };
     let mut out = Vec::with_capacity(1 << 20);
     let hubcap_rate = rate(records.len(), budget, |i| {
         out.clear();
@@ -107,12 +129,16 @@ pub fn run(budget: Duration, report: &mut Report) {
             DynamicMessage::decode(desc.clone(), event.encode_to_vec().as_slice()).expect("decode")
         })
         .collect();
-    let options = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(true);
+    let options = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .stringify_64_bit_integers(true);
     let mut buf = Vec::with_capacity(1 << 20);
     let generic_rate = rate(messages.len(), budget, |i| {
         buf.clear();
         let mut ser = serde_json::Serializer::new(&mut buf);
-        messages[i].serialize_with_options(&mut ser, &options).expect("serialize");
+        messages[i]
+            .serialize_with_options(&mut ser, &options)
+            .expect("serialize");
         buf.push(b'\n');
         buf.len()
     });
@@ -125,6 +151,9 @@ pub fn run(budget: Duration, report: &mut Report) {
     report.add(
         OUTPUT,
         "hubcap",
-        vec![("records/s", num(hubcap_rate, 0)), ("ratio to baseline", num(hubcap_rate / generic_rate, 3))],
+        vec![
+            ("records/s", num(hubcap_rate, 0)),
+            ("ratio to baseline", num(hubcap_rate / generic_rate, 3)),
+        ],
     );
 }

@@ -39,6 +39,20 @@ fn accounting(runs: &[Run]) -> Vec<(&'static str, Value)> {
     ]
 }
 
+pub fn warm_up(node: &Node) {
+    let receiver = &node.pods[1];
+    let targets = ports(receiver.ipv4, 30_000, 1_000);
+    let _sinks = sinks(&receiver.ns, &targets);
+    blast(
+        &node.pods[0].ns,
+        targets,
+        1,
+        SMALL_PAYLOAD,
+        Duration::from_secs(2),
+        u64::MAX,
+    );
+}
+
 pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
     let (sender, receiver) = (&node.pods[0], &node.pods[1]);
     let targets = ports(receiver.ipv4, 30_000, 1_000);
@@ -46,7 +60,11 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
     let all = rounds(settings, |kind| {
         run_one(kind, node, &[], || {
             let (sent, elapsed) = blast(&sender.ns, targets.clone(), 1, SMALL_PAYLOAD, settings.run, u64::MAX);
-            Traffic { sent, elapsed, throughput_bps: None }
+            Traffic {
+                sent,
+                elapsed,
+                throughput_bps: None,
+            }
         })
     });
     let baseline = mean(&all[0].1, |r| Some(r.delivered_pps())).unwrap_or(1.0);
@@ -54,13 +72,25 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
         let pps = mean(runs, |r| Some(r.delivered_pps())).unwrap_or(0.0);
         let mut figures = vec![("pps", num(pps, 0)), ("ratio to baseline", num(pps / baseline, 3))];
         figures.extend(accounting(runs));
-        let cpu_per_mpkt = mean(runs, |r| r.cpu_seconds.map(|c| c / (r.wire_packets().max(1) as f64 / 1e6)));
-        let cpu_share = mean(runs, |r| r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64()));
+        let cpu_per_mpkt = mean(runs, |r| {
+            r.cpu_seconds.map(|c| c / (r.wire_packets().max(1) as f64 / 1e6))
+        });
+        let cpu_share = mean(runs, |r| {
+            r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64())
+        });
         figures.push(("CPU s per M packets", cpu_per_mpkt.map_or(Value::Null, |v| num(v, 3))));
         figures.push(("CPU % of a core", cpu_share.map_or(Value::Null, |v| num(v, 1))));
-        let per_packet = mean(runs, |r| r.outcome.records.map(|n| n as f64 / r.wire_packets().max(1) as f64));
+        let per_packet = mean(runs, |r| {
+            r.outcome.records.map(|n| n as f64 / r.wire_packets().max(1) as f64)
+        });
         figures.push(("records per packet", per_packet.map_or(Value::Null, |v| num(v, 6))));
-        figures.push(("lost", runs.iter().map(|r| r.outcome.lost).sum::<Option<u64>>().map_or(Value::Null, Value::from)));
+        figures.push((
+            "lost",
+            runs.iter()
+                .map(|r| r.outcome.lost)
+                .sum::<Option<u64>>()
+                .map_or(Value::Null, Value::from),
+        ));
         report.add(UDP, kind.name(), figures);
     }
 }
@@ -81,7 +111,12 @@ fn iperf3_client(node: &Node, duration: Duration) -> Traffic {
     let target = node.pods[1].ipv4.to_string();
     let secs = duration.as_secs().max(1).to_string();
     for _ in 0..50 {
-        let out = node.pods[0].ns.command("iperf3").args(["-c", &target, "-p", "5201", "-t", &secs, "-J"]).output().expect("iperf3");
+        let out = node.pods[0]
+            .ns
+            .command("iperf3")
+            .args(["-c", &target, "-p", "5201", "-t", &secs, "-J"])
+            .output()
+            .expect("iperf3");
         if out.status.success() {
             let v: Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
             let end = &v["end"];
@@ -98,7 +133,9 @@ fn iperf3_client(node: &Node, duration: Duration) -> Traffic {
 
 pub fn tcp_bulk(node: &Node, settings: Settings, report: &mut Report) {
     let mut server = iperf3_server(node);
-    let all = rounds(settings, |kind| run_one(kind, node, &[], || iperf3_client(node, settings.run)));
+    let all = rounds(settings, |kind| {
+        run_one(kind, node, &[], || iperf3_client(node, settings.run))
+    });
     let _ = server.kill();
     let _ = server.wait();
     let gbps = |r: &Run| r.traffic.throughput_bps.map(|b| b / 1e9);
@@ -107,9 +144,17 @@ pub fn tcp_bulk(node: &Node, settings: Settings, report: &mut Report) {
         let g = mean(runs, gbps).unwrap_or(0.0);
         let mut figures = vec![("Gbit/s", num(g, 2)), ("ratio to baseline", num(g / baseline, 3))];
         figures.extend(accounting(runs));
-        let cpu_share = mean(runs, |r| r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64()));
+        let cpu_share = mean(runs, |r| {
+            r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64())
+        });
         figures.push(("CPU % of a core", cpu_share.map_or(Value::Null, |v| num(v, 1))));
-        figures.push(("lost", runs.iter().map(|r| r.outcome.lost).sum::<Option<u64>>().map_or(Value::Null, Value::from)));
+        figures.push((
+            "lost",
+            runs.iter()
+                .map(|r| r.outcome.lost)
+                .sum::<Option<u64>>()
+                .map_or(Value::Null, Value::from),
+        ));
         report.add(TCP, kind.name(), figures);
     }
 }
