@@ -135,37 +135,39 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut Pars
     let mut next = ip.next_hdr;
     let mut offset = offset + Ipv6Hdr::LEN;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
+        if !is_ipv6_extension(next) {
+            break;
+        }
         // Every extension header starts with next-header and a length byte.
+        // (Read as a pair: a lone byte read would defeat the verifier's
+        // tracking of direct packet access.)
+        let h: [u8; 2] = packet.load(offset).ok_or(ParseError::Truncated)?;
         let ext_len = match next {
-            // Hop-by-hop, routing, destination options, mobility, HIP, shim6:
-            // length in 8-octet units, not counting the first 8.
-            0 | 43 | 60 | 135 | 139 | 140 => {
-                let h: [u8; 2] = packet.load(offset).ok_or(ParseError::Truncated)?;
-                (usize::from(h[1]) + 1) * 8
-            }
             // Authentication header: length in 4-octet units, minus 2.
-            51 => {
-                let h: [u8; 2] = packet.load(offset).ok_or(ParseError::Truncated)?;
-                (usize::from(h[1]) + 2) * 4
-            }
+            51 => (usize::from(h[1]) + 2) * 4,
             44 => {
-                let h: [u8; 4] = packet.load(offset).ok_or(ParseError::Truncated)?;
-                if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
-                    out.protocol = h[0];
+                let frag: [u8; 4] = packet.load(offset).ok_or(ParseError::Truncated)?;
+                if u16::from_be_bytes([frag[2], frag[3]]) >> 3 != 0 {
+                    out.protocol = frag[0];
                     out.note = Note::Fragment;
                     return Ok(());
                 }
                 8
             }
-            _ => break,
+            // Hop-by-hop, routing, destination options, mobility, HIP, shim6:
+            // length in 8-octet units, not counting the first 8.
+            _ => (usize::from(h[1]) + 1) * 8,
         };
-        let h: [u8; 1] = packet.load(offset).ok_or(ParseError::Truncated)?;
         next = h[0];
         offset += ext_len;
     }
     out.protocol = next;
     parse_l4(packet, offset, out);
     Ok(())
+}
+
+fn is_ipv6_extension(next_header: u8) -> bool {
+    matches!(next_header, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140)
 }
 
 /// Fills ports (or ICMP type/code/id) and TCP flags. A missing L4 header

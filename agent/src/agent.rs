@@ -33,6 +33,12 @@ use crate::{
 };
 
 const TICK: Duration = Duration::from_millis(500);
+/// The kernel wakes the reader only once 64 KiB of records are pending (a
+/// wakeup per record would cost more than the record); this timer picks up
+/// what trickles in below that.
+const DRAIN: Duration = Duration::from_millis(100);
+/// Scratch buffers above this are shrunk back after a burst.
+const BUFFER_KEEP: usize = 1 << 20;
 /// Closed TCP connections wait this long for their last ACKs.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -146,6 +152,8 @@ impl Agent {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_sweep = tokio::time::Instant::now() + self.report_interval;
+        let mut drain = tokio::time::interval(DRAIN);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = sigint.recv() => { info!("SIGINT: stopping"); break }
@@ -157,6 +165,14 @@ impl Agent {
                     let n = read.context("reading the ring buffer")?;
                     self.metrics.ring_records_read.inc_by(n as u64);
                     self.write_updates()?;
+                }
+                _ = drain.tick() => {
+                    let table = &mut self.table;
+                    let updates = &mut self.updates;
+                    let n = self.reader.read_all_now(|e| table.on_event(e, e.stats.last_seen_ns, updates));
+                    self.metrics.ring_records_read.inc_by(n as u64);
+                    self.write_updates()?;
+                    self.flush()?;
                 }
                 _ = tick.tick() => {
                     self.clock.refresh();
@@ -239,6 +255,13 @@ impl Agent {
         written.context("writing flow records")?;
         self.lines.clear();
         self.line_count = 0;
+        // A burst may have grown the buffers; do not keep that memory.
+        if self.lines.capacity() > BUFFER_KEEP {
+            self.lines.shrink_to(BUFFER_KEEP);
+        }
+        if self.updates.capacity() > BUFFER_KEEP / size_of::<FlowUpdate>() {
+            self.updates.shrink_to(BUFFER_KEEP / size_of::<FlowUpdate>());
+        }
         Ok(())
     }
 

@@ -293,7 +293,7 @@ fn softflowctl(node: &Node, workdir: &std::path::Path, command: &str) -> String 
 fn number_after(text: &str, label: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.trim().strip_prefix(label))
-        .and_then(|rest| rest.trim().split_whitespace().next())
+        .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
 

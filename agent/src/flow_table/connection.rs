@@ -1,6 +1,11 @@
 //! Pairing the two directions of a connection seen on one interface.
+//!
+//! A node may hold hundreds of thousands of connections, so what is kept
+//! per connection is a few bytes: which side opened it, which sides sent a
+//! FIN, and how many of its directions are open. The directions themselves
+//! live in the flow table, keyed by [`FlowKey`].
 
-use agent_common::{FlowKey, tcp_flags};
+use agent_common::{FlowKey, hook, tcp_flags};
 use agent_ebpf::parse::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, is_icmp_query};
 
 /// An address and port (or ICMP identifier).
@@ -12,6 +17,7 @@ type Endpoint = ([u8; 16], u16);
 pub struct ConnKey {
     ifindex: u32,
     protocol: u8,
+    ip_version: u8,
     low: Endpoint,
     high: Endpoint,
     /// ICMP: which request/reply pair (echo, timestamp, ...) or, for error
@@ -19,33 +25,70 @@ pub struct ConnKey {
     icmp_class: u16,
 }
 
+/// A direction's source and destination endpoints as pairing sees them,
+/// and its ICMP class.
+fn endpoints(key: &FlowKey) -> (Endpoint, Endpoint, u16) {
+    match key.protocol {
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP => ((key.src_addr, key.src_port), (key.dst_addr, key.dst_port), 0),
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let icmp_type = (key.dst_port >> 8) as u8;
+            if is_icmp_query(key.protocol, icmp_type) {
+                let id = key.src_port;
+                (
+                    (key.src_addr, id),
+                    (key.dst_addr, id),
+                    u16::from(query_family(key.protocol, icmp_type)),
+                )
+            } else {
+                ((key.src_addr, 0), (key.dst_addr, 0), key.dst_port)
+            }
+        }
+        _ => ((key.src_addr, 0), (key.dst_addr, 0), 0),
+    }
+}
+
+/// Sides of a connection, as bits.
+const LOW: u8 = 1;
+const HIGH: u8 = 2;
+
+/// Which side sent this direction's packets.
+fn source_side(key: &FlowKey) -> u8 {
+    let (src, dst, _) = endpoints(key);
+    if src <= dst { LOW } else { HIGH }
+}
+
 impl ConnKey {
     pub fn of(key: &FlowKey) -> Self {
-        let (src, dst, icmp_class) = match key.protocol {
-            PROTO_TCP | PROTO_UDP | PROTO_SCTP => ((key.src_addr, key.src_port), (key.dst_addr, key.dst_port), 0),
-            PROTO_ICMP | PROTO_ICMPV6 => {
-                let icmp_type = (key.dst_port >> 8) as u8;
-                if is_icmp_query(key.protocol, icmp_type) {
-                    let id = key.src_port;
-                    (
-                        (key.src_addr, id),
-                        (key.dst_addr, id),
-                        u16::from(query_family(key.protocol, icmp_type)),
-                    )
-                } else {
-                    ((key.src_addr, 0), (key.dst_addr, 0), key.dst_port)
-                }
-            }
-            _ => ((key.src_addr, 0), (key.dst_addr, 0), 0),
-        };
+        let (src, dst, icmp_class) = endpoints(key);
         let (low, high) = if src <= dst { (src, dst) } else { (dst, src) };
         ConnKey {
             ifindex: key.ifindex,
             protocol: key.protocol,
+            ip_version: key.ip_version,
             low,
             high,
             icmp_class,
         }
+    }
+
+    /// Every flow key a TCP connection can have: each endpoint sending, on
+    /// each hook. (Only TCP connections close, so only they need this.)
+    pub fn tcp_keys(&self) -> impl Iterator<Item = FlowKey> + '_ {
+        [(self.low, self.high), (self.high, self.low)]
+            .into_iter()
+            .flat_map(move |(src, dst)| {
+                [hook::INGRESS, hook::EGRESS].into_iter().map(move |hook| FlowKey {
+                    src_addr: src.0,
+                    dst_addr: dst.0,
+                    src_port: src.1,
+                    dst_port: dst.1,
+                    ifindex: self.ifindex,
+                    protocol: self.protocol,
+                    ip_version: self.ip_version,
+                    hook,
+                    _pad: 0,
+                })
+            })
     }
 }
 
@@ -64,31 +107,18 @@ fn is_icmp_request(protocol: u8, icmp_type: u8) -> bool {
     matches!((protocol, icmp_type), (PROTO_ICMP, 8 | 13 | 15) | (PROTO_ICMPV6, 128))
 }
 
-fn source(key: &FlowKey) -> Endpoint {
-    (key.src_addr, key.src_port)
-}
-
-fn destination(key: &FlowKey) -> Endpoint {
-    (key.dst_addr, key.dst_port)
-}
-
-/// Directions one connection can have on one interface: two endpoints,
-/// each seen on the ingress and the egress hook.
-const MAX_DIRECTIONS: usize = 4;
-
-/// Kept per connection, for hundreds of thousands of them: small and with
-/// no heap allocation.
 #[derive(Default)]
 pub struct Connection {
-    /// The endpoint that opened the connection; `None` while unknown.
-    initiator: Option<Endpoint>,
-    /// Which endpoints sent a FIN: bit 0 the lower, bit 1 the higher (in
-    /// [`ConnKey`] order).
+    /// The side that opened the connection ([`LOW`] or [`HIGH`]); 0 while
+    /// unknown.
+    initiator: u8,
+    /// The sides that sent a FIN.
     fin_from: u8,
-    pub closed_since: Option<u64>,
-    /// The open flow directions of this connection.
-    keys: [FlowKey; MAX_DIRECTIONS],
-    key_count: u8,
+    /// Open flow directions of this connection in the table.
+    pub directions: u8,
+    /// Kernel time the connection closed (RST, or FIN from both sides); 0
+    /// while open.
+    pub closed_since_ns: u64,
 }
 
 impl Connection {
@@ -97,66 +127,47 @@ impl Connection {
     /// queries by request versus reply; anything else, the first seen.
     /// A TCP connection already running when capture began stays unknown.
     pub fn learn_initiator(&mut self, key: &FlowKey, first_packet_flags: Option<u16>) {
-        if self.initiator.is_some() {
+        if self.initiator != 0 {
             return;
         }
+        let source = source_side(key);
+        let other = LOW + HIGH - source;
         self.initiator = match key.protocol {
             PROTO_TCP => {
                 let flags = first_packet_flags.unwrap_or(0);
                 if flags & tcp_flags::SYN == 0 {
-                    None
+                    0
                 } else if flags & tcp_flags::ACK == 0 {
-                    Some(source(key))
+                    source
                 } else {
-                    Some(destination(key))
+                    other
                 }
             }
             PROTO_ICMP | PROTO_ICMPV6 => {
                 let icmp_type = (key.dst_port >> 8) as u8;
                 if !is_icmp_query(key.protocol, icmp_type) || is_icmp_request(key.protocol, icmp_type) {
-                    Some((key.src_addr, key.src_port))
+                    source
                 } else {
-                    // A reply: the initiator is the other address, same id.
-                    Some((key.dst_addr, key.src_port))
+                    // A reply: the other side asked.
+                    other
                 }
             }
-            _ => Some(source(key)),
+            _ => source,
         };
     }
 
-    pub fn keys(&self) -> &[FlowKey] {
-        &self.keys[..usize::from(self.key_count)]
-    }
-
-    pub fn add_key(&mut self, key: &FlowKey) {
-        if !self.keys().contains(key) && usize::from(self.key_count) < MAX_DIRECTIONS {
-            self.keys[usize::from(self.key_count)] = *key;
-            self.key_count += 1;
-        }
-    }
-
-    pub fn remove_key(&mut self, key: &FlowKey) {
-        if let Some(i) = self.keys().iter().position(|k| k == key) {
-            let last = usize::from(self.key_count) - 1;
-            self.keys.swap(i, last);
-            self.key_count -= 1;
-        }
-    }
-
     pub fn is_reply(&self, key: &FlowKey) -> Option<bool> {
-        self.initiator.map(|init| (key.src_addr, key.src_port) != init)
+        (self.initiator != 0).then(|| source_side(key) != self.initiator)
     }
 
-    /// A connection is closed by RST, or once both endpoints sent a FIN.
+    /// A connection is closed by RST, or once both sides sent a FIN.
     pub fn note_close_flags(&mut self, key: &FlowKey, flags: u16, now_ns: u64) {
         if flags & tcp_flags::FIN != 0 {
-            let src = source(key);
-            let dst = destination(key);
-            self.fin_from |= if src <= dst { 1 } else { 2 };
+            self.fin_from |= source_side(key);
         }
-        let closed = flags & tcp_flags::RST != 0 || self.fin_from == 3;
-        if closed && self.closed_since.is_none() {
-            self.closed_since = Some(now_ns);
+        let closed = flags & tcp_flags::RST != 0 || self.fin_from == LOW | HIGH;
+        if closed && self.closed_since_ns == 0 {
+            self.closed_since_ns = now_ns.max(1);
         }
     }
 }

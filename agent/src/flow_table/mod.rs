@@ -65,9 +65,9 @@ pub struct FlowUpdate {
 /// What the table keeps per flow direction (its connection is found again
 /// with [`ConnKey::of`], which is cheaper than storing it).
 struct Direction {
-    /// `first_seen_ns` of the kernel entry these counts belong to: a new
-    /// kernel entry for the same key is a new flow.
-    generation: u64,
+    /// The latest snapshot of the kernel entry. Its `first_seen_ns` tells
+    /// which entry the counts belong to: a new kernel entry for the same key
+    /// is a new flow.
     latest: FlowStats,
     reported_packets: u64,
     reported_bytes: u64,
@@ -123,7 +123,7 @@ impl FlowTable {
         // Only a NEW event carries the flags of the very first packet.
         let first_packet_flags = (event.reason == report_reason::NEW).then_some(stats.tcp_flags_recent);
         match self.directions.get(&key) {
-            Some(d) if d.generation == stats.first_seen_ns => {
+            Some(d) if d.latest.first_seen_ns == stats.first_seen_ns => {
                 self.update(&key, &stats, stats.tcp_flags_recent, now_ns);
                 if event.reason == report_reason::PERIODIC {
                     self.emit(&key, FlowState::Continuing, now_ns, out);
@@ -144,20 +144,18 @@ impl FlowTable {
         let done: Vec<ConnKey> = self
             .connections
             .iter()
-            .filter(|(_, c)| c.closed_since.is_some_and(|t| now_ns.saturating_sub(t) >= linger))
+            .filter(|(_, c)| c.closed_since_ns != 0 && now_ns.saturating_sub(c.closed_since_ns) >= linger)
             .map(|(k, _)| *k)
             .collect();
         for conn in done {
-            let keys = self
-                .connections
-                .get(&conn)
-                .map(|c| c.keys().to_vec())
-                .unwrap_or_default();
-            for key in keys {
-                let final_stats = kernel.get(&key);
-                self.end(&key, final_stats.as_ref(), now_ns, out);
-                kernel.remove(&key);
+            for key in conn.tcp_keys() {
+                if self.directions.contains_key(&key) {
+                    let final_stats = kernel.get(&key);
+                    self.end(&key, final_stats.as_ref(), now_ns, out);
+                    kernel.remove(&key);
+                }
             }
+            // Anything left (not TCP: cannot happen) goes with the sweep.
         }
         kernel.flush();
     }
@@ -171,7 +169,10 @@ impl FlowTable {
         let entries = kernel.entries();
         self.stats.kernel_entries = entries.len() as u64;
         for (key, stats) in entries {
-            let known = self.directions.get(&key).map(|d| d.generation == stats.first_seen_ns);
+            let known = self
+                .directions
+                .get(&key)
+                .map(|d| d.latest.first_seen_ns == stats.first_seen_ns);
             match known {
                 None | Some(false) => {
                     if known == Some(false) {
@@ -213,7 +214,7 @@ impl FlowTable {
     pub fn finish(&mut self, kernel: &mut impl KernelFlows, now_ns: u64, out: &mut Vec<FlowUpdate>) {
         for (key, stats) in kernel.entries() {
             match self.directions.get(&key) {
-                Some(d) if d.generation == stats.first_seen_ns => {}
+                Some(d) if d.latest.first_seen_ns == stats.first_seen_ns => {}
                 Some(_) => {
                     self.end(&key, None, now_ns, out);
                     self.begin(&key, &stats, None, now_ns, out);
@@ -246,12 +247,14 @@ impl FlowTable {
         let conn_key = ConnKey::of(key);
         let conn = self.connections.entry(conn_key).or_default();
         conn.learn_initiator(key, first_packet_flags);
-        conn.add_key(key);
+        conn.directions += 1;
         self.directions.insert(
             *key,
             Direction {
-                generation: stats.first_seen_ns,
-                latest: FlowStats::default(),
+                latest: FlowStats {
+                    first_seen_ns: stats.first_seen_ns,
+                    ..FlowStats::default()
+                },
                 reported_packets: 0,
                 reported_bytes: 0,
                 pending_flags: 0,
@@ -304,8 +307,7 @@ impl FlowTable {
             return;
         }
         if let Some(stats) = final_stats {
-            let generation = self.directions[key].generation;
-            if stats.first_seen_ns == generation {
+            if stats.first_seen_ns == self.directions[key].latest.first_seen_ns {
                 self.update(key, stats, stats.tcp_flags_recent, now_ns);
             }
         }
@@ -313,8 +315,8 @@ impl FlowTable {
         self.directions.remove(key);
         let conn_key = ConnKey::of(key);
         if let Some(conn) = self.connections.get_mut(&conn_key) {
-            conn.remove_key(key);
-            if conn.keys().is_empty() {
+            conn.directions -= 1;
+            if conn.directions == 0 {
                 self.connections.remove(&conn_key);
             }
         }

@@ -24,7 +24,7 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
     // Room for every flow, and ended quickly so the map drains as it goes.
     let hubcap_args = [
         "--flow-map-size",
-        "4194304",
+        "1048576",
         "--idle-timeout",
         "2",
         "--report-interval",

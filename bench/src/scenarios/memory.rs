@@ -61,9 +61,8 @@ pub fn run(node: &Node, flows: u64, report: &mut Report) {
     let scenario = scenario_name(flows);
     let interface = &node.pods[0].host_if;
     // hubcap: flows stay open (long idle timeout) until all are in its table.
+    // The default flow map size (262,144): what a user runs.
     let args = [
-        "--flow-map-size",
-        "4194304",
         "--idle-timeout",
         "600",
         "--report-interval",
