@@ -3,6 +3,12 @@ use hubcap::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
+    // Large buffers (the flow table's hash arrays, sweep snapshots) are
+    // mmap'd and go back to the system when freed. glibc's default raises
+    // this threshold after the first such free, after which they stay in the
+    // heap for good and RSS only grows.
+    // SAFETY: mallopt before any other thread exists.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
     let cli = Cli::parse();
     // Logs go to stderr; stdout may be the flow output.
     tracing_subscriber::fmt()

@@ -24,12 +24,12 @@ fn main() {
     let settings = if quick {
         Settings {
             run: Duration::from_secs(2),
-            rounds: 2,
+            rounds: 3,
         }
     } else {
         Settings {
-            run: Duration::from_secs(10),
-            rounds: 3,
+            run: Duration::from_secs(5),
+            rounds: 5,
         }
     };
     let out = PathBuf::from(std::env::var("HUBCAP_BENCH_OUT").unwrap_or_else(|_| "target/bench/report.json".into()));

@@ -95,6 +95,19 @@ impl Run {
     }
 }
 
+/// The median of `f` over runs (robust to one disturbed run), skipping
+/// runs where it is unknown.
+pub fn median(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
+    let mut values: Vec<f64> = runs.iter().filter_map(f).collect();
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 /// The mean of `f` over runs, skipping runs where it is unknown.
 pub fn mean(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
     let values: Vec<f64> = runs.iter().filter_map(f).collect();

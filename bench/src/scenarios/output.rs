@@ -87,20 +87,25 @@ fn records(n: u32) -> Vec<FlowRecord> {
         .collect()
 }
 
-/// Runs `write` over the records, round after round, for `budget`;
-/// returns records per second.
+/// Runs `write` over the records in trials of a tenth of `budget` each,
+/// and returns the best trial's records per second: on a shared machine the
+/// fastest trial is the one least disturbed by others.
 fn rate(n: usize, budget: Duration, mut write: impl FnMut(usize) -> usize) -> f64 {
-    let start = Instant::now();
-    let mut done = 0u64;
+    let mut best: f64 = 0.0;
     let mut bytes = 0usize;
-    while start.elapsed() < budget {
-        for i in 0..n {
-            bytes += write(i);
+    for _ in 0..10 {
+        let start = Instant::now();
+        let mut done = 0u64;
+        while start.elapsed() < budget / 10 {
+            for i in 0..n {
+                bytes += write(i);
+            }
+            done += n as u64;
         }
-        done += n as u64;
+        best = best.max(done as f64 / start.elapsed().as_secs_f64());
     }
     std::hint::black_box(bytes);
-    done as f64 / start.elapsed().as_secs_f64()
+    best
 }
 
 pub fn run(budget: Duration, report: &mut Report) {

@@ -9,7 +9,7 @@ use std::{
 use hubcap_tests::topology::Node;
 use serde_json::Value;
 
-use super::{Run, Settings, Traffic, mean, run_one};
+use super::{Run, Settings, Traffic, mean, median, run_one};
 use crate::{
     contender::Kind,
     load::{SMALL_PAYLOAD, blast, ports, sinks},
@@ -19,12 +19,15 @@ use crate::{
 pub const UDP: &str = "1. small-packet UDP, 1,000 flows";
 pub const TCP: &str = "2. TCP bulk";
 
-/// Runs every contender `rounds` times, interleaved so that drift in the
-/// machine's speed spreads over all of them.
+/// Runs every contender `rounds` times, interleaved and in a rotated order
+/// each round, so that drift in the machine's speed and the position in a
+/// round spread over all of them.
 fn rounds(settings: Settings, mut one: impl FnMut(Kind) -> Run) -> Vec<(Kind, Vec<Run>)> {
     let mut runs: Vec<(Kind, Vec<Run>)> = Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();
-    for _ in 0..settings.rounds {
-        for (kind, list) in runs.iter_mut() {
+    let n = runs.len();
+    for round in 0..settings.rounds as usize {
+        for i in 0..n {
+            let (kind, list) = &mut runs[(i + round) % n];
             list.push(one(*kind));
         }
     }
@@ -67,9 +70,9 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
             }
         })
     });
-    let baseline = mean(&all[0].1, |r| Some(r.delivered_pps())).unwrap_or(1.0);
+    let baseline = median(&all[0].1, |r| Some(r.delivered_pps())).unwrap_or(1.0);
     for (kind, runs) in &all {
-        let pps = mean(runs, |r| Some(r.delivered_pps())).unwrap_or(0.0);
+        let pps = median(runs, |r| Some(r.delivered_pps())).unwrap_or(0.0);
         let mut figures = vec![("pps", num(pps, 0)), ("ratio to baseline", num(pps / baseline, 3))];
         figures.extend(accounting(runs));
         let cpu_per_mpkt = mean(runs, |r| {
@@ -139,9 +142,9 @@ pub fn tcp_bulk(node: &Node, settings: Settings, report: &mut Report) {
     let _ = server.kill();
     let _ = server.wait();
     let gbps = |r: &Run| r.traffic.throughput_bps.map(|b| b / 1e9);
-    let baseline = mean(&all[0].1, gbps).unwrap_or(1.0);
+    let baseline = median(&all[0].1, gbps).unwrap_or(1.0);
     for (kind, runs) in &all {
-        let g = mean(runs, gbps).unwrap_or(0.0);
+        let g = median(runs, gbps).unwrap_or(0.0);
         let mut figures = vec![("Gbit/s", num(g, 2)), ("ratio to baseline", num(g / baseline, 3))];
         figures.extend(accounting(runs));
         let cpu_share = mean(runs, |r| {
