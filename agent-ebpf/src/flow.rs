@@ -38,8 +38,9 @@ impl PacketBytes for Skb<'_> {
 
 pub fn account(ctx: &TcContext, hook: u8) {
     let len = u64::from(ctx.len());
-    let mut packet = ParsedPacket::default();
-    if let Err(e) = parse::parse(&Skb(ctx), &mut packet) {
+    let mut slot = core::mem::MaybeUninit::uninit();
+    let packet = ParsedPacket::zero_in(&mut slot);
+    if let Err(e) = parse::parse(&Skb(ctx), packet) {
         match e {
             ParseError::NonIp => {
                 count(Counter::NonIpPackets, 1);
@@ -68,7 +69,7 @@ pub fn account(ctx: &TcContext, hook: u8) {
         _pad: 0,
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    if update_existing(&key, &packet, len, now) {
+    if update_existing(&key, packet, len, now) {
         return;
     }
     let stats = FlowStats {
@@ -93,7 +94,7 @@ pub fn account(ctx: &TcContext, hook: u8) {
         ),
         // Another CPU created it between our lookup and insert.
         Err(EEXIST) => {
-            if !update_existing(&key, &packet, len, now) {
+            if !update_existing(&key, packet, len, now) {
                 count(Counter::MapFullPackets, 1);
                 count(Counter::MapFullBytes, len);
             }

@@ -43,3 +43,33 @@ pub fn bpf_map_bytes(pid: u32) -> u64 {
         })
         .sum()
 }
+
+/// Total run time and run count of the BPF programs the process holds,
+/// from their fdinfo (filled while `kernel.bpf_stats_enabled` is 1).
+pub fn bpf_prog_stats(pid: u32) -> (u64, u64) {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return (0, 0);
+    };
+    let field = |info: &str, name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .filter(|info| info.contains("prog_type:"))
+        .fold((0, 0), |(time, count), info| {
+            (time + field(&info, "run_time_ns:"), count + field(&info, "run_cnt:"))
+        })
+}
+
+/// Runs `f` with the kernel's BPF run-time statistics switched on.
+pub fn with_bpf_stats<T>(f: impl FnOnce() -> T) -> T {
+    const KNOB: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = fs::read_to_string(KNOB).unwrap_or_else(|_| "0".into());
+    let _ = fs::write(KNOB, "1");
+    let out = f();
+    let _ = fs::write(KNOB, before.trim());
+    out
+}

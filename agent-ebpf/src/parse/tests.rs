@@ -19,8 +19,10 @@ fn v4(a: [u8; 4]) -> [u8; 16] {
 }
 
 fn parsed(bytes: &[u8]) -> Result<ParsedPacket, ParseError> {
-    let mut out = ParsedPacket::default();
-    parse(bytes, &mut out).map(|()| out)
+    let mut slot = std::mem::MaybeUninit::uninit();
+    let out = ParsedPacket::zero_in(&mut slot);
+    assert_eq!(*out, ParsedPacket::default());
+    parse(bytes, out).map(|()| *out)
 }
 
 /// Ethernet + IPv4 + `proto` header bytes given by the caller.

@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use super::{Run, Settings, Traffic, mean, median, run_one};
 use crate::{
-    contender::Kind,
+    contender::{self, Kind},
     load::{SMALL_PAYLOAD, blast, ports, sinks},
+    procfs,
     report::{Report, num},
 };
 
@@ -70,6 +71,7 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
             }
         })
     });
+    let hook_ns = hook_cost(node, &targets);
     let baseline = median(&all[0].1, |r| Some(r.delivered_pps())).unwrap_or(1.0);
     for (kind, runs) in &all {
         let pps = median(runs, |r| Some(r.delivered_pps())).unwrap_or(0.0);
@@ -94,8 +96,39 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
                 .sum::<Option<u64>>()
                 .map_or(Value::Null, Value::from),
         ));
+        let ns = hook_ns
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map_or(Value::Null, |(_, ns)| num(*ns, 0));
+        figures.push(("tc program ns/packet", ns));
         report.add(UDP, kind.name(), figures);
     }
+}
+
+/// The kernel's own measure of what the tc programs cost per packet
+/// (`kernel.bpf_stats_enabled`), for the trivial classifier and hubcap: a
+/// figure that host noise does not blur the way it blurs pps. Measured in
+/// separate runs because the statistics add their own cost to every program.
+fn hook_cost(node: &Node, targets: &[std::net::SocketAddrV4]) -> Vec<(Kind, f64)> {
+    procfs::with_bpf_stats(|| {
+        [Kind::Trivial, Kind::Hubcap]
+            .into_iter()
+            .map(|kind| {
+                let running = contender::start(kind, node, &node.pods[0].host_if, &[]);
+                blast(
+                    &node.pods[0].ns,
+                    targets.to_vec(),
+                    1,
+                    SMALL_PAYLOAD,
+                    Duration::from_secs(1),
+                    u64::MAX,
+                );
+                let (time, count) = procfs::bpf_prog_stats(running.pid().expect("a process"));
+                contender::stop(running, node);
+                (kind, time as f64 / count.max(1) as f64)
+            })
+            .collect()
+    })
 }
 
 fn iperf3_server(node: &Node) -> Child {
