@@ -2,6 +2,7 @@
 //! maps, and the programs' attachments to interfaces.
 
 mod attach;
+pub mod btf;
 mod counters;
 mod kernel_flows;
 mod load;
