@@ -12,6 +12,10 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the global that sets how often an active flow is reported.
 pub const REPORT_INTERVAL_GLOBAL: &str = "REPORT_INTERVAL_NS";
+/// The drop program (`tp_btf` on `kfree_skb`) and its load-time globals.
+pub const DROP_PROGRAM: &str = "hubcap_kfree_skb";
+pub const SKB_LAYOUT_GLOBAL: &str = "SKB_LAYOUT";
+pub const DROP_FILTER_GLOBAL: &str = "DROP_FILTER";
 /// Names of the tc programs.
 pub const INGRESS_PROGRAM: &str = "hubcap_ingress";
 pub const EGRESS_PROGRAM: &str = "hubcap_egress";
@@ -19,10 +23,12 @@ pub const EGRESS_PROGRAM: &str = "hubcap_egress";
 /// measure of what the tc hook itself costs.
 pub const NOOP_PROGRAM: &str = "hubcap_noop";
 
-/// The tc hook a packet was seen on.
+/// Where a packet was seen: a tc hook, or the kernel dropping it.
 pub mod hook {
     pub const INGRESS: u8 = 0;
     pub const EGRESS: u8 = 1;
+    /// Freed by the kernel with a drop reason (`kfree_skb`).
+    pub const DROP: u8 = 2;
 }
 
 /// TCP flag bits as kept in [`FlowStats`]: bits 0..8 are the TCP header's
@@ -57,9 +63,11 @@ pub struct FlowKey {
     pub protocol: u8,
     /// 4 or 6.
     pub ip_version: u8,
-    /// [`hook::INGRESS`] or [`hook::EGRESS`].
+    /// One of [`hook`].
     pub hook: u8,
     pub _pad: u8,
+    /// The kernel's `enum skb_drop_reason` for [`hook::DROP`]; 0 otherwise.
+    pub drop_reason: u32,
 }
 
 /// Counts the kernel keeps for a [`FlowKey`]. Totals since the entry was
@@ -101,8 +109,84 @@ pub struct FlowEvent {
     pub key: FlowKey,
     /// One of [`report_reason`].
     pub reason: u32,
+    pub _pad: u32,
     /// Snapshot of the entry right after this packet was counted.
     pub stats: FlowStats,
+}
+
+/// Where the drop program finds what it needs in this kernel's `sk_buff`
+/// (byte offsets, from the kernel's BTF at load time, so one binary works
+/// across kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkbLayout {
+    pub len: u32,
+    pub head: u32,
+    pub data: u32,
+    pub mac_header: u32,
+    pub network_header: u32,
+    /// `__be16 protocol`.
+    pub protocol: u32,
+    pub dev: u32,
+    /// `net_device.ifindex`.
+    pub netdev_ifindex: u32,
+    /// `net_device.nd_net` (a `possible_net_t`, whose first member is the
+    /// `struct net *`).
+    pub netdev_net: u32,
+    /// `net.ns.inum`: the network namespace's inode number.
+    pub net_inum: u32,
+    /// The namespace hubcap runs in: drops on its interfaces are attributed
+    /// to them; other namespaces' interface indexes mean nothing here.
+    pub own_netns_inum: u32,
+    pub _pad: u32,
+}
+
+impl SkbLayout {
+    pub const ZERO: SkbLayout = SkbLayout {
+        len: 0,
+        head: 0,
+        data: 0,
+        mac_header: 0,
+        network_header: 0,
+        protocol: 0,
+        dev: 0,
+        netdev_ifindex: 0,
+        netdev_net: 0,
+        net_inum: 0,
+        own_netns_inum: 0,
+        _pad: 0,
+    };
+}
+
+/// Which drop reasons the drop program records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropFilter {
+    /// Bit `r` set: record reason `r` (core reasons are below 256).
+    pub reasons: [u64; 4],
+    /// Non-zero: also record reasons of 256 and above (subsystem reasons).
+    pub other_reasons: u32,
+    pub _pad: u32,
+}
+
+impl DropFilter {
+    pub const NONE: DropFilter = DropFilter {
+        reasons: [0; 4],
+        other_reasons: 0,
+        _pad: 0,
+    };
+
+    #[inline(always)]
+    pub fn captures(&self, reason: u32) -> bool {
+        if reason >= 256 {
+            return self.other_reasons != 0;
+        }
+        // Masked, not just bounded by the check above: the BPF target has
+        // no panic path, so an index the compiler cannot prove in range
+        // would not load.
+        let word = self.reasons[((reason >> 6) & 3) as usize];
+        word & (1u64 << (reason & 63)) != 0
+    }
 }
 
 /// Indexes into the per-CPU counter array.
@@ -124,10 +208,15 @@ pub enum Counter {
     /// Events the ring buffer had no room for. The flow's counts stay in the
     /// map and reach user space with a later event or the map sweep.
     RingBufFull,
+    /// Dropped packets of a captured reason that were not IPv4/IPv6 or
+    /// whose headers could not be read: in no drop record.
+    DropsNotIp,
+    /// Dropped packets that found the flow map full: in no drop record.
+    DropsMapFull,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::NonIpPackets,
         Counter::NonIpBytes,
         Counter::TruncatedPackets,
@@ -136,6 +225,8 @@ impl Counter {
         Counter::MapFullPackets,
         Counter::MapFullBytes,
         Counter::RingBufFull,
+        Counter::DropsNotIp,
+        Counter::DropsMapFull,
     ];
     pub const LEN: u32 = Self::ALL.len() as u32;
 
@@ -149,6 +240,8 @@ impl Counter {
             Counter::MapFullPackets => "map_full_packets",
             Counter::MapFullBytes => "map_full_bytes",
             Counter::RingBufFull => "ringbuf_full",
+            Counter::DropsNotIp => "drops_not_ip",
+            Counter::DropsMapFull => "drops_map_full",
         }
     }
 }
@@ -160,9 +253,11 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::SkbLayout {}
+    unsafe impl aya::Pod for super::DropFilter {}
 }
 
 // Both sides rely on these layouts; a change must be deliberate.
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 44);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 56);
-const _: () = assert!(core::mem::size_of::<FlowEvent>() == 104);
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 112);

@@ -67,7 +67,17 @@ pub fn account(ctx: &TcContext, hook: u8) {
         ip_version: packet.ip_version,
         hook,
         _pad: 0,
+        drop_reason: 0,
     };
+    aggregate(&key, packet, len);
+}
+
+/// Counts a packet of `len` bytes in its flow: updates the entry, or
+/// creates it (and tells user space), or counts the packet as lost when the
+/// map is full. Shared by the tc programs and the drop program.
+#[inline(always)]
+pub fn aggregate(key: &FlowKey, packet: &ParsedPacket, len: u64) {
+    let key = *key;
     let now = unsafe { bpf_ktime_get_ns() };
     if update_existing(&key, packet, len, now) {
         return;
@@ -95,14 +105,22 @@ pub fn account(ctx: &TcContext, hook: u8) {
         // Another CPU created it between our lookup and insert.
         Err(EEXIST) => {
             if !update_existing(&key, packet, len, now) {
-                count(Counter::MapFullPackets, 1);
-                count(Counter::MapFullBytes, len);
+                count_map_full(&key, len);
             }
         }
-        Err(_) => {
-            count(Counter::MapFullPackets, 1);
-            count(Counter::MapFullBytes, len);
-        }
+        Err(_) => count_map_full(&key, len),
+    }
+}
+
+/// A packet that found the flow map full is in no record: count it, apart
+/// for drops so that interface accounting stays exact.
+#[inline(always)]
+fn count_map_full(key: &FlowKey, len: u64) {
+    if key.hook == agent_common::hook::DROP {
+        count(Counter::DropsMapFull, 1);
+    } else {
+        count(Counter::MapFullPackets, 1);
+        count(Counter::MapFullBytes, len);
     }
 }
 

@@ -8,6 +8,8 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod drop;
+#[cfg(target_arch = "bpf")]
 mod flow;
 #[cfg(target_arch = "bpf")]
 mod maps;

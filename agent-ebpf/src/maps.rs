@@ -44,6 +44,7 @@ pub fn send_event(key: &FlowKey, stats: &FlowStats, reason: u32) {
             entry.write(FlowEvent {
                 key: *key,
                 reason,
+                _pad: 0,
                 stats: *stats,
             });
             let wake = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {

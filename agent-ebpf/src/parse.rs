@@ -124,7 +124,13 @@ pub fn parse<P: PacketBytes + ?Sized>(packet: &P, out: &mut ParsedPacket) -> Res
     }
 }
 
-fn parse_ipv4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut ParsedPacket) -> Result<(), ParseError> {
+/// Parses from an IPv4 header at `offset` (when the L2 header is not at
+/// hand, as for packets the kernel drops).
+pub fn parse_ipv4<P: PacketBytes + ?Sized>(
+    packet: &P,
+    offset: usize,
+    out: &mut ParsedPacket,
+) -> Result<(), ParseError> {
     let ip: Ipv4Hdr = packet.load(offset).ok_or(ParseError::Truncated)?;
     if ip.vihl >> 4 != 4 {
         return Err(ParseError::Malformed);
@@ -147,7 +153,12 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut Pars
     Ok(())
 }
 
-fn parse_ipv6<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut ParsedPacket) -> Result<(), ParseError> {
+/// Parses from an IPv6 header at `offset`.
+pub fn parse_ipv6<P: PacketBytes + ?Sized>(
+    packet: &P,
+    offset: usize,
+    out: &mut ParsedPacket,
+) -> Result<(), ParseError> {
     let ip: Ipv6Hdr = packet.load(offset).ok_or(ParseError::Truncated)?;
     if ip.vcf[0] >> 4 != 6 {
         return Err(ParseError::Malformed);

@@ -17,7 +17,11 @@ use tracing::{info, warn};
 use crate::{
     cli::RunArgs,
     clock::WallClock,
-    datapath::{Attachments, Datapath, DatapathConfig, ProgramPair},
+    datapath::{
+        Attachments, Datapath, DatapathConfig, DropCapture, ProgramPair,
+        btf::{KernelBtf, skb_layout},
+    },
+    drop_reasons::{DropReasons, is_delivered_echo_reply},
     export::{
         FlowRecord, InterfaceInfo, RecordBuilder,
         build::trace_point,
@@ -70,11 +74,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     metrics.kernel_flow_capacity.set(i64::from(args.flow_map_size));
 
+    let (drops, drop_reasons) = prepare_drop_capture(&args.drop_reasons)?;
+    let no_socket_reason = drop_reasons.value("NO_SOCKET");
     let mut datapath = Datapath::load(DatapathConfig {
         report_interval_ns: args.report_interval.as_nanos() as u64,
         flow_map_entries: args.flow_map_size,
         ring_buffer_bytes: args.ring_buffer_mb * 1024 * 1024,
+        drops,
     })?;
+    if drops.is_some() {
+        info!(reasons = %args.drop_reasons, "capturing drops (kfree_skb)");
+    }
     // Loading parsed the kernel's BTF (several MB); give that heap back
     // instead of carrying it for the agent's lifetime.
     // SAFETY: malloc_trim only releases free memory.
@@ -92,6 +102,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         builder: RecordBuilder {
             node_name,
             interfaces: Default::default(),
+            drop_reasons,
         },
         selector,
         clock: WallClock::new(),
@@ -103,6 +114,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         reported_counters: Default::default(),
         report_interval: args.report_interval,
         sink_name: if args.output == "-" { "stdout" } else { "file" },
+        no_socket_reason,
         metrics,
     };
     let result = agent.capture().await;
@@ -110,6 +122,53 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // every open flow.
     let shutdown = agent.shutdown();
     result.and(shutdown)
+}
+
+/// Works out drop capture before anything is loaded: the reasons this
+/// kernel has (from its BTF), which to capture, and where the drop program
+/// finds `sk_buff` fields. A kernel that cannot do it (no BTF, no drop
+/// reasons before Linux 5.17) is said once; hubcap then runs without drops.
+/// An unknown reason name is the user's mistake and an error.
+fn prepare_drop_capture(spec: &str) -> Result<(Option<DropCapture>, DropReasons)> {
+    if spec.trim() == "none" {
+        return Ok((None, DropReasons::default()));
+    }
+    let btf = match KernelBtf::from_sys_fs() {
+        Ok(btf) => btf,
+        Err(e) => {
+            warn!(error = %e, "no kernel BTF: running without drop capture");
+            return Ok((None, DropReasons::default()));
+        }
+    };
+    let Some(reasons) = DropReasons::from_btf(&btf) else {
+        warn!("this kernel has no drop reasons (Linux before 5.17): running without drop capture");
+        return Ok((None, DropReasons::default()));
+    };
+    let filter = reasons.filter(spec).context("--drop-reasons")?;
+    let netns = std::fs::metadata("/proc/self/ns/net").context("reading hubcap's network namespace")?;
+    let layout = match skb_layout(&btf, std::os::unix::fs::MetadataExt::ino(&netns) as u32) {
+        Ok(layout) => layout,
+        Err(e) => {
+            warn!(error = %e, "this kernel's sk_buff is not as expected: running without drop capture");
+            return Ok((None, reasons));
+        }
+    };
+    Ok((Some(DropCapture { layout, filter }), reasons))
+}
+
+/// Hubble's L4 protocol name of a record (`TCP`, `UDP`, `ICMPv4`, ...).
+fn protocol_name(record: &FlowRecord) -> &'static str {
+    use crate::proto::flow::layer4::Protocol;
+    match record.flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
+        Some(Protocol::Tcp(_)) => "TCP",
+        Some(Protocol::Udp(_)) => "UDP",
+        Some(Protocol::IcmPv4(_)) => "ICMPv4",
+        Some(Protocol::IcmPv6(_)) => "ICMPv6",
+        Some(Protocol::Sctp(_)) => "SCTP",
+        Some(Protocol::Vrrp(_)) => "VRRP",
+        Some(Protocol::Igmp(_)) => "IGMP",
+        None => "",
+    }
 }
 
 fn default_node_name() -> String {
@@ -141,6 +200,8 @@ struct Agent {
     report_interval: Duration,
     sink_name: &'static str,
     metrics: Arc<Metrics>,
+    /// This kernel's NO_SOCKET drop reason (see [`is_delivered_echo_reply`]).
+    no_socket_reason: Option<u32>,
 }
 
 impl Agent {
@@ -200,7 +261,14 @@ impl Agent {
     fn sync_interfaces(&mut self) -> Result<()> {
         let present = interfaces::list().context("listing network interfaces")?;
         for iface in &present {
-            if self.selector.matches(iface) && !self.attachments.contains(iface.index) {
+            // Every interface is named, not only captured ones: drops can
+            // happen on any of them.
+            if self
+                .builder
+                .interfaces
+                .get(&iface.index)
+                .is_none_or(|i| i.name != iface.name)
+            {
                 self.builder.interfaces.insert(
                     iface.index,
                     InterfaceInfo {
@@ -208,6 +276,8 @@ impl Agent {
                         kind: iface.kind,
                     },
                 );
+            }
+            if self.selector.matches(iface) && !self.attachments.contains(iface.index) {
                 if let Err(e) = self.attachments.attach(&mut self.datapath, iface.index, &iface.name) {
                     // An interface can vanish between listing and attaching;
                     // anything else is worth a warning, not a dead agent.
@@ -226,6 +296,10 @@ impl Agent {
     fn write_updates(&mut self) -> Result<()> {
         let now = self.clock.now();
         for u in std::mem::take(&mut self.updates) {
+            if is_delivered_echo_reply(&u.key, self.no_socket_reason) {
+                self.metrics.drops_filtered.inc_by(u.packets);
+                continue;
+            }
             let record = self.builder.build(&u, &self.clock);
             self.observe(&u, &record);
             write_export_event(
@@ -272,6 +346,15 @@ impl Agent {
     fn observe(&self, u: &FlowUpdate, record: &FlowRecord) {
         use agent_common::{hook, tcp_flags};
         let m = &self.metrics;
+        if u.key.hook == hook::DROP {
+            // Hubble counts each dropped packet once, by its reason.
+            let reason = record.flow.drop_reason_desc().as_str_name();
+            m.flows_processed.with_label_values(&["Drop", "", "DROPPED"]).inc();
+            m.drops
+                .with_label_values(&[reason, protocol_name(record)])
+                .inc_by(u.packets);
+            return;
+        }
         let point = record.flow.trace_observation_point();
         m.flows_processed
             .with_label_values(&["Trace", trace_point(point).1, "FORWARDED"])
@@ -325,14 +408,18 @@ impl Agent {
             ("malformed", Counter::MalformedPackets),
             ("fragments", Counter::Fragments),
             ("map_full", Counter::MapFullPackets),
+            ("drops_not_ip", Counter::DropsNotIp),
+            ("drops_map_full", Counter::DropsMapFull),
         ] {
             m.kernel_packets.with_label_values(&[name]).inc_by(delta(counter));
         }
         let losses = [
             // Events that did not fit the ring buffer (the counts stay in the map).
             (LostEventSource::PerfEventRingBuffer, delta(Counter::RingBufFull)),
-            // Packets of flows that did not fit the flow map: not in any record.
+            // Packets of flows, and drops, that did not fit the flow map:
+            // not in any record.
             (LostEventSource::UnknownLostEventSource, delta(Counter::MapFullPackets)),
+            (LostEventSource::UnknownLostEventSource, delta(Counter::DropsMapFull)),
         ];
         let now = self.clock.now();
         for (source, lost) in losses {
@@ -369,6 +456,7 @@ impl Agent {
     /// ring buffer and the map: every open flow gets its final `E` record.
     fn shutdown(&mut self) -> Result<()> {
         self.attachments.detach_all(&mut self.datapath);
+        self.datapath.detach_drops();
         let table = &mut self.table;
         let updates = &mut self.updates;
         self.reader

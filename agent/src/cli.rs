@@ -76,6 +76,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1024..))]
     pub flow_map_size: u32,
 
+    /// Drop reasons to capture: `default` (all but NOT_SPECIFIED and TCP's
+    /// normal discards), `all`, `none`, or a comma-separated list of the
+    /// kernel's reason names (e.g. `NETFILTER_DROP,NO_SOCKET`).
+    #[arg(long, value_name = "LIST", default_value = "default")]
+    pub drop_reasons: String,
+
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9965,
     /// Hubble's metrics port). Off by default.
     #[arg(long, value_name = "ADDR")]

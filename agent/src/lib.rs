@@ -11,6 +11,7 @@ pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod datapath;
+pub mod drop_reasons;
 pub mod export;
 pub mod flow_table;
 pub mod interfaces;

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub bytes_written: IntCounterVec,
     pub write_errors: IntCounterVec,
     pub file_rotations: IntCounter,
+    pub drops_filtered: IntCounter,
     pub build_info: IntGaugeVec,
 }
 
@@ -122,6 +123,10 @@ impl Metrics {
             bytes_written: counter_vec("hubcap_bytes_written_total", "Bytes written, by sink", &["sink"]),
             write_errors: counter_vec("hubcap_write_errors_total", "Failed writes, by sink", &["sink"]),
             file_rotations: counter("hubcap_file_rotations_total", "Output file rotations"),
+            drops_filtered: counter(
+                "hubcap_drops_filtered_total",
+                "Packets freed as NO_SOCKET that are not drops: ICMP echo replies a raw socket (ping) already received",
+            ),
             build_info,
             registry,
         }

@@ -21,6 +21,7 @@ pub async fn run(args: NoopArgs) -> Result<()> {
         report_interval_ns: u64::MAX,
         flow_map_entries: 1024,
         ring_buffer_bytes: 1 << 20,
+        drops: None,
     })?;
     let mut attachments = Attachments::new(args.attach_mode, ProgramPair::NOOP);
     for iface in present.iter().filter(|i| selector.matches(i)) {

@@ -95,15 +95,22 @@ fn record(f: &Value) -> Record {
     }
 }
 
-/// Packets and bytes summed per (interface, observation point).
+/// Packets and bytes of forwarded records summed per (interface,
+/// observation point): what the interface counters count.
 pub fn sums(records: &[Record]) -> BTreeMap<(String, String), (u64, u64)> {
     let mut out = BTreeMap::new();
-    for r in records {
+    for r in forwarded(records) {
         let e = out.entry((r.interface.clone(), r.point.clone())).or_insert((0, 0));
         e.0 += r.packets;
         e.1 += r.bytes;
     }
     out
+}
+
+/// The forwarded records (drops are reported where the kernel frees the
+/// packet, not on an interface hook).
+pub fn forwarded(records: &[Record]) -> impl Iterator<Item = &Record> {
+    records.iter().filter(|r| r.verdict == "FORWARDED")
 }
 
 /// The records of one flow direction on one interface, in output order.

@@ -30,13 +30,22 @@ pub struct Counters {
 
 pub struct Node {
     pub id: String,
+    /// The K of 10.77.K.0/24.
+    pub subnet: u8,
     pub bridge: String,
     pub pods: Vec<Pod>,
     // Dropped last: deleting the node namespace removes the bridge and veths.
     pub ns: Netns,
 }
 
-pub const BRIDGE_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// Each node gets its own subnet (10.77.K.0/24, fd77:K::/64), so that
+/// tests running at once never mistake each other's traffic: the drop
+/// tracepoint, for one, sees every namespace on the machine.
+fn next_subnet() -> u8 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) % 250
+}
 
 impl Node {
     /// A node with `pods` pods; host-side veths stay down until [`Node::up`].
@@ -48,10 +57,18 @@ impl Node {
         ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
         let bridge = format!("hcbr{id}");
         ns.ip(&["link", "add", &bridge, "type", "bridge"]);
-        ns.ip(&["addr", "add", &format!("{BRIDGE_V4}/24"), "dev", &bridge]);
+        let subnet = next_subnet();
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", Ipv4Addr::new(10, 77, subnet, 1)),
+            "dev",
+            &bridge,
+        ]);
         ns.ip(&["link", "set", &bridge, "up"]);
         let mut node = Node {
             id,
+            subnet,
             bridge,
             pods: Vec::new(),
             ns,
@@ -61,6 +78,11 @@ impl Node {
         }
         node.set_static_neighbours();
         node
+    }
+
+    /// The node's address on its bridge (the pods' gateway).
+    pub fn bridge_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, self.subnet, 1)
     }
 
     /// The `--interface` pattern that matches this node's pod veths only.
@@ -89,8 +111,8 @@ impl Node {
             "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
         ]);
         self.ns.ip(&["link", "set", &host_if, "master", &self.bridge]);
-        let ipv4 = Ipv4Addr::new(10, 77, 0, 10 + n as u8);
-        let ipv6: Ipv6Addr = format!("fd77::{}", 10 + n).parse().unwrap();
+        let ipv4 = Ipv4Addr::new(10, 77, self.subnet, 10 + n as u8);
+        let ipv6: Ipv6Addr = format!("fd77:{}::{}", self.subnet, 10 + n).parse().unwrap();
         ns.ip(&["addr", "add", &format!("{ipv4}/24"), "dev", "eth0"]);
         ns.ip(&["addr", "add", &format!("{ipv6}/64"), "dev", "eth0", "nodad"]);
         ns.ip(&["link", "set", "eth0", "up"]);
@@ -125,7 +147,7 @@ impl Node {
             pod.ns.ip(&[
                 "neigh",
                 "replace",
-                &BRIDGE_V4.to_string(),
+                &self.bridge_v4().to_string(),
                 "lladdr",
                 &bridge_mac,
                 "dev",

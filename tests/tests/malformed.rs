@@ -4,11 +4,7 @@
 
 use std::net::SocketAddr;
 
-use hubcap_tests::{
-    output, require_root,
-    topology::{BRIDGE_V4, Node},
-    traffic::udp_echo,
-};
+use hubcap_tests::{output, require_root, topology::Node, traffic::udp_echo};
 
 /// Sends raw Ethernet frames out of `eth0` in the pod's namespace.
 fn send_raw(node: &Node, frames: Vec<Vec<u8>>) {
@@ -79,7 +75,13 @@ fn malformed_frames_are_counted_and_harmless() {
     ];
     send_raw(&node, frames);
     let p = &node.pods[..];
-    udp_echo(&p[0].ns, &node.ns, SocketAddr::new(BRIDGE_V4.into(), 4000), 10, 200);
+    udp_echo(
+        &p[0].ns,
+        &node.ns,
+        SocketAddr::new(node.bridge_v4().into(), 4000),
+        10,
+        200,
+    );
 
     let counters = node.settled_counters(&p[0].host_if);
     let finished = agent.stop();

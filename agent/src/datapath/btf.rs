@@ -54,7 +54,8 @@ pub struct KernelBtf {
 }
 
 fn u32_at(data: &[u8], at: usize) -> Option<u32> {
-    data.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    data.get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 impl KernelBtf {
@@ -63,7 +64,10 @@ impl KernelBtf {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = fs::read(path).map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
+        let data = fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&data)
     }
 
@@ -76,8 +80,12 @@ impl KernelBtf {
         let field = |i: usize| u32_at(data, 4 + 4 * i).ok_or(BtfError::BadHeader);
         let (hdr_len, type_off, type_len, str_off, str_len) = (field(0)?, field(1)?, field(2)?, field(3)?, field(4)?);
         let base = hdr_len as usize;
-        let types_data = data.get(base + type_off as usize..base + (type_off + type_len) as usize).ok_or(BtfError::BadHeader)?;
-        let strings = data.get(base + str_off as usize..base + (str_off + str_len) as usize).ok_or(BtfError::BadHeader)?;
+        let types_data = data
+            .get(base + type_off as usize..base + (type_off + type_len) as usize)
+            .ok_or(BtfError::BadHeader)?;
+        let strings = data
+            .get(base + str_off as usize..base + (str_off + str_len) as usize)
+            .ok_or(BtfError::BadHeader)?;
 
         let mut types = vec![Type::Other];
         let mut at = 0;
@@ -91,12 +99,12 @@ impl KernelBtf {
             let kind_flag = info >> 31 == 1;
             // Bytes of kind-specific data after the common 12-byte header.
             let extra = match kind {
-                1 | 14 | 17 => 4,           // INT, VAR, DECL_TAG
-                3 => 12,                    // ARRAY
-                4 | 5 => 12 * vlen,         // STRUCT, UNION
-                6 | 13 => 8 * vlen,         // ENUM, FUNC_PROTO
-                15 | 19 => 12 * vlen,       // DATASEC, ENUM64
-                2 | 7..=12 | 16 | 18 => 0,  // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
+                1 | 14 | 17 => 4,          // INT, VAR, DECL_TAG
+                3 => 12,                   // ARRAY
+                4 | 5 => 12 * vlen,        // STRUCT, UNION
+                6 | 13 => 8 * vlen,        // ENUM, FUNC_PROTO
+                15 | 19 => 12 * vlen,      // DATASEC, ENUM64
+                2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
                 _ => return Err(BtfError::UnknownKind { kind, id }),
             };
             let body = types_data.get(at..at + extra).ok_or(BtfError::Truncated(id))?;
@@ -120,7 +128,11 @@ impl KernelBtf {
                     .map(|v| {
                         let name = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
                         let low = u64::from(u32::from_le_bytes([v[4], v[5], v[6], v[7]]));
-                        let high = if width == 12 { u64::from(u32::from_le_bytes([v[8], v[9], v[10], v[11]])) } else { 0 };
+                        let high = if width == 12 {
+                            u64::from(u32::from_le_bytes([v[8], v[9], v[10], v[11]]))
+                        } else {
+                            0
+                        };
                         (name, low | high << 32)
                     })
                     .collect();
@@ -141,10 +153,14 @@ impl KernelBtf {
             // The first definition wins (duplicates are identical).
             match ty {
                 Type::Composite { name_off, .. } if *name_off != 0 => {
-                    btf.structs_by_name.entry(btf.string(*name_off).to_owned()).or_insert(id as u32);
+                    btf.structs_by_name
+                        .entry(btf.string(*name_off).to_owned())
+                        .or_insert(id as u32);
                 }
                 Type::Enum { name_off, .. } if *name_off != 0 => {
-                    btf.enums_by_name.entry(btf.string(*name_off).to_owned()).or_insert(id as u32);
+                    btf.enums_by_name
+                        .entry(btf.string(*name_off).to_owned())
+                        .or_insert(id as u32);
                 }
                 _ => {}
             }
@@ -161,7 +177,10 @@ impl KernelBtf {
     /// Byte offset of `member` in `struct name`, looking through anonymous
     /// unions and structs (as in `sk_buff`'s header groups).
     pub fn member_offset(&self, name: &str, member: &str) -> Result<u32, BtfError> {
-        let id = *self.structs_by_name.get(name).ok_or_else(|| BtfError::NoStruct(name.to_owned()))?;
+        let id = *self
+            .structs_by_name
+            .get(name)
+            .ok_or_else(|| BtfError::NoStruct(name.to_owned()))?;
         self.find(id, member)
             .map(|bits| bits / 8)
             .ok_or_else(|| BtfError::NoMember(name.to_owned(), member.to_owned()))
@@ -171,14 +190,18 @@ impl KernelBtf {
     /// no such enum.
     pub fn enum_values(&self, name: &str) -> Option<Vec<(String, u64)>> {
         let id = self.enums_by_name.get(name)?;
-        let Type::Enum { values, .. } = &self.types[*id as usize] else { return None };
+        let Type::Enum { values, .. } = &self.types[*id as usize] else {
+            return None;
+        };
         Some(values.iter().map(|(n, v)| (self.string(*n).to_owned(), *v)).collect())
     }
 
     /// Bit offset of `member` within type `id`, depth-first through
     /// anonymous members.
     fn find(&self, id: u32, member: &str) -> Option<u32> {
-        let Type::Composite { members, .. } = self.types.get(id as usize)? else { return None };
+        let Type::Composite { members, .. } = self.types.get(id as usize)? else {
+            return None;
+        };
         for m in members {
             let name = self.string(m.name_off);
             if name == member {
@@ -194,6 +217,26 @@ impl KernelBtf {
     }
 }
 
+/// Where the drop program finds `sk_buff` fields in this kernel, and the
+/// inode of hubcap's network namespace.
+pub fn skb_layout(btf: &KernelBtf, own_netns_inum: u32) -> Result<agent_common::SkbLayout, BtfError> {
+    let skb = |m| btf.member_offset("sk_buff", m);
+    Ok(agent_common::SkbLayout {
+        len: skb("len")?,
+        head: skb("head")?,
+        data: skb("data")?,
+        mac_header: skb("mac_header")?,
+        network_header: skb("network_header")?,
+        protocol: skb("protocol")?,
+        dev: skb("dev")?,
+        netdev_ifindex: btf.member_offset("net_device", "ifindex")?,
+        netdev_net: btf.member_offset("net_device", "nd_net")?,
+        net_inum: btf.member_offset("net", "ns")? + btf.member_offset("ns_common", "inum")?,
+        own_netns_inum,
+        _pad: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,19 +245,38 @@ mod tests {
     fn finds_sk_buff_members_in_the_running_kernel() {
         let btf = KernelBtf::from_sys_fs().expect("this kernel has BTF");
         // Members directly in sk_buff, and inside its anonymous groups.
-        for member in ["len", "head", "data", "network_header", "transport_header", "mac_header", "dev", "protocol"] {
+        for member in [
+            "len",
+            "head",
+            "data",
+            "network_header",
+            "transport_header",
+            "mac_header",
+            "dev",
+            "protocol",
+        ] {
             let off = btf.member_offset("sk_buff", member).unwrap_or_else(|e| panic!("{e}"));
             assert!(off < 256, "{member} at {off}");
         }
         assert!(btf.member_offset("net_device", "ifindex").is_ok());
-        assert!(matches!(btf.member_offset("sk_buff", "no_such_field"), Err(BtfError::NoMember(..))));
-        assert!(matches!(btf.member_offset("no_such_struct", "x"), Err(BtfError::NoStruct(_))));
+        let layout = skb_layout(&btf, 1).expect("every field the drop program reads");
+        assert!(layout.head != layout.data && layout.network_header != layout.mac_header);
+        assert!(matches!(
+            btf.member_offset("sk_buff", "no_such_field"),
+            Err(BtfError::NoMember(..))
+        ));
+        assert!(matches!(
+            btf.member_offset("no_such_struct", "x"),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 
     #[test]
     fn reads_the_drop_reason_enum() {
         let btf = KernelBtf::from_sys_fs().expect("this kernel has BTF");
-        let reasons = btf.enum_values("skb_drop_reason").expect("Linux 5.17+ has drop reasons");
+        let reasons = btf
+            .enum_values("skb_drop_reason")
+            .expect("Linux 5.17+ has drop reasons");
         let value = |name: &str| reasons.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
         assert_eq!(value("SKB_DROP_REASON_NOT_SPECIFIED"), Some(2));
         assert_eq!(value("SKB_DROP_REASON_NO_SOCKET"), Some(3));
@@ -224,6 +286,9 @@ mod tests {
 
     #[test]
     fn garbage_is_rejected() {
-        assert!(matches!(KernelBtf::parse(b"not btf at all, not at all....."), Err(BtfError::BadHeader)));
+        assert!(matches!(
+            KernelBtf::parse(b"not btf at all, not at all....."),
+            Err(BtfError::BadHeader)
+        ));
     }
 }

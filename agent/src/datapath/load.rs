@@ -1,13 +1,13 @@
 //! Loads the eBPF object embedded at build time.
 
 use agent_common::{
-    COUNTERS_MAP, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowStats, INGRESS_PROGRAM, NOOP_PROGRAM,
-    REPORT_INTERVAL_GLOBAL,
+    COUNTERS_MAP, DROP_FILTER_GLOBAL, DROP_PROGRAM, DropFilter, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FlowKey,
+    FlowStats, INGRESS_PROGRAM, NOOP_PROGRAM, REPORT_INTERVAL_GLOBAL, SKB_LAYOUT_GLOBAL, SkbLayout,
 };
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::SchedClassifier,
+    programs::{BtfTracePoint, SchedClassifier},
 };
 
 use super::{
@@ -40,6 +40,15 @@ pub enum DatapathError {
     },
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
+    #[error("reading the kernel's BTF for the drop program: {0}")]
+    Btf(#[from] aya::BtfError),
+}
+
+/// What the drop program needs at load time.
+#[derive(Clone, Copy, Debug)]
+pub struct DropCapture {
+    pub layout: agent_common::SkbLayout,
+    pub filter: agent_common::DropFilter,
 }
 
 #[derive(Clone, Debug)]
@@ -49,6 +58,8 @@ pub struct DatapathConfig {
     pub flow_map_entries: u32,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
+    /// `None`: no drop capture (kernel without drop reasons, or turned off).
+    pub drops: Option<DropCapture>,
 }
 
 /// The loaded programs and the maps user space reads.
@@ -58,6 +69,7 @@ pub struct Datapath {
     pub counters: KernelCounters,
     events: Option<RingBuf<MapData>>,
     pub config: DatapathConfig,
+    drop_link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
 }
 
 impl Datapath {
@@ -65,8 +77,14 @@ impl Datapath {
         if OBJECT.is_empty() {
             return Err(DatapathError::NoObject);
         }
+        let drops = config.drops.unwrap_or(DropCapture {
+            layout: SkbLayout::ZERO,
+            filter: DropFilter::NONE,
+        });
         let mut ebpf = EbpfLoader::new()
             .override_global(REPORT_INTERVAL_GLOBAL, &config.report_interval_ns, true)
+            .override_global(SKB_LAYOUT_GLOBAL, &drops.layout, true)
+            .override_global(DROP_FILTER_GLOBAL, &drops.filter, true)
             .map_max_entries(FLOWS_MAP, config.flow_map_entries)
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(OBJECT)?;
@@ -91,13 +109,48 @@ impl Datapath {
         })?;
         let events = take_map(&mut ebpf, EVENTS_MAP, RingBuf::try_from)?;
         let counters = KernelCounters::new(take_map(&mut ebpf, COUNTERS_MAP, PerCpuArray::try_from)?);
-        Ok(Datapath {
+        let mut datapath = Datapath {
             ebpf,
             flows,
             counters,
             events: Some(events),
             config,
-        })
+            drop_link: None,
+        };
+        if datapath.config.drops.is_some() {
+            datapath.attach_drops()?;
+        }
+        Ok(datapath)
+    }
+
+    fn attach_drops(&mut self) -> Result<(), DatapathError> {
+        let btf = aya::Btf::from_sys_fs()?;
+        let name = DROP_PROGRAM;
+        let program: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Missing(name))?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        program
+            .load("kfree_skb", &btf)
+            .map_err(|source| DatapathError::Program { name, source })?;
+        self.drop_link = Some(
+            program
+                .attach()
+                .map_err(|source| DatapathError::Program { name, source })?,
+        );
+        Ok(())
+    }
+
+    /// Stops drop capture (at shutdown, before the final read of the map).
+    pub fn detach_drops(&mut self) {
+        if let Some(link) = self.drop_link.take()
+            && let Some(program) = self.ebpf.program_mut(DROP_PROGRAM)
+            && let Ok(program) = <&mut BtfTracePoint>::try_from(program)
+        {
+            let _ = program.detach(link);
+        }
     }
 
     /// The ring buffer, handed once to the reader stage.

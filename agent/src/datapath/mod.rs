@@ -10,4 +10,4 @@ mod load;
 pub use attach::{AttachMode, Attachments, ProgramPair};
 pub use counters::{CounterValues, KernelCounters};
 pub use kernel_flows::KernelFlowMap;
-pub use load::{Datapath, DatapathConfig, DatapathError};
+pub use load::{Datapath, DatapathConfig, DatapathError, DropCapture};

@@ -8,6 +8,7 @@ use agent_common::{FlowKey, hook, tcp_flags};
 use agent_ebpf::parse::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 use super::record::{FlowRecord, RecordCounts};
+use crate::drop_reasons::{DropReasons, hubble_reason};
 use crate::{
     clock::WallClock,
     flow_table::FlowUpdate,
@@ -44,7 +45,12 @@ pub struct InterfaceInfo {
 pub struct RecordBuilder {
     pub node_name: String,
     pub interfaces: HashMap<u32, InterfaceInfo>,
+    /// Names of this kernel's drop reasons.
+    pub drop_reasons: DropReasons,
 }
+
+/// Hubble's event type for drops (sub type: the Hubble drop reason).
+const EVENT_TYPE_DROP: i32 = 1;
 
 /// Where a packet was seen, in Hubble's terms (see README, "Direction and
 /// observation point"):
@@ -69,9 +75,10 @@ impl RecordBuilder {
         let kind = iface.map_or(InterfaceKind::Network, |i| i.kind);
         let (point, direction) = observation(kind, key.hook);
         let (l4, summary) = layer4(key, u.tcp_flags);
-        let flow = Flow {
+        let dropped = key.hook == hook::DROP;
+        let mut flow = Flow {
             time: Some(clock.timestamp(u.stats.last_seen_ns)),
-            verdict: Verdict::Forwarded as i32,
+            verdict: if dropped { Verdict::Dropped } else { Verdict::Forwarded } as i32,
             ethernet: Some(Ethernet {
                 source: mac(&u.stats.src_mac),
                 destination: mac(&u.stats.dst_mac),
@@ -103,6 +110,30 @@ impl RecordBuilder {
             summary,
             ..Default::default()
         };
+        let mut kernel_drop_reason = None;
+        if dropped {
+            // A drop is seen where the kernel frees the packet, not on a
+            // hook: no observation point, no direction, no pairing. The
+            // interface is known only when it is in hubcap's namespace.
+            let name = self.drop_reasons.name(key.drop_reason);
+            let reason = hubble_reason(&name) as i32;
+            flow.event_type = Some(CiliumEventType {
+                r#type: EVENT_TYPE_DROP,
+                sub_type: reason,
+            });
+            flow.drop_reason = reason as u32;
+            flow.drop_reason_desc = reason;
+            flow.traffic_direction = 0;
+            flow.trace_observation_point = 0;
+            flow.is_reply = None;
+            if key.ifindex == 0 {
+                flow.interface = None;
+            }
+            if u.stats.src_mac == [0; 6] && u.stats.dst_mac == [0; 6] {
+                flow.ethernet = None;
+            }
+            kernel_drop_reason = Some(name);
+        }
         FlowRecord {
             flow,
             counts: RecordCounts {
@@ -110,6 +141,7 @@ impl RecordBuilder {
                 bytes: u.bytes,
                 state: u.state,
                 flow_start_time: clock.timestamp(u.stats.first_seen_ns),
+                kernel_drop_reason,
             },
         }
     }

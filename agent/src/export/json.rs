@@ -202,6 +202,10 @@ fn write_counts(out: &mut Vec<u8>, c: &RecordCounts) {
     v.out.push(b'"');
     v.key("flow_state");
     write_str(v.out, c.state.letter());
+    if let Some(reason) = &c.kernel_drop_reason {
+        v.key("kernel_drop_reason");
+        write_str(v.out, reason);
+    }
     v.key("packets");
     write_u64(v.out, c.packets);
     v.close();

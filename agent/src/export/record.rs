@@ -40,6 +40,8 @@ pub struct RecordCounts {
     pub state: FlowState,
     /// When the flow direction's first packet was seen.
     pub flow_start_time: Timestamp,
+    /// For drops: the kernel's own reason (`NETFILTER_DROP`).
+    pub kernel_drop_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,18 +62,20 @@ impl RecordCounts {
         let string = |s: String| Value {
             kind: Some(Kind::StringValue(s)),
         };
+        let mut fields = vec![
+            ("bytes".to_owned(), number(self.bytes)),
+            (
+                "flow_start_time".to_owned(),
+                string(crate::export::json::timestamp_string(&self.flow_start_time)),
+            ),
+            ("flow_state".to_owned(), string(self.state.letter().to_owned())),
+            ("packets".to_owned(), number(self.packets)),
+        ];
+        if let Some(reason) = &self.kernel_drop_reason {
+            fields.push(("kernel_drop_reason".to_owned(), string(reason.clone())));
+        }
         Struct {
-            fields: [
-                ("bytes".to_owned(), number(self.bytes)),
-                (
-                    "flow_start_time".to_owned(),
-                    string(crate::export::json::timestamp_string(&self.flow_start_time)),
-                ),
-                ("flow_state".to_owned(), string(self.state.letter().to_owned())),
-                ("packets".to_owned(), number(self.packets)),
-            ]
-            .into_iter()
-            .collect(),
+            fields: fields.into_iter().collect(),
         }
     }
 }

@@ -23,6 +23,10 @@ pub struct ConnKey {
     /// ICMP: which request/reply pair (echo, timestamp, ...) or, for error
     /// messages, their type and code. 0 for other protocols.
     icmp_class: u16,
+    /// Dropped packets are their own "connection" per reason: they must not
+    /// take part in pairing or closing the forwarded flow.
+    dropped: bool,
+    drop_reason: u32,
 }
 
 /// A direction's source and destination endpoints as pairing sees them,
@@ -68,16 +72,24 @@ impl ConnKey {
             low,
             high,
             icmp_class,
+            dropped: key.hook == hook::DROP,
+            drop_reason: key.drop_reason,
         }
     }
 
     /// Every flow key a TCP connection can have: each endpoint sending, on
     /// each hook. (Only TCP connections close, so only they need this.)
     pub fn tcp_keys(&self) -> impl Iterator<Item = FlowKey> + '_ {
+        // Drops are their own connections, on their own hook.
+        let hooks: &[u8] = if self.dropped {
+            &[hook::DROP]
+        } else {
+            &[hook::INGRESS, hook::EGRESS]
+        };
         [(self.low, self.high), (self.high, self.low)]
             .into_iter()
             .flat_map(move |(src, dst)| {
-                [hook::INGRESS, hook::EGRESS].into_iter().map(move |hook| FlowKey {
+                hooks.iter().map(move |&hook| FlowKey {
                     src_addr: src.0,
                     dst_addr: dst.0,
                     src_port: src.1,
@@ -87,6 +99,7 @@ impl ConnKey {
                     ip_version: self.ip_version,
                     hook,
                     _pad: 0,
+                    drop_reason: self.drop_reason,
                 })
             })
     }

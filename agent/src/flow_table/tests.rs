@@ -50,6 +50,7 @@ impl FakeKernel {
                 Some(FlowEvent {
                     key,
                     reason: report_reason::NEW,
+                    _pad: 0,
                     stats: FlowStats {
                         tcp_flags_recent: flags,
                         ..stats
@@ -71,7 +72,12 @@ impl FakeKernel {
                     return None;
                 };
                 s.last_report_ns = now;
-                let event = FlowEvent { key, reason, stats: *s };
+                let event = FlowEvent {
+                    key,
+                    reason,
+                    _pad: 0,
+                    stats: *s,
+                };
                 s.tcp_flags_recent = 0;
                 Some(event)
             }
@@ -281,6 +287,7 @@ fn out_of_order_events_never_make_counts_go_backwards() {
     let newer = FlowEvent {
         key: k,
         reason: report_reason::PERIODIC,
+        _pad: 0,
         stats: FlowStats {
             first_seen_ns: 0,
             packets: 10,

@@ -81,6 +81,7 @@ fn records(n: u32) -> Vec<FlowRecord> {
                         seconds: 1_790_000_000,
                         nanos: 0,
                     },
+                    kernel_drop_reason: None,
                 },
             }
         })

@@ -99,6 +99,7 @@ fn sample_record() -> FlowRecord {
                 seconds: 1_700_000_000,
                 nanos: 5_000_000,
             },
+            kernel_drop_reason: None,
         },
     }
 }
@@ -203,6 +204,34 @@ fn every_l4_kind_and_endpoint_fields_match_protojson() {
         assert_eq!(value, reference_json(&event));
         assert_eq!(value["time"], "9999-12-31T23:59:59.999999Z");
     }
+}
+
+#[test]
+fn drop_record_matches_protojson() {
+    let mut record = sample_record();
+    record.flow.verdict = flow::Verdict::Dropped as i32;
+    record.flow.event_type = Some(flow::CiliumEventType {
+        r#type: 1,
+        sub_type: 133,
+    });
+    record.flow.drop_reason_desc = flow::DropReason::PolicyDenied as i32;
+    record.flow.is_reply = None;
+    record.counts.kernel_drop_reason = Some("NETFILTER_DROP".into());
+    let time = Timestamp {
+        seconds: 1_700_000_002,
+        nanos: 0,
+    };
+    let (line, value) = ours(ExportPayload::Flow(&record), &time);
+    let event = ExportEvent {
+        response_types: Some(export_event::ResponseTypes::Flow(record.to_proto())),
+        node_name: "node-1".into(),
+        time: Some(time),
+    };
+    assert_eq!(value, reference_json(&event));
+    let text = String::from_utf8(line).unwrap();
+    assert!(text.contains(r#""kernel_drop_reason":"NETFILTER_DROP""#), "{text}");
+    assert!(text.contains(r#""drop_reason_desc":"POLICY_DENIED""#), "{text}");
+    assert!(!text.contains("is_reply"), "{text}");
 }
 
 #[test]
