@@ -108,3 +108,60 @@ pub fn raise_fd_limit() {
     // SAFETY: plain setrlimit; failure leaves the old limit.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
 }
+
+/// Receivers that read everything sent to them, so that no datagram is
+/// dropped (a full socket buffer is a drop, which hubcap would report).
+pub struct Drain {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Drain {
+    /// Starts reading `sockets` on a thread pinned to CPU 1 (the sender
+    /// keeps CPU 0).
+    pub fn start(sockets: Vec<UdpSocket>) -> Drain {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            pin_to_cpu(1);
+            for s in &sockets {
+                s.set_nonblocking(true).expect("nonblocking");
+            }
+            let mut buf = [0u8; 2048];
+            let mut received = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let mut idle = true;
+                for s in &sockets {
+                    while s.recv(&mut buf).is_ok() {
+                        received += 1;
+                        idle = false;
+                    }
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            received
+        });
+        Drain {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops reading; returns how many datagrams were read.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

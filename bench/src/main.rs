@@ -144,6 +144,8 @@ fn targets(r: &Report) -> Vec<Target> {
         &|v| format!("{v:.1} MB"),
         &|v| v <= 64.0,
     );
+    let drop_runs = get(udp, hub, "drop program runs");
+    add("drop program cost with nothing dropped", "0 runs", drop_runs, &|v| format!("{v:.0} runs"), &|v| v == 0.0);
     let json_rate = get(output::OUTPUT, hub, "records/s");
     add(
         "Hubble JSON records/s on one core",

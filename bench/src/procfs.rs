@@ -44,9 +44,10 @@ pub fn bpf_map_bytes(pid: u32) -> u64 {
         .sum()
 }
 
-/// Total run time and run count of the BPF programs the process holds,
-/// from their fdinfo (filled while `kernel.bpf_stats_enabled` is 1).
-pub fn bpf_prog_stats(pid: u32) -> (u64, u64) {
+/// Run time and run count of the process's BPF programs of one type (3:
+/// tc classifiers, 26: tracing), from their fdinfo (filled while
+/// `kernel.bpf_stats_enabled` is 1).
+pub fn bpf_prog_stats(pid: u32, prog_type: u32) -> (u64, u64) {
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return (0, 0);
     };
@@ -58,11 +59,14 @@ pub fn bpf_prog_stats(pid: u32) -> (u64, u64) {
     };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| fs::read_to_string(e.path()).ok())
-        .filter(|info| info.contains("prog_type:"))
+        .filter(|info| info.contains("prog_type:") && field(info, "prog_type:") == u64::from(prog_type))
         .fold((0, 0), |(time, count), info| {
             (time + field(&info, "run_time_ns:"), count + field(&info, "run_cnt:"))
         })
 }
+
+pub const PROG_TYPE_SCHED_CLS: u32 = 3;
+pub const PROG_TYPE_TRACING: u32 = 26;
 
 /// Runs `f` with the kernel's BPF run-time statistics switched on.
 pub fn with_bpf_stats<T>(f: impl FnOnce() -> T) -> T {

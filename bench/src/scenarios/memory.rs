@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::{
     contender::{self, Kind},
-    load::{SMALL_PAYLOAD, blast, ports},
+    load::{SMALL_PAYLOAD, blast, ports, sinks},
     procfs,
     report::{Report, num},
 };
@@ -26,6 +26,8 @@ const METRICS: &str = "127.0.0.1:9966";
 fn open_flows(node: &Node, flows: u64) {
     const CHUNK: u64 = 5_000;
     let targets = ports(node.pods[1].ipv4, 1, CHUNK as u16);
+    // Bound receivers: no NO_SOCKET drops, so every flow is a forwarded one.
+    let _sinks = sinks(&node.pods[1].ns, &targets);
     let mut sent = 0;
     while sent < flows {
         let n = CHUNK.min(flows - sent);

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{Run, Settings, Traffic, mean, median, run_one};
 use crate::{
     contender::{self, Kind},
-    load::{SMALL_PAYLOAD, blast, ports, sinks},
+    load::{Drain, SMALL_PAYLOAD, blast, ports, sinks},
     procfs,
     report::{Report, num},
 };
@@ -46,7 +46,7 @@ fn accounting(runs: &[Run]) -> Vec<(&'static str, Value)> {
 pub fn warm_up(node: &Node) {
     let receiver = &node.pods[1];
     let targets = ports(receiver.ipv4, 30_000, 1_000);
-    let _sinks = sinks(&receiver.ns, &targets);
+    let _drain = Drain::start(sinks(&receiver.ns, &targets));
     blast(
         &node.pods[0].ns,
         targets,
@@ -60,7 +60,9 @@ pub fn warm_up(node: &Node) {
 pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
     let (sender, receiver) = (&node.pods[0], &node.pods[1]);
     let targets = ports(receiver.ipv4, 30_000, 1_000);
-    let _sinks = sinks(&receiver.ns, &targets);
+    // Read everything: no packet is dropped, so the drop program has nothing
+    // to do (the figure "drop program runs" shows it).
+    let drain = Drain::start(sinks(&receiver.ns, &targets));
     let all = rounds(settings, |kind| {
         run_one(kind, node, &[], || {
             let (sent, elapsed) = blast(&sender.ns, targets.clone(), 1, SMALL_PAYLOAD, settings.run, u64::MAX);
@@ -72,6 +74,7 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
         })
     });
     let hook_ns = hook_cost(node, &targets);
+    drain.stop();
     let baseline = median(&all[0].1, |r| Some(r.delivered_pps())).unwrap_or(1.0);
     for (kind, runs) in &all {
         let pps = median(runs, |r| Some(r.delivered_pps())).unwrap_or(0.0);
@@ -96,11 +99,13 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
                 .sum::<Option<u64>>()
                 .map_or(Value::Null, Value::from),
         ));
-        let ns = hook_ns
-            .iter()
-            .find(|(k, _)| k == kind)
-            .map_or(Value::Null, |(_, ns)| num(*ns, 0));
-        figures.push(("tc program ns/packet", ns));
+        let cost = hook_ns.iter().find(|(k, _, _)| k == kind);
+        figures.push((
+            "tc program ns/packet",
+            cost.map_or(Value::Null, |(_, ns, _)| num(*ns, 0)),
+        ));
+        let drop_runs = cost.filter(|(k, _, _)| *k == Kind::Hubcap).map(|(_, _, runs)| *runs);
+        figures.push(("drop program runs", drop_runs.map_or(Value::Null, Value::from)));
         report.add(UDP, kind.name(), figures);
     }
 }
@@ -109,7 +114,7 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
 /// (`kernel.bpf_stats_enabled`), for the trivial classifier and hubcap: a
 /// figure that host noise does not blur the way it blurs pps. Measured in
 /// separate runs because the statistics add their own cost to every program.
-fn hook_cost(node: &Node, targets: &[std::net::SocketAddrV4]) -> Vec<(Kind, f64)> {
+fn hook_cost(node: &Node, targets: &[std::net::SocketAddrV4]) -> Vec<(Kind, f64, u64)> {
     procfs::with_bpf_stats(|| {
         [Kind::Trivial, Kind::Hubcap]
             .into_iter()
@@ -123,9 +128,13 @@ fn hook_cost(node: &Node, targets: &[std::net::SocketAddrV4]) -> Vec<(Kind, f64)
                     Duration::from_secs(1),
                     u64::MAX,
                 );
-                let (time, count) = procfs::bpf_prog_stats(running.pid().expect("a process"));
+                let pid = running.pid().expect("a process");
+                let (time, count) = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_SCHED_CLS);
+                // The drop program (kfree_skb): nothing is dropped here, so it
+                // should not run at all.
+                let (_, drop_runs) = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_TRACING);
                 contender::stop(running, node);
-                (kind, time as f64 / count.max(1) as f64)
+                (kind, time as f64 / count.max(1) as f64, drop_runs)
             })
             .collect()
     })
