@@ -83,7 +83,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         drops,
     })?;
     if drops.is_some() {
-        info!(reasons = %args.drop_reasons, "capturing drops (kfree_skb)");
+        info!(reasons = %args.drop_reasons, "drop capture on (kfree_skb)");
     }
     // Loading parsed the kernel's BTF (several MB); give that heap back
     // instead of carrying it for the agent's lifetime.

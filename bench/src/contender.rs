@@ -192,7 +192,15 @@ pub fn stop(running: Running, node: &Node) -> Outcome {
     let outcome = match proc {
         Proc::None => Outcome::default(),
         Proc::Agent(agent) => {
+            if std::env::var_os("HUBCAP_BENCH_DEBUG").is_some() {
+                let (_, runs) = crate::procfs::bpf_prog_stats(agent.pid(), crate::procfs::PROG_TYPE_SCHED_CLS);
+                eprintln!("bench: {kind:?} tc program runs (bpf_stats): {runs}");
+            }
             let finished = agent.stop();
+            if std::env::var_os("HUBCAP_BENCH_DEBUG").is_some() {
+                let tail: Vec<String> = finished.stderr.iter().rev().take(3).cloned().collect();
+                eprintln!("bench: {kind:?} said: {}", tail.join(" | "));
+            }
             assert!(
                 finished.status.success(),
                 "{} failed: {:?}",
@@ -208,6 +216,13 @@ pub fn stop(running: Running, node: &Node) -> Outcome {
         Proc::Softflowd(child) => softflowd_outcome(child, node, &workdir),
         Proc::Tcpdump(child, stderr) => tcpdump_outcome(child, stderr),
     };
+    // HUBCAP_BENCH_KEEP=PATH keeps each hubcap run's output as PATH.N.
+    if let Some(keep) = std::env::var_os("HUBCAP_BENCH_KEEP") {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static RUN: AtomicU32 = AtomicU32::new(0);
+        let n = RUN.fetch_add(1, Ordering::Relaxed);
+        let _ = fs::copy(workdir.join("events.log"), format!("{}.{n}", keep.to_string_lossy()));
+    }
     let _ = fs::remove_dir_all(&workdir);
     outcome
 }

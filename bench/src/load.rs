@@ -102,11 +102,17 @@ pub fn sinks(ns: &Netns, targets: &[SocketAddrV4]) -> Vec<UdpSocket> {
 /// Raises the open-file limit as far as allowed (to the hard limit; higher
 /// only with CAP_SYS_RESOURCE): a scenario holds thousands of sockets.
 pub fn raise_fd_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain getrlimit/setrlimit on a local struct.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        let wanted = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+        let wanted = libc::rlimit {
+            rlim_cur: 1 << 20,
+            rlim_max: 1 << 20,
+        };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);

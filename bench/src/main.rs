@@ -35,30 +35,44 @@ fn main() {
     let out = PathBuf::from(std::env::var("HUBCAP_BENCH_OUT").unwrap_or_else(|_| "target/bench/report.json".into()));
     let mut report = Report::default();
 
+    // HUBCAP_BENCH_ONLY=udp,tcp,churn,memory,output runs a subset (for
+    // working on one scenario); the default is all of them.
+    let only = std::env::var("HUBCAP_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     let node = Node::new(2);
     node.up();
     // Warm up caches, sockets and CPU frequency before the first baseline.
     scenarios::throughput::warm_up(&node);
-    eprintln!("bench: {} UDP", if quick { "quick" } else { "full" });
-    throughput::small_udp(&node, settings, &mut report);
-    eprintln!("bench: TCP bulk");
-    throughput::tcp_bulk(&node, settings, &mut report);
-    eprintln!("bench: flow churn");
-    churn::run(&node, settings, &mut report);
-    for flows in [10_000, 100_000] {
-        eprintln!("bench: memory at {flows} flows");
-        memory::run(&node, flows, &mut report);
+    if wanted("udp") {
+        eprintln!("bench: {} UDP", if quick { "quick" } else { "full" });
+        throughput::small_udp(&node, settings, &mut report);
+    }
+    if wanted("tcp") {
+        eprintln!("bench: TCP bulk");
+        throughput::tcp_bulk(&node, settings, &mut report);
+    }
+    if wanted("churn") {
+        eprintln!("bench: flow churn");
+        churn::run(&node, settings, &mut report);
+    }
+    if wanted("memory") {
+        for flows in [10_000, 100_000] {
+            eprintln!("bench: memory at {flows} flows");
+            memory::run(&node, flows, &mut report);
+        }
     }
     drop(node);
-    eprintln!("bench: output");
-    output::run(
-        if quick {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(3)
-        },
-        &mut report,
-    );
+    if wanted("output") {
+        eprintln!("bench: output");
+        output::run(
+            if quick {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(3)
+            },
+            &mut report,
+        );
+    }
 
     report.targets = targets(&report);
     print!("{}", report.render());
@@ -145,7 +159,13 @@ fn targets(r: &Report) -> Vec<Target> {
         &|v| v <= 64.0,
     );
     let drop_runs = get(udp, hub, "drop program runs");
-    add("drop program cost with nothing dropped", "0 runs", drop_runs, &|v| format!("{v:.0} runs"), &|v| v == 0.0);
+    add(
+        "drop program cost with nothing dropped",
+        "0 runs",
+        drop_runs,
+        &|v| format!("{v:.0} runs"),
+        &|v| v == 0.0,
+    );
     let json_rate = get(output::OUTPUT, hub, "records/s");
     add(
         "Hubble JSON records/s on one core",

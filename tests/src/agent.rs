@@ -81,6 +81,8 @@ impl Agent {
             stderr_thread: Some(stderr_thread),
             stdout_thread: Some(stdout_thread),
         };
+        // "capturing" is hubcap's last start-up line, logged once every
+        // program is attached (no earlier line may contain the word).
         agent.wait_for_log("capturing", Duration::from_secs(20));
         agent
     }

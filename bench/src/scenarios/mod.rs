@@ -56,12 +56,25 @@ pub fn run_one(kind: Kind, node: &Node, hubcap_args: &[&str], traffic: impl FnOn
     let before = node.settled_counters(captured);
     let receiver_before = node.counters(receiver);
     let running = contender::start(kind, node, captured, hubcap_args);
+    if let Some(ms) = std::env::var("HUBCAP_BENCH_SETTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     let cpu_before = running.cpu_seconds();
     let traffic = traffic();
     let cpu_after = running.cpu_seconds();
     let after = node.settled_counters(captured);
     let receiver_after = node.counters(receiver);
     let outcome = contender::stop(running, node);
+    if std::env::var_os("HUBCAP_BENCH_DEBUG").is_some() {
+        eprintln!(
+            "bench: {kind:?}: wire {:?}, accounted {:?} packets",
+            delta(after, before),
+            outcome.packets
+        );
+    }
     Run {
         traffic,
         wire: delta(after, before),
