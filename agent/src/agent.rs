@@ -240,8 +240,14 @@ impl Agent {
                     self.sync_interfaces()?;
                     let now = WallClock::monotonic_ns();
                     self.table.end_closed(&mut self.datapath.flows, now, &mut self.updates);
-                    if tokio::time::Instant::now() >= next_sweep {
-                        self.table.sweep(&mut self.datapath.flows, now, &mut self.updates);
+                                        if tokio::time::Instant::now() >= next_sweep {
+                        // Empty the ring first: the sweep keeps this task busy
+                        // for a while, and the ring must absorb what comes
+                        // in meanwhile.
+                        let table = &mut self.table;
+                        let updates = &mut self.updates;
+                        let n = self.reader.read_all_now(|e| table.on_event(e, e.stats.last_seen_ns, updates));
+                        self.metrics.ring_records_read.inc_by(n as u64);self.table.sweep(&mut self.datapath.flows, now, &mut self.updates);
                         next_sweep += self.report_interval;
                         // Give back what ended flows freed.
                         // SAFETY: malloc_trim only releases free memory.

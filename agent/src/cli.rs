@@ -88,7 +88,7 @@ pub struct RunArgs {
     pub metrics_listen: Option<String>,
 
     /// Size of the kernel-to-user ring buffer.
-    #[arg(long, value_name = "MB", default_value_t = 16, value_parser = ring_buffer_mb)]
+    #[arg(long, value_name = "MB", default_value_t = 8, value_parser = ring_buffer_mb)]
     pub ring_buffer_mb: u32,
 }
 
