@@ -228,10 +228,7 @@ impl Agent {
                     self.write_updates()?;
                 }
                 _ = drain.tick() => {
-                    let table = &mut self.table;
-                    let updates = &mut self.updates;
-                    let n = self.reader.read_all_now(|e| table.on_event(e, e.stats.last_seen_ns, updates));
-                    self.metrics.ring_records_read.inc_by(n as u64);
+                    self.drain_ring();
                     self.write_updates()?;
                     self.flush()?;
                 }
@@ -240,14 +237,12 @@ impl Agent {
                     self.sync_interfaces()?;
                     let now = WallClock::monotonic_ns();
                     self.table.end_closed(&mut self.datapath.flows, now, &mut self.updates);
-                                        if tokio::time::Instant::now() >= next_sweep {
-                        // Empty the ring first: the sweep keeps this task busy
-                        // for a while, and the ring must absorb what comes
-                        // in meanwhile.
-                        let table = &mut self.table;
-                        let updates = &mut self.updates;
-                        let n = self.reader.read_all_now(|e| table.on_event(e, e.stats.last_seen_ns, updates));
-                        self.metrics.ring_records_read.inc_by(n as u64);self.table.sweep(&mut self.datapath.flows, now, &mut self.updates);
+                    if tokio::time::Instant::now() >= next_sweep {
+                        // Empty the ring first: the sweep keeps this task
+                        // busy for a while, and the ring must absorb what
+                        // comes in meanwhile.
+                        self.drain_ring();
+                        self.table.sweep(&mut self.datapath.flows, now, &mut self.updates);
                         next_sweep += self.report_interval;
                         // Give back what ended flows freed.
                         // SAFETY: malloc_trim only releases free memory.
@@ -261,6 +256,16 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Reads every record waiting in the ring buffer into the flow table.
+    fn drain_ring(&mut self) {
+        let table = &mut self.table;
+        let updates = &mut self.updates;
+        let n = self
+            .reader
+            .read_all_now(|e| table.on_event(e, e.stats.last_seen_ns, updates));
+        self.metrics.ring_records_read.inc_by(n as u64);
     }
 
     /// Attaches to matching interfaces that appeared, forgets vanished ones.
@@ -463,10 +468,7 @@ impl Agent {
     fn shutdown(&mut self) -> Result<()> {
         self.attachments.detach_all(&mut self.datapath);
         self.datapath.detach_drops();
-        let table = &mut self.table;
-        let updates = &mut self.updates;
-        self.reader
-            .read_all_now(|e| table.on_event(e, e.stats.last_seen_ns, updates));
+        self.drain_ring();
         self.table
             .finish(&mut self.datapath.flows, WallClock::monotonic_ns(), &mut self.updates);
         self.write_updates()?;

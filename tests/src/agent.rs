@@ -154,3 +154,22 @@ impl Drop for Agent {
         }
     }
 }
+
+/// `GET /metrics` from a hubcap listening on `addr` inside `ns`; the body.
+pub fn scrape_metrics(ns: &Netns, addr: &'static str) -> String {
+    ns.enter(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .expect("request");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(head.contains(" 200 "), "{head}");
+        assert!(
+            head.to_lowercase().contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        body.to_owned()
+    })
+}

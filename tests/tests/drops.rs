@@ -7,6 +7,7 @@ use std::{
 };
 
 use hubcap_tests::{
+    agent::scrape_metrics,
     netns::{Netns, run},
     output::{self, Record},
     require_root,
@@ -96,14 +97,7 @@ fn nftables_drops_match_the_rule_counters() {
 
     // Every drop record is out once the flows are idle (1 s) and swept.
     std::thread::sleep(Duration::from_secs(3));
-    let scraped = node.ns.enter(|| {
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect("127.0.0.1:9965").unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
-    });
+    let scraped = scrape_metrics(&node.ns, "127.0.0.1:9965");
     let finished = agent.stop();
     assert!(finished.status.success());
     let records = output::parse(&finished.stdout).records;

@@ -3,13 +3,14 @@
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::Write,
+    net::SocketAddr,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use hubcap_tests::{
+    agent::scrape_metrics,
     netns::Netns,
     output, require_root,
     topology::Node,
@@ -17,23 +18,7 @@ use hubcap_tests::{
 };
 
 fn scrape(ns: &Netns) -> String {
-    ns.enter(|| {
-        let mut s = TcpStream::connect("127.0.0.1:9965").expect("connect to metrics");
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-        assert!(
-            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-            "{head}"
-        );
-        assert!(
-            head.to_lowercase().contains("content-type: text/plain; version=0.0.4"),
-            "{head}"
-        );
-        body.to_owned()
-    })
+    scrape_metrics(ns, "127.0.0.1:9965")
 }
 
 /// `name{labels}` -> value, for every sample.

@@ -1,12 +1,8 @@
 //! Scenario 4: memory with 10,000 and 100,000 concurrent flows.
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use hubcap_tests::topology::Node;
+use hubcap_tests::{agent::scrape_metrics, topology::Node};
 use serde_json::Value;
 
 use crate::{
@@ -45,18 +41,11 @@ fn open_flows(node: &Node, flows: u64) {
 }
 
 fn flow_table_size(node: &Node) -> u64 {
-    node.ns.enter(|| {
-        let Ok(mut s) = TcpStream::connect(METRICS) else {
-            return 0;
-        };
-        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text.lines()
-            .find_map(|l| l.strip_prefix("hubcap_flow_table_directions "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
-    })
+    scrape_metrics(&node.ns, METRICS)
+        .lines()
+        .find_map(|l| l.strip_prefix("hubcap_flow_table_directions "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 pub fn run(node: &Node, flows: u64, report: &mut Report) {

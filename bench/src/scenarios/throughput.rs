@@ -35,6 +35,14 @@ fn rounds(settings: Settings, mut one: impl FnMut(Kind) -> Run) -> Vec<(Kind, Ve
     runs
 }
 
+/// What the contender says it lost over all runs (`None` if it cannot say).
+fn lost(runs: &[Run]) -> Value {
+    runs.iter()
+        .map(|r| r.outcome.lost)
+        .sum::<Option<u64>>()
+        .map_or(Value::Null, Value::from)
+}
+
 fn accounting(runs: &[Run]) -> Vec<(&'static str, Value)> {
     let percent = |v: Option<f64>| v.map_or(Value::Null, |p| num(p, 2));
     vec![
@@ -92,13 +100,7 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
             r.outcome.records.map(|n| n as f64 / r.wire_packets().max(1) as f64)
         });
         figures.push(("records per packet", per_packet.map_or(Value::Null, |v| num(v, 6))));
-        figures.push((
-            "lost",
-            runs.iter()
-                .map(|r| r.outcome.lost)
-                .sum::<Option<u64>>()
-                .map_or(Value::Null, Value::from),
-        ));
+        figures.push(("lost", lost(runs)));
         let cost = hook_ns.iter().find(|(k, _, _)| k == kind);
         figures.push((
             "tc program ns/packet",
@@ -193,13 +195,7 @@ pub fn tcp_bulk(node: &Node, settings: Settings, report: &mut Report) {
             r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64())
         });
         figures.push(("CPU % of a core", cpu_share.map_or(Value::Null, |v| num(v, 1))));
-        figures.push((
-            "lost",
-            runs.iter()
-                .map(|r| r.outcome.lost)
-                .sum::<Option<u64>>()
-                .map_or(Value::Null, Value::from),
-        ));
+        figures.push(("lost", lost(runs)));
         report.add(TCP, kind.name(), figures);
     }
 }
