@@ -4,7 +4,8 @@
 //! `ringbuf` (flow events from the kernel) -> `flow_table` (pair directions,
 //! decide when a flow is begun, continued or ended) -> `export` (Hubble flow
 //! records and their JSON) -> `sink` (stdout, rotating files); `metrics`
-//! counts what passes.
+//! counts what passes. `filter` holds Hubble's flow-filter semantics, for
+//! the Observer API and flow-log allow/deny lists.
 //! `agent` wires the stages together.
 
 pub mod agent;
@@ -13,6 +14,7 @@ pub mod clock;
 pub mod datapath;
 pub mod drop_reasons;
 pub mod export;
+pub mod filter;
 pub mod flow_table;
 pub mod interfaces;
 pub mod metrics;

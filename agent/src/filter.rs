@@ -1,0 +1,299 @@
+//! Hubble's flow filters: which flows a client (GetFlows) or a flow log
+//! (allow and deny lists) wants.
+//!
+//! Semantics, as Hubble's: every field set in one filter must match (within
+//! a field, any listed value may); a list of filters matches when any of its
+//! filters does; the result is the whitelist (everything when empty) minus
+//! the blacklist. IPs take CIDRs; pods take `namespace/` or
+//! `namespace/pod-prefix`.
+//!
+//! Filters are compiled once (CIDRs, ports and globs parsed) and then
+//! applied to every flow. Fields hubcap cannot evaluate yet (labels,
+//! services, FQDNs, L7) are refused with an error naming them, rather than
+//! silently matching nothing.
+
+use std::net::IpAddr;
+
+use crate::proto::flow::{EventTypeFilter, Flow, FlowFilter, NetworkInterface, TcpFlags, layer4::Protocol};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilterError {
+    #[error("invalid IP or CIDR {0:?}")]
+    Ip(String),
+    #[error("invalid port {0:?}")]
+    Port(String),
+    #[error("invalid node name pattern {0:?}")]
+    NodeName(String),
+    #[error("unknown protocol {0:?} (tcp, udp, sctp, icmpv4, icmpv6)")]
+    Protocol(String),
+    #[error("hubcap cannot filter on {0} yet")]
+    Unsupported(&'static str),
+}
+
+/// An IP address or a CIDR block.
+#[derive(Debug, Clone, Copy)]
+struct IpMatch {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl IpMatch {
+    fn parse(s: &str) -> Result<Self, FilterError> {
+        let err = || FilterError::Ip(s.to_owned());
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| err())?)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr.parse().map_err(|_| err())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(err());
+        }
+        Ok(IpMatch { net, prefix })
+    }
+
+    fn contains(&self, ip: &str) -> bool {
+        let Ok(ip) = ip.parse::<IpAddr>() else { return false };
+        match (self.net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `namespace/` (any pod there) or `namespace/pod-prefix`; without a `/`,
+/// a pod-name prefix in any namespace.
+#[derive(Debug, Clone)]
+struct PodMatch {
+    namespace: Option<String>,
+    pod_prefix: String,
+}
+
+impl PodMatch {
+    fn parse(s: &str) -> Self {
+        match s.split_once('/') {
+            Some((ns, pod)) => PodMatch {
+                namespace: Some(ns.to_owned()),
+                pod_prefix: pod.to_owned(),
+            },
+            None => PodMatch {
+                namespace: None,
+                pod_prefix: s.to_owned(),
+            },
+        }
+    }
+
+    fn matches(&self, namespace: &str, pod: &str) -> bool {
+        !pod.is_empty()
+            && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+            && pod.starts_with(&self.pod_prefix)
+    }
+}
+
+/// One compiled filter; empty lists match everything.
+#[derive(Debug, Default)]
+struct Compiled {
+    uuid: Vec<String>,
+    source_ip: Vec<IpMatch>,
+    destination_ip: Vec<IpMatch>,
+    source_pod: Vec<PodMatch>,
+    destination_pod: Vec<PodMatch>,
+    traffic_direction: Vec<i32>,
+    verdict: Vec<i32>,
+    drop_reason_desc: Vec<i32>,
+    interface: Vec<NetworkInterface>,
+    event_type: Vec<EventTypeFilter>,
+    protocol: Vec<String>,
+    source_port: Vec<u32>,
+    destination_port: Vec<u32>,
+    reply: Vec<bool>,
+    tcp_flags: Vec<TcpFlags>,
+    node_name: Vec<glob::Pattern>,
+    ip_version: Vec<i32>,
+}
+
+fn ports(list: &[String]) -> Result<Vec<u32>, FilterError> {
+    list.iter()
+        .map(|p| {
+            p.parse::<u16>()
+                .map(u32::from)
+                .map_err(|_| FilterError::Port(p.clone()))
+        })
+        .collect()
+}
+
+impl Compiled {
+    fn new(f: &FlowFilter) -> Result<Self, FilterError> {
+        let unsupported = [
+            ("source_ip_xlated", f.source_ip_xlated.is_empty()),
+            ("source_fqdn", f.source_fqdn.is_empty()),
+            ("destination_fqdn", f.destination_fqdn.is_empty()),
+            ("source_label", f.source_label.is_empty()),
+            ("destination_label", f.destination_label.is_empty()),
+            ("source_service", f.source_service.is_empty()),
+            ("destination_service", f.destination_service.is_empty()),
+            ("source_workload", f.source_workload.is_empty()),
+            ("destination_workload", f.destination_workload.is_empty()),
+            ("source_cluster_name", f.source_cluster_name.is_empty()),
+            ("destination_cluster_name", f.destination_cluster_name.is_empty()),
+            ("http_status_code", f.http_status_code.is_empty()),
+            ("http_method", f.http_method.is_empty()),
+            ("http_path", f.http_path.is_empty()),
+            ("http_url", f.http_url.is_empty()),
+            ("http_header", f.http_header.is_empty()),
+            ("dns_query", f.dns_query.is_empty()),
+            ("source_identity", f.source_identity.is_empty()),
+            ("destination_identity", f.destination_identity.is_empty()),
+            ("node_labels", f.node_labels.is_empty()),
+            ("trace_id", f.trace_id.is_empty()),
+            ("experimental", f.experimental.is_none()),
+        ];
+        if let Some((name, _)) = unsupported.iter().find(|(_, empty)| !empty) {
+            return Err(FilterError::Unsupported(name));
+        }
+        let ips = |list: &[String]| list.iter().map(|s| IpMatch::parse(s)).collect::<Result<Vec<_>, _>>();
+        let protocol = f
+            .protocol
+            .iter()
+            .map(|p| {
+                let p = p.to_ascii_lowercase();
+                match p.as_str() {
+                    "tcp" | "udp" | "sctp" | "icmpv4" | "icmpv6" => Ok(p),
+                    _ => Err(FilterError::Protocol(p)),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let node_name = f
+            .node_name
+            .iter()
+            .map(|n| glob::Pattern::new(n).map_err(|_| FilterError::NodeName(n.clone())))
+            .collect::<Result<_, _>>()?;
+        Ok(Compiled {
+            uuid: f.uuid.clone(),
+            source_ip: ips(&f.source_ip)?,
+            destination_ip: ips(&f.destination_ip)?,
+            source_pod: f.source_pod.iter().map(|p| PodMatch::parse(p)).collect(),
+            destination_pod: f.destination_pod.iter().map(|p| PodMatch::parse(p)).collect(),
+            traffic_direction: f.traffic_direction.clone(),
+            verdict: f.verdict.clone(),
+            drop_reason_desc: f.drop_reason_desc.clone(),
+            interface: f.interface.clone(),
+            event_type: f.event_type.clone(),
+            protocol,
+            source_port: ports(&f.source_port)?,
+            destination_port: ports(&f.destination_port)?,
+            reply: f.reply.clone(),
+            tcp_flags: f.tcp_flags.clone(),
+            node_name,
+            ip_version: f.ip_version.clone(),
+        })
+    }
+
+    fn matches(&self, flow: &Flow) -> bool {
+        fn any<T>(list: &[T], pred: impl Fn(&T) -> bool) -> bool {
+            list.is_empty() || list.iter().any(pred)
+        }
+        let ip = flow.ip.as_ref();
+        let (source, destination) = (flow.source.as_ref(), flow.destination.as_ref());
+        let (protocol, sport, dport, flags) = l4(flow);
+        any(&self.uuid, |u| *u == flow.uuid)
+            && any(&self.source_ip, |m| ip.is_some_and(|ip| m.contains(&ip.source)))
+            && any(&self.destination_ip, |m| {
+                ip.is_some_and(|ip| m.contains(&ip.destination))
+            })
+            && any(&self.source_pod, |m| {
+                source.is_some_and(|e| m.matches(&e.namespace, &e.pod_name))
+            })
+            && any(&self.destination_pod, |m| {
+                destination.is_some_and(|e| m.matches(&e.namespace, &e.pod_name))
+            })
+            && any(&self.traffic_direction, |d| *d == flow.traffic_direction)
+            && any(&self.verdict, |v| *v == flow.verdict)
+            && any(&self.drop_reason_desc, |r| *r == flow.drop_reason_desc)
+            && any(&self.interface, |i| {
+                flow.interface
+                    .as_ref()
+                    .is_some_and(|fi| (i.index == 0 || i.index == fi.index) && (i.name.is_empty() || i.name == fi.name))
+            })
+            && any(&self.event_type, |e| {
+                flow.event_type
+                    .as_ref()
+                    .is_some_and(|fe| fe.r#type == e.r#type && (!e.match_sub_type || fe.sub_type == e.sub_type))
+            })
+            && any(&self.protocol, |p| Some(p.as_str()) == protocol)
+            && any(&self.source_port, |p| Some(*p) == sport)
+            && any(&self.destination_port, |p| Some(*p) == dport)
+            && any(&self.reply, |r| flow.is_reply == Some(*r))
+            && any(&self.tcp_flags, |want| {
+                flags.is_some_and(|have| contains_flags(have, want))
+            })
+            && any(&self.node_name, |p| p.matches(&flow.node_name))
+            && any(&self.ip_version, |v| ip.is_some_and(|ip| ip.ip_version == *v))
+    }
+}
+
+/// Protocol name (as filters spell it), ports and TCP flags of a flow.
+fn l4(flow: &Flow) -> (Option<&'static str>, Option<u32>, Option<u32>, Option<&TcpFlags>) {
+    match flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
+        Some(Protocol::Tcp(t)) => (
+            Some("tcp"),
+            Some(t.source_port),
+            Some(t.destination_port),
+            t.flags.as_ref(),
+        ),
+        Some(Protocol::Udp(u)) => (Some("udp"), Some(u.source_port), Some(u.destination_port), None),
+        Some(Protocol::Sctp(s)) => (Some("sctp"), Some(s.source_port), Some(s.destination_port), None),
+        Some(Protocol::IcmPv4(_)) => (Some("icmpv4"), None, None, None),
+        Some(Protocol::IcmPv6(_)) => (Some("icmpv6"), None, None, None),
+        _ => (None, None, None, None),
+    }
+}
+
+/// Every flag set in `want` is set in `have`.
+fn contains_flags(have: &TcpFlags, want: &TcpFlags) -> bool {
+    let pairs = [
+        (want.fin, have.fin),
+        (want.syn, have.syn),
+        (want.rst, have.rst),
+        (want.psh, have.psh),
+        (want.ack, have.ack),
+        (want.urg, have.urg),
+        (want.ece, have.ece),
+        (want.cwr, have.cwr),
+        (want.ns, have.ns),
+    ];
+    pairs.iter().all(|(w, h)| !w || *h)
+}
+
+/// A whitelist and a blacklist of filters, compiled.
+#[derive(Debug, Default)]
+pub struct FlowSelector {
+    whitelist: Vec<Compiled>,
+    blacklist: Vec<Compiled>,
+}
+
+impl FlowSelector {
+    pub fn new(whitelist: &[FlowFilter], blacklist: &[FlowFilter]) -> Result<Self, FilterError> {
+        Ok(FlowSelector {
+            whitelist: whitelist.iter().map(Compiled::new).collect::<Result<_, _>>()?,
+            blacklist: blacklist.iter().map(Compiled::new).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whitelisted (or no whitelist) and not blacklisted.
+    pub fn selects(&self, flow: &Flow) -> bool {
+        (self.whitelist.is_empty() || self.whitelist.iter().any(|f| f.matches(flow)))
+            && !self.blacklist.iter().any(|f| f.matches(flow))
+    }
+}
+
+#[cfg(test)]
+mod tests;
