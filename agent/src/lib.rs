@@ -20,6 +20,7 @@ pub mod interfaces;
 pub mod metrics;
 pub mod metrics_server;
 pub mod noop;
+pub mod observer;
 pub mod privileges;
 pub mod proto;
 pub mod ringbuf;
