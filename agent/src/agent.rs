@@ -103,6 +103,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
             node_name,
             interfaces: Default::default(),
             drop_reasons,
+            // Seeded from the OS once; fast from then on.
+            ids: fastrand::Rng::new(),
         },
         selector,
         clock: WallClock::new(),

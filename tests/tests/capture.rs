@@ -75,6 +75,14 @@ fn flows_match_traffic_and_interface_counters() {
         assert_eq!(from, (c.rx_packets, c.rx_bytes), "{ifname} rx (packets, bytes)");
         assert_eq!(to, (c.tx_packets, c.tx_bytes), "{ifname} tx (packets, bytes)");
     }
+    // Every record has its own uuid, as Hubble's flows do.
+    let uuids: std::collections::HashSet<&str> =
+        records.iter().map(|r| r.json["uuid"].as_str().unwrap_or("")).collect();
+    assert_eq!(uuids.len(), records.len(), "uuids must be unique");
+    assert!(
+        uuids.iter().all(|u| u.len() == 36 && u.as_bytes()[14] == b'4'),
+        "version-4 uuids"
+    );
     for r in output::forwarded(records) {
         let expected = if r.point == "FROM_ENDPOINT" {
             "EGRESS"

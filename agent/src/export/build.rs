@@ -47,6 +47,17 @@ pub struct RecordBuilder {
     pub interfaces: HashMap<u32, InterfaceInfo>,
     /// Names of this kernel's drop reasons.
     pub drop_reasons: DropReasons,
+    /// For each record's uuid (as Hubble gives every flow one).
+    pub ids: fastrand::Rng,
+}
+
+/// A random (version 4) UUID, hyphenated.
+pub fn random_uuid(rng: &mut fastrand::Rng) -> String {
+    let bytes = rng.u128(..).to_le_bytes();
+    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    id.hyphenated()
+        .encode_lower(&mut uuid::Uuid::encode_buffer())
+        .to_owned()
 }
 
 /// Hubble's event type for drops (sub type: the Hubble drop reason).
@@ -69,7 +80,7 @@ pub fn observation(kind: InterfaceKind, hook_id: u8) -> (TraceObservationPoint, 
 }
 
 impl RecordBuilder {
-    pub fn build(&self, u: &FlowUpdate, clock: &WallClock) -> FlowRecord {
+    pub fn build(&mut self, u: &FlowUpdate, clock: &WallClock) -> FlowRecord {
         let key = &u.key;
         let iface = self.interfaces.get(&key.ifindex);
         let kind = iface.map_or(InterfaceKind::Network, |i| i.kind);
@@ -78,6 +89,7 @@ impl RecordBuilder {
         let dropped = key.hook == hook::DROP;
         let mut flow = Flow {
             time: Some(clock.timestamp(u.stats.last_seen_ns)),
+            uuid: random_uuid(&mut self.ids),
             verdict: if dropped { Verdict::Dropped } else { Verdict::Forwarded } as i32,
             ethernet: Some(Ethernet {
                 source: mac(&u.stats.src_mac),
@@ -276,5 +288,22 @@ fn icmpv6_name(t: u32) -> String {
         136 => "NeighborAdvertisement".into(),
         143 => "MulticastListenerReportV2".into(),
         t => format!("Type{t}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_version_4_and_distinct() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| random_uuid(&mut rng)).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 4);
+            assert_eq!(id.len(), 36);
+        }
     }
 }
