@@ -166,14 +166,17 @@ pub struct DropFilter {
     pub reasons: [u64; 4],
     /// Non-zero: also record reasons of 256 and above (subsystem reasons).
     pub other_reasons: u32,
-    pub _pad: u32,
+    /// This kernel's value of NO_SOCKET (0 if unknown): ICMP echo replies
+    /// freed with it were already delivered to a raw socket and are not
+    /// drops (see `Counter::EchoRepliesDelivered`).
+    pub no_socket_reason: u32,
 }
 
 impl DropFilter {
     pub const NONE: DropFilter = DropFilter {
         reasons: [0; 4],
         other_reasons: 0,
-        _pad: 0,
+        no_socket_reason: 0,
     };
 
     #[inline(always)]
@@ -213,10 +216,13 @@ pub enum Counter {
     DropsNotIp,
     /// Dropped packets that found the flow map full: in no drop record.
     DropsMapFull,
+    /// ICMP echo replies freed as NO_SOCKET after a raw socket (iputils
+    /// `ping` as root) received them: not drops, so in no drop record.
+    EchoRepliesDelivered,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::NonIpPackets,
         Counter::NonIpBytes,
         Counter::TruncatedPackets,
@@ -227,23 +233,9 @@ impl Counter {
         Counter::RingBufFull,
         Counter::DropsNotIp,
         Counter::DropsMapFull,
+        Counter::EchoRepliesDelivered,
     ];
     pub const LEN: u32 = Self::ALL.len() as u32;
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::NonIpPackets => "non_ip_packets",
-            Counter::NonIpBytes => "non_ip_bytes",
-            Counter::TruncatedPackets => "truncated_packets",
-            Counter::MalformedPackets => "malformed_packets",
-            Counter::Fragments => "fragments",
-            Counter::MapFullPackets => "map_full_packets",
-            Counter::MapFullBytes => "map_full_bytes",
-            Counter::RingBufFull => "ringbuf_full",
-            Counter::DropsNotIp => "drops_not_ip",
-            Counter::DropsMapFull => "drops_map_full",
-        }
-    }
 }
 
 #[cfg(feature = "user")]

@@ -34,7 +34,7 @@ pub fn hubcap_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let filter = unsafe { core::ptr::read_volatile(&DROP_FILTER) };
     if filter.captures(reason as u32) {
         let skb: u64 = ctx.arg(0);
-        record(skb, reason as u32);
+        record(skb, reason as u32, filter.no_socket_reason);
     }
     0
 }
@@ -64,7 +64,7 @@ impl PacketBytes for KernelBytes {
 }
 
 #[inline(always)]
-fn record(skb: u64, reason: u32) {
+fn record(skb: u64, reason: u32, no_socket_reason: u32) {
     // SAFETY: reading a global of this object.
     let layout = unsafe { core::ptr::read_volatile(&SKB_LAYOUT) };
     let field = |offset: u32| skb + u64::from(offset);
@@ -98,6 +98,12 @@ fn record(skb: u64, reason: u32) {
     };
     if result.is_err() {
         count(Counter::DropsNotIp, 1);
+        return;
+    }
+    // `ping_rcv` frees every echo reply nobody's *ping* socket wanted as
+    // NO_SOCKET, even after a raw socket received it: not a drop.
+    if reason == no_socket_reason && parse::is_echo_reply(parsed.protocol, (parsed.dst_port >> 8) as u8) {
+        count(Counter::EchoRepliesDelivered, 1);
         return;
     }
     if let Some(mac_header) = read::<u16>(field(layout.mac_header))

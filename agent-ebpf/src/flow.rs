@@ -77,9 +77,8 @@ pub fn account(ctx: &TcContext, hook: u8) {
 /// map is full. Shared by the tc programs and the drop program.
 #[inline(always)]
 pub fn aggregate(key: &FlowKey, packet: &ParsedPacket, len: u64) {
-    let key = *key;
     let now = unsafe { bpf_ktime_get_ns() };
-    if update_existing(&key, packet, len, now) {
+    if update_existing(key, packet, len, now) {
         return;
     }
     let stats = FlowStats {
@@ -93,9 +92,9 @@ pub fn aggregate(key: &FlowKey, packet: &ParsedPacket, len: u64) {
         tcp_flags_seen: packet.tcp_flags,
         tcp_flags_recent: 0,
     };
-    match FLOWS.insert(&key, &stats, u64::from(BPF_NOEXIST)) {
+    match FLOWS.insert(key, &stats, u64::from(BPF_NOEXIST)) {
         Ok(()) => send_event(
-            &key,
+            key,
             &FlowStats {
                 tcp_flags_recent: packet.tcp_flags,
                 ..stats
@@ -104,11 +103,11 @@ pub fn aggregate(key: &FlowKey, packet: &ParsedPacket, len: u64) {
         ),
         // Another CPU created it between our lookup and insert.
         Err(EEXIST) => {
-            if !update_existing(&key, packet, len, now) {
-                count_map_full(&key, len);
+            if !update_existing(key, packet, len, now) {
+                count_map_full(key, len);
             }
         }
-        Err(_) => count_map_full(&key, len),
+        Err(_) => count_map_full(key, len),
     }
 }
 

@@ -244,6 +244,11 @@ fn parse_l4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut Parsed
     }
 }
 
+/// An ICMP echo reply (v4 type 0, v6 type 129).
+pub fn is_echo_reply(protocol: u8, icmp_type: u8) -> bool {
+    matches!((protocol, icmp_type), (PROTO_ICMP, 0) | (PROTO_ICMPV6, 129))
+}
+
 /// ICMP messages that carry an identifier tying a request to its reply.
 pub fn is_icmp_query(protocol: u8, icmp_type: u8) -> bool {
     match protocol {

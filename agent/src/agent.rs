@@ -21,7 +21,7 @@ use crate::{
         Attachments, Datapath, DatapathConfig, DropCapture, ProgramPair,
         btf::{KernelBtf, skb_layout},
     },
-    drop_reasons::{DropReasons, is_delivered_echo_reply},
+    drop_reasons::DropReasons,
     export::{
         FlowRecord, InterfaceInfo, RecordBuilder,
         build::trace_point,
@@ -61,7 +61,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let node_name = args.node_name.clone().unwrap_or_else(default_node_name);
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = &args.metrics_listen {
-        let listener = metrics_server::bind(addr)
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         info!(address = addr, "serving metrics on /metrics");
@@ -75,7 +75,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
     metrics.kernel_flow_capacity.set(i64::from(args.flow_map_size));
 
     let (drops, drop_reasons) = prepare_drop_capture(&args.drop_reasons)?;
-    let no_socket_reason = drop_reasons.value("NO_SOCKET");
     let mut datapath = Datapath::load(DatapathConfig {
         report_interval_ns: args.report_interval.as_nanos() as u64,
         flow_map_entries: args.flow_map_size,
@@ -115,8 +114,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         line_count: 0,
         reported_counters: Default::default(),
         report_interval: args.report_interval,
-        sink_name: if args.output == "-" { "stdout" } else { "file" },
-        no_socket_reason,
         metrics,
     };
     let result = agent.capture().await;
@@ -200,10 +197,7 @@ struct Agent {
     line_count: u64,
     reported_counters: crate::datapath::CounterValues,
     report_interval: Duration,
-    sink_name: &'static str,
     metrics: Arc<Metrics>,
-    /// This kernel's NO_SOCKET drop reason (see [`is_delivered_echo_reply`]).
-    no_socket_reason: Option<u32>,
 }
 
 impl Agent {
@@ -308,13 +302,11 @@ impl Agent {
 
     fn write_updates(&mut self) -> Result<()> {
         let now = self.clock.now();
-        for u in std::mem::take(&mut self.updates) {
-            if is_delivered_echo_reply(&u.key, self.no_socket_reason) {
-                self.metrics.drops_filtered.inc_by(u.packets);
-                continue;
-            }
-            let record = self.builder.build(&u, &self.clock);
-            self.observe(&u, &record);
+        // Taken out and put back so the scratch buffer is reused.
+        let mut updates = std::mem::take(&mut self.updates);
+        for u in &updates {
+            let record = self.builder.build(u, &self.clock);
+            self.observe(u, &record);
             write_export_event(
                 &mut self.lines,
                 ExportPayload::Flow(&record),
@@ -323,20 +315,22 @@ impl Agent {
             );
             self.line_count += 1;
         }
+        updates.clear();
+        self.updates = updates;
         let rotations_before = self.sink_stats.rotations;
         let written = self
             .sink
             .write_lines(&self.lines, self.line_count, &mut self.sink_stats);
         if written.is_err() {
-            self.metrics.write_errors.with_label_values(&[self.sink_name]).inc();
+            self.metrics.write_errors.with_label_values(&[self.sink.name()]).inc();
         } else {
             self.metrics
                 .records_written
-                .with_label_values(&[self.sink_name])
+                .with_label_values(&[self.sink.name()])
                 .inc_by(self.line_count);
             self.metrics
                 .bytes_written
-                .with_label_values(&[self.sink_name])
+                .with_label_values(&[self.sink.name()])
                 .inc_by(self.lines.len() as u64);
         }
         self.metrics
@@ -426,6 +420,7 @@ impl Agent {
         ] {
             m.kernel_packets.with_label_values(&[name]).inc_by(delta(counter));
         }
+        m.drops_filtered.inc_by(delta(Counter::EchoRepliesDelivered));
         let losses = [
             // Events that did not fit the ring buffer (the counts stay in the map).
             (LostEventSource::PerfEventRingBuffer, delta(Counter::RingBufFull)),
@@ -488,6 +483,7 @@ impl Agent {
             malformed_packets = counters.get(Counter::MalformedPackets),
             fragments = counters.get(Counter::Fragments),
             map_full_packets = counters.get(Counter::MapFullPackets),
+            echo_replies_delivered = counters.get(Counter::EchoRepliesDelivered),
             ringbuf_full = counters.get(Counter::RingBufFull),
             "stopped"
         );

@@ -73,7 +73,10 @@ impl DropReasons {
     /// comma-separated list of reason names (with or without the
     /// `SKB_DROP_REASON_` prefix).
     pub fn filter(&self, spec: &str) -> Result<DropFilter, DropReasonError> {
-        let mut filter = DropFilter::NONE;
+        let mut filter = DropFilter {
+            no_socket_reason: self.value("NO_SOCKET").unwrap_or(0),
+            ..DropFilter::NONE
+        };
         let mut set = |value: u32| {
             if value < 256 {
                 filter.reasons[(value / 64) as usize] |= 1 << (value % 64);
@@ -101,18 +104,6 @@ impl DropReasons {
         }
         Ok(filter)
     }
-}
-
-/// Whether a drop is not a drop at all: an ICMP echo reply that a raw
-/// socket already received (iputils `ping` as root uses one) is then freed
-/// by `ping_rcv` with NO_SOCKET because no *ping* socket wanted it. Every
-/// such reply would otherwise show as dropped.
-pub fn is_delivered_echo_reply(key: &agent_common::FlowKey, no_socket: Option<u32>) -> bool {
-    use agent_ebpf::parse::{PROTO_ICMP, PROTO_ICMPV6};
-    let icmp_type = (key.dst_port >> 8) as u8;
-    key.hook == agent_common::hook::DROP
-        && Some(key.drop_reason) == no_socket
-        && matches!((key.protocol, icmp_type), (PROTO_ICMP, 0) | (PROTO_ICMPV6, 129))
 }
 
 /// Hubble's drop reason for a kernel drop reason (by name). Netfilter and
@@ -161,6 +152,10 @@ mod tests {
         assert!(all.captures(2) && all.captures(3));
         let none = r.filter("none").unwrap();
         assert!(!none.captures(3) && !none.captures(300));
+        assert_eq!(
+            default.no_socket_reason, 3,
+            "the kernel program needs NO_SOCKET's value"
+        );
         let list = r.filter("netfilter_drop, SKB_DROP_REASON_NO_SOCKET").unwrap();
         assert!(list.captures(12) && list.captures(3) && !list.captures(2) && !list.captures(300));
         let err = r.filter("NO_SUCH").unwrap_err().to_string();

@@ -7,12 +7,8 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
-/// Binds now, so a bad or busy address fails before capture starts.
-pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
-/// Runs until the process ends.
+/// Runs until the process ends. The caller binds `listener` before
+/// capture starts, so a bad or busy address fails early.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let app = Router::new().route(
         "/metrics",

@@ -193,8 +193,8 @@ pub fn stop(running: Running, node: &Node) -> Outcome {
         Proc::None => Outcome::default(),
         Proc::Agent(agent) => {
             if std::env::var_os("HUBCAP_BENCH_DEBUG").is_some() {
-                let (_, runs) = crate::procfs::bpf_prog_stats(agent.pid(), crate::procfs::PROG_TYPE_SCHED_CLS);
-                eprintln!("bench: {kind:?} tc program runs (bpf_stats): {runs}");
+                let runs = crate::procfs::bpf_prog_stats(agent.pid(), crate::procfs::PROG_TYPE_SCHED_CLS);
+                eprintln!("bench: {kind:?} tc program (run time ns, runs) from bpf_stats: {runs:?}");
             }
             let finished = agent.stop();
             if std::env::var_os("HUBCAP_BENCH_DEBUG").is_some() {

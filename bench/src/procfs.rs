@@ -46,23 +46,26 @@ pub fn bpf_map_bytes(pid: u32) -> u64 {
 
 /// Run time and run count of the process's BPF programs of one type (3:
 /// tc classifiers, 26: tracing), from their fdinfo (filled while
-/// `kernel.bpf_stats_enabled` is 1).
-pub fn bpf_prog_stats(pid: u32, prog_type: u32) -> (u64, u64) {
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return (0, 0);
-    };
+/// `kernel.bpf_stats_enabled` is 1). `None` when it holds no such program,
+/// so that "ran 0 times" is never confused with "is not there".
+pub fn bpf_prog_stats(pid: u32, prog_type: u32) -> Option<(u64, u64)> {
+    let dir = fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?;
     let field = |info: &str, name: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };
-    dir.filter_map(|e| e.ok())
+    let infos: Vec<String> = dir
+        .filter_map(|e| e.ok())
         .filter_map(|e| fs::read_to_string(e.path()).ok())
         .filter(|info| info.contains("prog_type:") && field(info, "prog_type:") == u64::from(prog_type))
-        .fold((0, 0), |(time, count), info| {
-            (time + field(&info, "run_time_ns:"), count + field(&info, "run_cnt:"))
+        .collect();
+    (!infos.is_empty()).then(|| {
+        infos.iter().fold((0, 0), |(time, count), info| {
+            (time + field(info, "run_time_ns:"), count + field(info, "run_cnt:"))
         })
+    })
 }
 
 pub const PROG_TYPE_SCHED_CLS: u32 = 3;

@@ -180,6 +180,17 @@ impl Node {
         agent
     }
 
+    /// Arguments for tests that read metrics once every flow has ended:
+    /// metrics on 127.0.0.1:9965, flows reported and ended after 1 s.
+    pub const METRICS_AND_QUICK_ENDS: [&'static str; 6] = [
+        "--metrics-listen",
+        "127.0.0.1:9965",
+        "--report-interval",
+        "1",
+        "--idle-timeout",
+        "1",
+    ];
+
     /// Brings the host-side veths up: from here on packets flow.
     pub fn up(&self) {
         for pod in &self.pods {

@@ -56,14 +56,7 @@ fn kernel_reason(r: &Record) -> &str {
 fn nftables_drops_match_the_rule_counters() {
     require_root();
     let node = Node::new(2);
-    let agent = node.capture(&[
-        "--metrics-listen",
-        "127.0.0.1:9965",
-        "--report-interval",
-        "1",
-        "--idle-timeout",
-        "1",
-    ]);
+    let agent = node.capture(&Node::METRICS_AND_QUICK_ENDS);
     node.up();
     let (p1, p2) = (&node.pods[0], &node.pods[1]);
     nft(&p2.ns, "add table inet hubcap_test");
@@ -198,6 +191,19 @@ fn plain_traffic_gives_no_dropped_records() {
     std::thread::sleep(Duration::from_millis(500));
     let finished = agent.stop();
     assert!(finished.status.success());
+    // Drop capture was on (else this test would pass for nothing), and it
+    // recognised the two echo replies `ping -c 2` got as delivered, not
+    // dropped, although the kernel freed them as NO_SOCKET.
+    assert!(
+        finished.stderr.iter().any(|l| l.contains("drop capture on")),
+        "drop capture must be on"
+    );
+    let summary = finished
+        .stderr
+        .iter()
+        .find(|l| l.contains(" stopped "))
+        .expect("stop summary");
+    assert!(summary.contains("echo_replies_delivered=2 "), "{summary}");
     let records = output::parse(&finished.stdout).records;
     let ours: Vec<String> = node
         .pods

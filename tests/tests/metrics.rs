@@ -40,14 +40,7 @@ fn value(s: &HashMap<String, f64>, series: &str) -> u64 {
 fn metrics_match_the_traffic_and_pass_promtool() {
     require_root();
     let node = Node::new(2);
-    let agent = node.capture(&[
-        "--metrics-listen",
-        "127.0.0.1:9965",
-        "--report-interval",
-        "1",
-        "--idle-timeout",
-        "1",
-    ]);
+    let agent = node.capture(&Node::METRICS_AND_QUICK_ENDS);
     node.up();
     let (p1, p2) = (&node.pods[0], &node.pods[1]);
     tcp_transfer(&p1.ns, &p2.ns, SocketAddr::new(p2.ipv4.into(), 5001), 100_000, 20_000);

@@ -80,7 +80,6 @@ struct Direction {
 
 #[derive(Default)]
 pub struct TableStats {
-    pub records: u64,
     /// Directions first learned from the map sweep: their `NEW` event was
     /// lost (ring buffer full), their counts were not.
     pub adopted_from_map: u64,
@@ -297,7 +296,6 @@ impl FlowTable {
         d.reported_bytes = d.latest.bytes;
         d.pending_flags = 0;
         d.last_record_ns = now_ns;
-        self.stats.records += 1;
     }
 
     /// Writes a direction's `E` record (with `final_stats` if known) and

@@ -44,6 +44,14 @@ impl Sink {
         Ok(())
     }
 
+    /// The `sink` label of hubcap's output metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sink::Stdout(_) => "stdout",
+            Sink::File(_) => "file",
+        }
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::Stdout(w) => w.flush(),

@@ -106,7 +106,9 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
             "tc program ns/packet",
             cost.map_or(Value::Null, |(_, ns, _)| num(*ns, 0)),
         ));
-        let drop_runs = cost.filter(|(k, _, _)| *k == Kind::Hubcap).map(|(_, _, runs)| *runs);
+        let drop_runs = cost
+            .filter(|(k, _, _)| *k == Kind::Hubcap)
+            .and_then(|(_, _, runs)| *runs);
         figures.push(("drop program runs", drop_runs.map_or(Value::Null, Value::from)));
         report.add(UDP, kind.name(), figures);
     }
@@ -116,7 +118,7 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
 /// (`kernel.bpf_stats_enabled`), for the trivial classifier and hubcap: a
 /// figure that host noise does not blur the way it blurs pps. Measured in
 /// separate runs because the statistics add their own cost to every program.
-fn hook_cost(node: &Node, targets: &[std::net::SocketAddrV4]) -> Vec<(Kind, f64, u64)> {
+fn hook_cost(node: &Node, targets: &[std::net::SocketAddrV4]) -> Vec<(Kind, f64, Option<u64>)> {
     procfs::with_bpf_stats(|| {
         [Kind::Trivial, Kind::Hubcap]
             .into_iter()
@@ -131,10 +133,10 @@ fn hook_cost(node: &Node, targets: &[std::net::SocketAddrV4]) -> Vec<(Kind, f64,
                     u64::MAX,
                 );
                 let pid = running.pid().expect("a process");
-                let (time, count) = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_SCHED_CLS);
+                let (time, count) = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_SCHED_CLS).unwrap_or_default();
                 // The drop program (kfree_skb): nothing is dropped here, so it
-                // should not run at all.
-                let (_, drop_runs) = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_TRACING);
+                // should be there and not run at all.
+                let drop_runs = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_TRACING).map(|(_, runs)| runs);
                 contender::stop(running, node);
                 (kind, time as f64 / count.max(1) as f64, drop_runs)
             })
