@@ -16,7 +16,11 @@ fn main() -> Result<()> {
 }
 
 fn compile_protos() -> Result<()> {
-    let files = ["proto/flow/flow.proto", "proto/observer/observer.proto"];
+    let files = [
+        "proto/flow/flow.proto",
+        "proto/relay/relay.proto",
+        "proto/observer/observer.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
@@ -30,7 +34,8 @@ fn compile_protos() -> Result<()> {
         out_dir.join("hubble_descriptors.bin"),
         prost::Message::encode_to_vec(&with_struct),
     )?;
-    prost_build::Config::new()
+    // Messages, plus the Observer service's server and client.
+    tonic_prost_build::configure()
         .compile_fds(descriptors)
         .context("generating Rust types")?;
     Ok(())

@@ -30,7 +30,13 @@ use crate::{
     flow_table::{FlowTable, FlowUpdate, TableConfig},
     interfaces::{self, InterfaceSelector},
     metrics::Metrics,
-    metrics_server, privileges,
+    metrics_server,
+    observer::{
+        ring::Event as ObservedEvent,
+        server::GrpcServer,
+        service::ObserverState,
+    },
+    privileges,
     proto::flow::{LostEvent, LostEventSource},
     ringbuf::EventReader,
     sink::{RotationConfig, Sink, SinkStats},
@@ -73,6 +79,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         });
     }
     metrics.kernel_flow_capacity.set(i64::from(args.flow_map_size));
+    let grpc = args.grpc();
+    let (server, observer) = if grpc.is_enabled() {
+        let (server, state) = GrpcServer::start(&grpc, node_name.clone(), Arc::clone(&metrics))
+            .await
+            .context("starting the Observer API")?;
+        (Some(server), Some(state))
+    } else {
+        (None, None)
+    };
 
     let (drops, drop_reasons) = prepare_drop_capture(&args.drop_reasons)?;
     let mut datapath = Datapath::load(DatapathConfig {
@@ -115,11 +130,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         reported_counters: Default::default(),
         report_interval: args.report_interval,
         metrics,
+        observer,
     };
     let result = agent.capture().await;
     // Whatever happened, take the programs off the interfaces and write out
     // every open flow.
     let shutdown = agent.shutdown();
+    if let Some(server) = server {
+        server.stop().await;
+    }
     result.and(shutdown)
 }
 
@@ -198,6 +217,8 @@ struct Agent {
     reported_counters: crate::datapath::CounterValues,
     report_interval: Duration,
     metrics: Arc<Metrics>,
+    /// The Observer API's recent flows, when it is served.
+    observer: Option<Arc<ObserverState>>,
 }
 
 impl Agent {
@@ -301,20 +322,31 @@ impl Agent {
     }
 
     fn write_updates(&mut self) -> Result<()> {
-        let now = self.clock.now();
         // Taken out and put back so the scratch buffer is reused.
         let mut updates = std::mem::take(&mut self.updates);
+        let observer = self.observer.clone();
+        // One lock per batch; readers take it only for snapshots.
+        let mut ring = observer.as_ref().map(|o| o.ring());
         for u in &updates {
             let record = self.builder.build(u, &self.clock);
             self.observe(u, &record);
+            // The event's time is the flow's, as in Hubble's exporter.
+            let time = record.flow.time.unwrap_or_default();
             write_export_event(
                 &mut self.lines,
                 ExportPayload::Flow(&record),
                 &self.builder.node_name,
-                &now,
+                &time,
             );
             self.line_count += 1;
+            if let Some(ring) = ring.as_mut() {
+                ring.push(ObservedEvent::Flow(record));
+            }
         }
+        if let Some(ring) = &ring {
+            self.metrics.observer_ring_events.set(ring.len() as i64);
+        }
+        drop(ring);
         updates.clear();
         self.updates = updates;
         let rotations_before = self.sink_stats.rotations;
@@ -442,7 +474,7 @@ impl Agent {
             let event = LostEvent {
                 source: source as i32,
                 num_events_lost: lost,
-                cpu: None,
+                ..Default::default()
             };
             write_export_event(
                 &mut self.lines,
@@ -451,6 +483,9 @@ impl Agent {
                 &now,
             );
             self.line_count += 1;
+            if let Some(observer) = &self.observer {
+                observer.ring().push(ObservedEvent::Lost { event, time: now });
+            }
         }
         self.reported_counters = now_counters;
         self.write_updates()

@@ -1,10 +1,13 @@
 //! The command line. Users and tests script against it: keep it stable.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::datapath::AttachMode;
+use crate::{
+    datapath::AttachMode,
+    observer::server::{GrpcConfig, TlsFiles},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -87,9 +90,56 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
 
+    /// Serve Hubble's Observer API (what `hubble observe` and `hubcap
+    /// observe` read) on this unix socket; `none` turns it off.
+    #[arg(long, value_name = "PATH|none", default_value = "/var/run/hubcap/hubble.sock")]
+    pub grpc_socket: String,
+
+    /// Also serve the Observer API on TCP (e.g. 127.0.0.1:4244, or :4244 for
+    /// every address). Anything but loopback needs TLS or --grpc-insecure.
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_listen: Option<String>,
+
+    /// TLS certificate (PEM) for --grpc-listen.
+    #[arg(long, value_name = "PEM", requires_all = ["grpc_tls_key", "grpc_listen"])]
+    pub grpc_tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --grpc-listen.
+    #[arg(long, value_name = "PEM", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM) on --grpc-listen.
+    #[arg(long, value_name = "PEM", requires = "grpc_tls_cert")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
+
+    /// Serve --grpc-listen on a non-loopback address without TLS.
+    #[arg(long, requires = "grpc_listen", conflicts_with = "grpc_tls_cert")]
+    pub grpc_insecure: bool,
+
+    /// Recent flows the Observer API keeps for GetFlows (Hubble's default).
+    #[arg(long, value_name = "N", default_value_t = 4095, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub event_buffer_capacity: u32,
+
     /// Size of the kernel-to-user ring buffer.
     #[arg(long, value_name = "MB", default_value_t = 8, value_parser = ring_buffer_mb)]
     pub ring_buffer_mb: u32,
+}
+
+impl RunArgs {
+    pub fn grpc(&self) -> GrpcConfig {
+        let socket = self.grpc_socket.trim();
+        GrpcConfig {
+            socket: (!socket.is_empty() && socket != "none").then(|| PathBuf::from(socket)),
+            listen: self.grpc_listen.clone(),
+            tls: self.grpc_tls_cert.clone().map(|cert| TlsFiles {
+                cert,
+                key: self.grpc_tls_key.clone().unwrap_or_default(),
+                client_ca: self.grpc_tls_client_ca.clone(),
+            }),
+            insecure: self.grpc_insecure,
+            ring_capacity: self.event_buffer_capacity as usize,
+        }
+    }
 }
 
 fn positive_seconds(s: &str) -> Result<Duration, String> {
@@ -127,6 +177,10 @@ mod tests {
             &["hubcap", "run", "--attach-mode", "xdp"],
             &["hubcap", "run", "--ring-buffer-mb", "3"],
             &["hubcap", "run", "--output-max-size-mb", "0"],
+            &["hubcap", "run", "--grpc-tls-cert", "c.pem"],
+            &["hubcap", "run", "--grpc-listen", ":4244", "--grpc-tls-key", "k.pem"],
+            &["hubcap", "run", "--grpc-insecure"],
+            &["hubcap", "run", "--event-buffer-capacity", "0"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }

@@ -44,6 +44,11 @@ impl WallClock {
     }
 
     pub fn now(&self) -> prost_types::Timestamp {
+        Self::now_timestamp()
+    }
+
+    /// Wall-clock now.
+    pub fn now_timestamp() -> prost_types::Timestamp {
         unix_ns_to_timestamp(now_ns(ClockId::CLOCK_REALTIME))
     }
 }

@@ -39,6 +39,11 @@ pub struct Metrics {
     pub write_errors: IntCounterVec,
     pub file_rotations: IntCounter,
     pub drops_filtered: IntCounter,
+    /// Observer API: flows in the ring, open GetFlows streams, and flows
+    /// followers skipped because they read too slowly.
+    pub observer_ring_events: IntGauge,
+    pub observer_streams: IntGauge,
+    pub observer_flows_missed: IntCounter,
     pub build_info: IntGaugeVec,
 }
 
@@ -126,6 +131,15 @@ impl Metrics {
             drops_filtered: counter(
                 "hubcap_drops_filtered_total",
                 "Packets freed as NO_SOCKET that are not drops: ICMP echo replies a raw socket (ping) already received",
+            ),
+            observer_ring_events: gauge(
+                "hubcap_observer_ring_events",
+                "Events in the Observer API's ring of recent flows",
+            ),
+            observer_streams: gauge("hubcap_observer_streams", "Open GetFlows streams"),
+            observer_flows_missed: counter(
+                "hubcap_observer_events_missed_total",
+                "Events GetFlows followers skipped because they read too slowly (each was sent lost_events)",
             ),
             build_info,
             registry,

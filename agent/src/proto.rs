@@ -7,6 +7,11 @@ pub mod flow {
 }
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod relay {
+    include!(concat!(env!("OUT_DIR"), "/relay.rs"));
+}
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod observer {
     include!(concat!(env!("OUT_DIR"), "/observer.rs"));
 }

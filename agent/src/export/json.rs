@@ -62,6 +62,12 @@ pub fn write_lost_event(out: &mut Vec<u8>, lost: &LostEvent) {
         o.key("cpu");
         write_i64(o.out, i64::from(cpu));
     }
+    for (key, time) in [("first", &lost.first), ("last", &lost.last)] {
+        if let Some(time) = time {
+            o.key(key);
+            write_timestamp(o.out, time);
+        }
+    }
     o.close();
 }
 

@@ -1,69 +1,106 @@
-//! Recent flows for the Observer API: a bounded ring (Hubble's default is
+//! Recent events for the Observer API: a bounded ring (Hubble's default is
 //! 4,095) that `GetFlows` reads with `number`/`first`/`since`/`until`, and a
 //! live feed for `follow`.
 //!
-//! Capture never waits for a client. The ring drops its oldest flow when
+//! Capture never waits for a client. The ring drops its oldest event when
 //! full, and a follower that falls behind the feed skips ahead and is told
-//! how many flows it missed (sent to it as `lost_events`).
+//! how many events it missed (sent to it as `lost_events`).
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use prost_types::Timestamp;
 use tokio::sync::broadcast;
 
-use crate::export::FlowRecord;
+use crate::{export::FlowRecord, proto::flow::LostEvent};
+
+/// What the ring holds: flows, and the kernel's loss reports, which Hubble
+/// clients see among the flows as `lost_events`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Flow(FlowRecord),
+    Lost { event: LostEvent, time: Timestamp },
+}
+
+impl Event {
+    pub fn time(&self) -> Option<&Timestamp> {
+        match self {
+            Event::Flow(record) => record.flow.time.as_ref(),
+            Event::Lost { time, .. } => Some(time),
+        }
+    }
+}
 
 /// What a follower receives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Feed {
-    Flow(Arc<FlowRecord>),
-    /// This many flows went by while the follower was too slow.
+    Event(Arc<Event>),
+    /// This many events went by while the follower was too slow.
     Missed(u64),
 }
 
 pub struct FlowRing {
-    flows: VecDeque<Arc<FlowRecord>>,
+    events: VecDeque<Arc<Event>>,
     capacity: usize,
     /// Every flow ever pushed (Hubble's `seen_flows`).
     seen: u64,
-    live: broadcast::Sender<Arc<FlowRecord>>,
+    live: broadcast::Sender<Arc<Event>>,
+    /// Kubernetes namespaces seen in flows, with the last time (seconds).
+    namespaces: HashMap<String, i64>,
 }
 
-/// How far a follower may fall behind before it starts missing flows.
+/// How far a follower may fall behind before it starts missing events.
 const FOLLOW_BACKLOG: usize = 4096;
 
-fn nanos(t: &Timestamp) -> i128 {
+pub fn nanos(t: &Timestamp) -> i128 {
     i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
 }
 
 impl FlowRing {
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         FlowRing {
-            flows: VecDeque::with_capacity(capacity),
-            capacity: capacity.max(1),
+            events: VecDeque::with_capacity(capacity),
+            capacity,
             seen: 0,
             live: broadcast::channel(FOLLOW_BACKLOG).0,
+            namespaces: HashMap::new(),
         }
     }
 
-    /// Adds a flow; the oldest goes when the ring is full. Never blocks.
-    pub fn push(&mut self, flow: FlowRecord) {
-        let flow = Arc::new(flow);
-        if self.flows.len() == self.capacity {
-            self.flows.pop_front();
+    /// Adds an event; the oldest goes when the ring is full. Never blocks.
+    pub fn push(&mut self, event: Event) {
+        if let Event::Flow(record) = &event {
+            self.seen += 1;
+            let seconds = record.flow.time.as_ref().map_or(0, |t| t.seconds);
+            for endpoint in [&record.flow.source, &record.flow.destination].into_iter().flatten() {
+                if !endpoint.namespace.is_empty() {
+                    match self.namespaces.get_mut(&endpoint.namespace) {
+                        Some(last) => *last = (*last).max(seconds),
+                        None => {
+                            self.namespaces.insert(endpoint.namespace.clone(), seconds);
+                        }
+                    }
+                }
+            }
         }
-        self.flows.push_back(Arc::clone(&flow));
-        self.seen += 1;
+        let event = Arc::new(event);
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(Arc::clone(&event));
         // No follower is not an error.
-        let _ = self.live.send(flow);
+        let _ = self.live.send(event);
     }
 
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.events.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.events.is_empty()
     }
 
     pub fn capacity(&self) -> usize {
@@ -74,9 +111,49 @@ impl FlowRing {
         self.seen
     }
 
-    /// Flows in the ring within [`since`, `until`] that `keep` accepts,
-    /// oldest first: the last `number` of them, or with `first` the first
-    /// `number`. `number` 0 means all.
+    /// Namespaces seen in flows since `since_seconds`, sorted; older ones are
+    /// forgotten.
+    pub fn namespaces(&mut self, since_seconds: i64) -> Vec<String> {
+        self.namespaces.retain(|_, last| *last >= since_seconds);
+        let mut names: Vec<String> = self.namespaces.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Flows per second over the minute before `now`: the flows in the ring
+    /// within it, over the minute (or over the span the ring covers, when it
+    /// holds less than a minute).
+    pub fn flows_rate(&self, now: &Timestamp) -> f64 {
+        const MINUTE: i128 = 60_000_000_000;
+        let now = nanos(now);
+        let mut count = 0u64;
+        let mut oldest = now;
+        for event in self.events.iter().rev() {
+            let Event::Flow(record) = &**event else { continue };
+            let t = record.flow.time.as_ref().map_or(0, nanos);
+            if now - t > MINUTE {
+                return count as f64 / 60.0;
+            }
+            count += 1;
+            oldest = oldest.min(t);
+        }
+        if count == 0 {
+            return 0.0;
+        }
+        // The ring does not reach back a minute: rate over what it holds,
+        // unless it was never full (then the minute is all there was).
+        if self.seen > self.events.len() as u64 {
+            let span = (now - oldest).max(1_000_000_000);
+            count as f64 * 1e9 / span as f64
+        } else {
+            count as f64 / 60.0
+        }
+    }
+
+    /// Events in the ring within [`since`, `until`] whose flows `keep`
+    /// accepts (loss reports are always kept), oldest first: the last
+    /// `number` of them, or with `first` the first `number`. `number` 0
+    /// means all.
     pub fn query(
         &self,
         number: usize,
@@ -84,23 +161,31 @@ impl FlowRing {
         since: Option<&Timestamp>,
         until: Option<&Timestamp>,
         keep: impl Fn(&FlowRecord) -> bool,
-    ) -> Vec<Arc<FlowRecord>> {
-        let in_window = |f: &FlowRecord| {
-            let t = f.flow.time.as_ref().map_or(0, nanos);
-            since.is_none_or(|s| t >= nanos(s)) && until.is_none_or(|u| t <= nanos(u))
-        };
-        let selected = self.flows.iter().filter(|f| in_window(f) && keep(f));
+    ) -> Vec<Arc<Event>> {
+        let since = since.map(nanos);
+        let until = until.map(nanos);
+        let selected = self.events.iter().filter(|e| {
+            let t = e.time().map_or(0, nanos);
+            since.is_none_or(|s| t >= s)
+                && until.is_none_or(|u| t <= u)
+                && match &***e {
+                    Event::Flow(record) => keep(record),
+                    Event::Lost { .. } => true,
+                }
+        });
         let limit = if number == 0 { usize::MAX } else { number };
         if first {
             selected.take(limit).cloned().collect()
         } else {
-            let mut last: Vec<Arc<FlowRecord>> = selected.rev().take(limit).cloned().collect();
+            let mut last: Vec<Arc<Event>> = selected.rev().take(limit).cloned().collect();
             last.reverse();
             last
         }
     }
 
-    /// A live feed of flows pushed from now on.
+    /// A live feed of events pushed from now on. Taken together with a
+    /// [`query`](Self::query) under the same lock, nothing falls between the
+    /// two and nothing is sent twice.
     pub fn follow(&self) -> Follower {
         Follower {
             receiver: self.live.subscribe(),
@@ -109,14 +194,14 @@ impl FlowRing {
 }
 
 pub struct Follower {
-    receiver: broadcast::Receiver<Arc<FlowRecord>>,
+    receiver: broadcast::Receiver<Arc<Event>>,
 }
 
 impl Follower {
-    /// The next flow, or how many were missed; `None` once the ring is gone.
+    /// The next event, or how many were missed; `None` once the ring is gone.
     pub async fn next(&mut self) -> Option<Feed> {
         match self.receiver.recv().await {
-            Ok(flow) => Some(Feed::Flow(flow)),
+            Ok(event) => Some(Feed::Event(event)),
             Err(broadcast::error::RecvError::Lagged(missed)) => Some(Feed::Missed(missed)),
             Err(broadcast::error::RecvError::Closed) => None,
         }
@@ -128,11 +213,11 @@ mod tests {
     use super::*;
     use crate::{
         export::{FlowState, RecordCounts},
-        proto::flow::Flow,
+        proto::flow::{Endpoint, Flow},
     };
 
-    fn record(second: i64) -> FlowRecord {
-        FlowRecord {
+    fn record(second: i64) -> Event {
+        Event::Flow(FlowRecord {
             flow: Flow {
                 time: Some(Timestamp {
                     seconds: second,
@@ -148,11 +233,18 @@ mod tests {
                 flow_start_time: Timestamp::default(),
                 kernel_drop_reason: None,
             },
+        })
+    }
+
+    fn uuid(event: &Event) -> String {
+        match event {
+            Event::Flow(record) => record.flow.uuid.clone(),
+            Event::Lost { event, .. } => format!("lost {}", event.num_events_lost),
         }
     }
 
-    fn uuids(flows: &[Arc<FlowRecord>]) -> Vec<String> {
-        flows.iter().map(|f| f.flow.uuid.clone()).collect()
+    fn uuids(events: &[Arc<Event>]) -> Vec<String> {
+        events.iter().map(|e| uuid(e)).collect()
     }
 
     #[test]
@@ -184,12 +276,70 @@ mod tests {
         assert_eq!(uuids(&ring.query(2, false, None, None, even)), ["4", "6"]);
     }
 
+    #[test]
+    fn loss_reports_pass_every_flow_filter() {
+        let mut ring = FlowRing::new(10);
+        ring.push(record(1));
+        ring.push(Event::Lost {
+            event: LostEvent {
+                num_events_lost: 7,
+                ..Default::default()
+            },
+            time: Timestamp { seconds: 2, nanos: 0 },
+        });
+        ring.push(record(3));
+        assert_eq!(uuids(&ring.query(0, false, None, None, |_| false)), ["lost 7"]);
+        assert_eq!(ring.seen(), 2, "seen_flows counts flows only");
+    }
+
+    #[test]
+    fn namespaces_of_the_last_hour_sorted() {
+        let mut ring = FlowRing::new(10);
+        for (second, source, destination) in [(100, "web", "db"), (5000, "app", ""), (5001, "web", "")] {
+            let Event::Flow(mut r) = record(second) else { unreachable!() };
+            r.flow.source = Some(Endpoint {
+                namespace: source.into(),
+                ..Default::default()
+            });
+            r.flow.destination = Some(Endpoint {
+                namespace: destination.into(),
+                ..Default::default()
+            });
+            ring.push(Event::Flow(r));
+        }
+        assert_eq!(ring.namespaces(0), ["app", "db", "web"]);
+        // "db" was last seen at second 100.
+        assert_eq!(ring.namespaces(1000), ["app", "web"]);
+    }
+
+    #[test]
+    fn flows_rate_over_the_last_minute() {
+        let now = Timestamp { seconds: 1000, nanos: 0 };
+        let mut ring = FlowRing::new(1000);
+        assert_eq!(ring.flows_rate(&now), 0.0);
+        // 120 flows in the last minute, 50 before it.
+        for i in 0..50 {
+            ring.push(record(800 + i));
+        }
+        for i in 0..120 {
+            ring.push(record(941 + i / 2));
+        }
+        assert_eq!(ring.flows_rate(&now), 2.0);
+        // A ring too small to hold the minute: rate over what it covers,
+        // 10 flows over the last 4 seconds (the ring's oldest is 996).
+        let mut small = FlowRing::new(10);
+        for i in 0..120 {
+            small.push(record(941 + i / 2));
+        }
+        assert_eq!(small.flows_rate(&now), 10.0 / 4.0);
+    }
+
     #[tokio::test]
     async fn a_slow_follower_is_told_what_it_missed() {
         let mut ring = FlowRing::new(10);
         let mut follower = ring.follow();
         ring.push(record(1));
-        assert!(matches!(follower.next().await, Some(Feed::Flow(f)) if f.flow.uuid == "1"));
+        assert!(matches!(follower.next().await, Some(Feed::Event(e)) if uuid(&e) == "1"));
         // Far more than the backlog while the follower is not reading:
         // capture goes on, the follower learns how many it missed.
         let extra = FOLLOW_BACKLOG as u64 + 100;
@@ -198,7 +348,7 @@ mod tests {
         }
         assert_eq!(follower.next().await, Some(Feed::Missed(100)));
         let mut received = 0;
-        while let Some(Feed::Flow(_)) = tokio::time::timeout(std::time::Duration::from_millis(10), follower.next())
+        while let Some(Feed::Event(_)) = tokio::time::timeout(std::time::Duration::from_millis(10), follower.next())
             .await
             .ok()
             .flatten()

@@ -146,6 +146,14 @@ fn lost_events_line_matches_protojson() {
         source: flow::LostEventSource::PerfEventRingBuffer as i32,
         num_events_lost: 42,
         cpu: Some(1),
+        first: Some(Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5_000_000,
+        }),
+        last: Some(Timestamp {
+            seconds: 1_700_000_001,
+            nanos: 0,
+        }),
     };
     let time = Timestamp {
         seconds: 0,

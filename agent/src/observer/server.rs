@@ -1,0 +1,297 @@
+//! Where the Observer API listens: a unix socket by default (Hubble's is
+//! `/var/run/cilium/hubble.sock`; hubcap's `/var/run/hubcap/hubble.sock`),
+//! and TCP only when asked, with TLS (and client certificates) for anything
+//! but loopback. Both serve `observer.Observer` and `grpc.health.v1.Health`,
+//! which `hubble status` checks.
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tracing::{info, warn};
+
+use super::service::{ObserverService, ObserverState};
+use crate::{metrics::Metrics, proto::observer::observer_server::ObserverServer};
+
+#[derive(Debug, Clone, Default)]
+pub struct GrpcConfig {
+    /// Unix socket path; `None` turns it off.
+    pub socket: Option<PathBuf>,
+    /// TCP address (`127.0.0.1:4244`, `[::]:4244`, `:4244`).
+    pub listen: Option<String>,
+    pub tls: Option<TlsFiles>,
+    /// Serve a non-loopback address without TLS.
+    pub insecure: bool,
+    /// Capacity of the ring of recent flows.
+    pub ring_capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When given, clients must present a certificate signed by it.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}: another process is serving on this socket")]
+    SocketInUse(PathBuf),
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
+    #[error("{path}: {source}")]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("invalid --grpc-listen address {0:?} (want IP:PORT, [IPv6]:PORT or :PORT)")]
+    Address(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "refusing to serve flows on {0} without TLS: give --grpc-tls-cert and --grpc-tls-key \
+         (and --grpc-tls-client-ca), or --grpc-insecure"
+    )]
+    NeedsTls(SocketAddr),
+    #[error("reading {path}: {source}")]
+    TlsFile { path: PathBuf, source: std::io::Error },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] tonic::transport::Error),
+}
+
+impl GrpcConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.socket.is_some() || self.listen.is_some()
+    }
+}
+
+/// Parses `--grpc-listen`: `:PORT` means every address, as in Hubble.
+pub fn parse_listen(addr: &str) -> Result<SocketAddr, ServerError> {
+    let full = match addr.strip_prefix(':') {
+        Some(port) => format!("[::]:{port}"),
+        None => addr.to_owned(),
+    };
+    full.parse().map_err(|_| ServerError::Address(addr.to_owned()))
+}
+
+/// The running listeners.
+pub struct GrpcServer {
+    tasks: Vec<JoinHandle<()>>,
+    socket: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+    health: tonic_health::server::HealthReporter,
+}
+
+impl GrpcServer {
+    /// Binds every listener (so a bad address or a busy socket fails before
+    /// capture starts) and serves in the background.
+    pub async fn start(
+        config: &GrpcConfig,
+        node_name: String,
+        metrics: Arc<Metrics>,
+    ) -> Result<(GrpcServer, Arc<ObserverState>), ServerError> {
+        let tcp = match &config.listen {
+            Some(addr) => Some(bind_tcp(parse_listen(addr)?, config).await?),
+            None => None,
+        };
+        let tls = match (&config.tls, &tcp) {
+            (Some(files), Some(_)) => Some(tls_config(files)?),
+            _ => None,
+        };
+        let (stop, stopping) = watch::channel(false);
+        let mut state = ObserverState::new(config.ring_capacity, node_name, metrics, stopping.clone());
+        state.tls = tls.is_some();
+        state.address = match (&tcp, &config.socket) {
+            (Some((addr, _)), _) => addr.to_string(),
+            (None, Some(path)) => format!("unix://{}", path.display()),
+            (None, None) => String::new(),
+        };
+        let state = Arc::new(state);
+        let unix = match &config.socket {
+            Some(path) => Some(bind_socket(path)?),
+            None => None,
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ObserverServer<ObserverService>>()
+            .await;
+        let observer = ObserverServer::new(ObserverService::new(Arc::clone(&state)));
+        let mut tasks = Vec::new();
+        if let Some(listener) = unix {
+            info!(socket = %config.socket.as_ref().expect("bound").display(), "serving Hubble's Observer API");
+            let router = Server::builder()
+                .add_service(health_service.clone())
+                .add_service(observer.clone());
+            let mut stopping = stopping.clone();
+            tasks.push(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped)
+                    .await
+                {
+                    warn!(error = %e, "Observer API on the unix socket stopped");
+                }
+            }));
+        }
+        if let Some((addr, listener)) = tcp {
+            info!(address = %addr, tls = tls.is_some(), "serving Hubble's Observer API");
+            let mut builder = Server::builder();
+            if let Some(tls) = tls {
+                builder = builder.tls_config(tls)?;
+            }
+            let router = builder.add_service(health_service).add_service(observer);
+            let mut stopping = stopping.clone();
+            tasks.push(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)
+                    .await
+                {
+                    warn!(error = %e, "Observer API on {addr} stopped");
+                }
+            }));
+        }
+        let server = GrpcServer {
+            tasks,
+            socket: config.socket.clone(),
+            stop,
+            health,
+        };
+        Ok((server, state))
+    }
+
+    /// Ends every stream and listener, and removes the socket.
+    pub async fn stop(mut self) {
+        self.health
+            .set_not_serving::<ObserverServer<ObserverService>>()
+            .await;
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            // Streams end on the signal; a connection that does not close
+            // in time is not worth holding up the exit.
+            if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+                warn!("Observer API did not stop within 2 s");
+            }
+        }
+        if let Some(path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn bind_tcp(
+    addr: SocketAddr,
+    config: &GrpcConfig,
+) -> Result<(SocketAddr, tokio::net::TcpListener), ServerError> {
+    if !addr.ip().is_loopback() && config.tls.is_none() && !config.insecure {
+        return Err(ServerError::NeedsTls(addr));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen { addr, source })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Listen { addr, source })?;
+    Ok((local, listener))
+}
+
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| ServerError::TlsFile {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+    if let Some(ca) = &files.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(tls)
+}
+
+/// Binds the unix socket, replacing a stale one a previous run left behind,
+/// but never one another process still serves on. Readable and writable by
+/// its owner and group only: flows are sensitive.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServerError> {
+    let io_err = |source| ServerError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServerError::SocketInUse(path.to_owned()));
+            }
+            std::fs::remove_file(path).map_err(io_err)?;
+        }
+        Ok(_) => return Err(ServerError::NotASocket(path.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(io_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err)?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen(":4244").unwrap(), "[::]:4244".parse().unwrap());
+        assert_eq!(parse_listen("127.0.0.1:4244").unwrap().port(), 4244);
+        assert!(parse_listen("[::1]:1").unwrap().ip().is_loopback());
+        for bad in ["4244", "localhost:4244", "1.2.3.4", ""] {
+            assert!(matches!(parse_listen(bad), Err(ServerError::Address(_))), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn non_loopback_needs_tls_or_insecure() {
+        let config = GrpcConfig {
+            listen: Some("0.0.0.0:0".into()),
+            ..Default::default()
+        };
+        let addr = parse_listen("0.0.0.0:0").unwrap();
+        assert!(matches!(bind_tcp(addr, &config).await, Err(ServerError::NeedsTls(_))));
+        let insecure = GrpcConfig {
+            insecure: true,
+            ..config
+        };
+        assert!(bind_tcp(addr, &insecure).await.is_ok());
+    }
+
+    #[test]
+    fn stale_sockets_are_replaced_live_ones_refused() {
+        let dir = std::env::temp_dir().join(format!("hubcap-sock-{}", std::process::id()));
+        let path = dir.join("sub/hubble.sock");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let live = bind_socket(&path).unwrap();
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o660
+            );
+            assert!(matches!(bind_socket(&path), Err(ServerError::SocketInUse(_))));
+            drop(live);
+            // The file stays behind, nobody listens: replaced.
+            assert!(bind_socket(&path).is_ok());
+        });
+        let file = dir.join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(bind_socket(&file), Err(ServerError::NotASocket(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
