@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     datapath::AttachMode,
+    observe::ObserveArgs,
     observer::server::{GrpcConfig, TlsFiles},
 };
 
@@ -24,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Capture flows on this node's interfaces and write them as Hubble JSON.
     Run(RunArgs),
+    /// Print flows from a running agent's Observer API (or from Hubble JSON
+    /// lines), like `hubble observe`.
+    Observe(ObserveArgs),
     /// Attach a classifier that does nothing, until SIGINT/SIGTERM: the
     /// benchmark's measure of the tc hook's own cost.
     #[command(hide = true)]

@@ -5,7 +5,8 @@
 //! decide when a flow is begun, continued or ended) -> `export` (Hubble flow
 //! records and their JSON) -> `sink` (stdout, rotating files); `metrics`
 //! counts what passes. `filter` holds Hubble's flow-filter semantics, for
-//! the Observer API and flow-log allow/deny lists.
+//! the Observer API and flow-log allow/deny lists; `observer` serves Hubble's
+//! Observer gRPC API from a ring of recent flows, and `observe` is its client.
 //! `agent` wires the stages together.
 
 pub mod agent;
@@ -20,6 +21,7 @@ pub mod interfaces;
 pub mod metrics;
 pub mod metrics_server;
 pub mod noop;
+pub mod observe;
 pub mod observer;
 pub mod privileges;
 pub mod proto;

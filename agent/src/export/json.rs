@@ -25,6 +25,9 @@ use crate::proto::flow::{
 /// What one exporter line carries.
 pub enum ExportPayload<'a> {
     Flow(&'a FlowRecord),
+    /// A flow from elsewhere (a gRPC response, a file), with hubcap's counts
+    /// when it carries them.
+    FlowParts(&'a Flow, Option<&'a RecordCounts>),
     LostEvents(&'a LostEvent),
 }
 
@@ -35,6 +38,10 @@ pub fn write_export_event(out: &mut Vec<u8>, payload: ExportPayload<'_>, node_na
         ExportPayload::Flow(record) => {
             o.key("flow");
             write_flow(o.out, &record.flow, Some(&record.counts));
+        }
+        ExportPayload::FlowParts(flow, counts) => {
+            o.key("flow");
+            write_flow(o.out, flow, counts);
         }
         ExportPayload::LostEvents(lost) => {
             o.key("lost_events");
@@ -478,7 +485,7 @@ fn write_timestamp_unquoted(out: &mut Vec<u8>, t: &Timestamp) {
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -80,6 +80,44 @@ impl RecordCounts {
     }
 }
 
+impl RecordCounts {
+    /// Reads counts back from a flow's `extensions`, as [`to_struct`](Self::to_struct)
+    /// wrote them; `None` when they are not hubcap's (another producer, or a
+    /// field mask that left them out).
+    pub fn from_extensions(any: &Any) -> Option<RecordCounts> {
+        if any.type_url != STRUCT_TYPE_URL {
+            return None;
+        }
+        let fields = Struct::decode(any.value.as_slice()).ok()?.fields;
+        let number = |key: &str| match fields.get(key)?.kind {
+            Some(Kind::NumberValue(n)) if n >= 0.0 => Some(n as u64),
+            _ => None,
+        };
+        let string = |key: &str| match &fields.get(key)?.kind {
+            Some(Kind::StringValue(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        let state = match string("flow_state")? {
+            "B" => FlowState::Begin,
+            "C" => FlowState::Continuing,
+            "E" => FlowState::End,
+            _ => return None,
+        };
+        let start = humantime::parse_rfc3339(string("flow_start_time")?).ok()?;
+        let start = start.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(RecordCounts {
+            packets: number("packets")?,
+            bytes: number("bytes")?,
+            state,
+            flow_start_time: Timestamp {
+                seconds: start.as_secs() as i64,
+                nanos: start.subsec_nanos() as i32,
+            },
+            kernel_drop_reason: string("kernel_drop_reason").map(str::to_owned),
+        })
+    }
+}
+
 impl FlowRecord {
     /// The flow as Hubble's gRPC API carries it, counts in `extensions`.
     pub fn to_proto(&self) -> Flow {
@@ -89,5 +127,37 @@ impl FlowRecord {
             value: self.counts.to_struct().encode_to_vec(),
         });
         flow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_survive_the_round_trip_through_extensions() {
+        for kernel_drop_reason in [None, Some("NETFILTER_DROP".to_owned())] {
+            let counts = RecordCounts {
+                packets: 3,
+                bytes: 1_234_567_890_123,
+                state: FlowState::Continuing,
+                flow_start_time: Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 123_456_789,
+                },
+                kernel_drop_reason,
+            };
+            let record = FlowRecord {
+                flow: Flow::default(),
+                counts: counts.clone(),
+            };
+            let any = record.to_proto().extensions.unwrap();
+            assert_eq!(RecordCounts::from_extensions(&any), Some(counts));
+        }
+        let other = Any {
+            type_url: "type.googleapis.com/other.Thing".into(),
+            value: vec![],
+        };
+        assert_eq!(RecordCounts::from_extensions(&other), None);
     }
 }
