@@ -32,6 +32,8 @@ pub fn hubcap_bin() -> PathBuf {
 }
 
 pub struct Agent {
+    /// The Observer API's unix socket (`hubcap run` only).
+    pub grpc_socket: Option<PathBuf>,
     child: Option<Child>,
     stderr: Arc<Mutex<Vec<String>>>,
     stderr_thread: Option<JoinHandle<()>>,
@@ -54,8 +56,21 @@ impl Agent {
     /// capturing.
     pub fn start_subcommand(ns: &Netns, subcommand: &str, args: &[&str]) -> Agent {
         let mut cmd = ns.command(hubcap_bin().to_str().expect("UTF-8 path"));
-        cmd.arg(subcommand)
-            .args(args)
+        cmd.arg(subcommand).args(args);
+        // Each agent serves the Observer API on a socket of its own, never
+        // the default path a real agent on this machine may be using.
+        let mut grpc_socket = None;
+        if subcommand == "run" {
+            match args.iter().position(|a| *a == "--grpc-socket") {
+                Some(i) => grpc_socket = Some(PathBuf::from(args[i + 1])).filter(|p| p.as_os_str() != "none"),
+                None => {
+                    let path = std::env::temp_dir().join(format!("hubcap-test-{}.sock", crate::unique_id()));
+                    cmd.arg("--grpc-socket").arg(&path);
+                    grpc_socket = Some(path);
+                }
+            }
+        }
+        cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -76,6 +91,7 @@ impl Agent {
             s
         });
         let agent = Agent {
+            grpc_socket,
             child: Some(child),
             stderr,
             stderr_thread: Some(stderr_thread),

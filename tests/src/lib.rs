@@ -7,6 +7,7 @@
 //! namespaces.
 
 pub mod agent;
+pub mod grpc;
 pub mod netns;
 pub mod output;
 pub mod topology;

@@ -26,6 +26,11 @@ use crate::{
 
 /// Connects to `unix://PATH` or `HOST:PORT` (with `--tls`, TLS).
 pub async fn connect(args: &ObserveArgs) -> Result<ObserverClient<Channel>> {
+    Ok(ObserverClient::new(channel(args).await?))
+}
+
+/// The connection [`connect`] makes, for other clients (health checks).
+pub async fn channel(args: &ObserveArgs) -> Result<Channel> {
     let channel = if let Some(path) = args.server.strip_prefix("unix://") {
         let path = PathBuf::from(path);
         // The URI is required by tonic and unused: the connector dials the socket.
@@ -52,7 +57,7 @@ pub async fn connect(args: &ObserveArgs) -> Result<ObserverClient<Channel>> {
             .await
             .with_context(|| format!("cannot connect to {}", args.server))?
     };
-    Ok(ObserverClient::new(channel))
+    Ok(channel)
 }
 
 fn client_tls(args: &ObserveArgs) -> Result<ClientTlsConfig> {
