@@ -31,11 +31,7 @@ use crate::{
     interfaces::{self, InterfaceSelector},
     metrics::Metrics,
     metrics_server,
-    observer::{
-        ring::Event as ObservedEvent,
-        server::GrpcServer,
-        service::ObserverState,
-    },
+    observer::{ring::Event as ObservedEvent, server::GrpcServer, service::ObserverState},
     privileges,
     proto::flow::{LostEvent, LostEventSource},
     ringbuf::EventReader,

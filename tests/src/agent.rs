@@ -70,8 +70,7 @@ impl Agent {
                 }
             }
         }
-        cmd
-            .env("RUST_LOG", "info")
+        cmd.env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start hubcap");

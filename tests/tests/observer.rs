@@ -11,8 +11,7 @@ use std::{
 
 use hubcap::proto::{
     flow::{
-        EventTypeFilter, FlowFilter, IpVersion, NetworkInterface, TcpFlags, TrafficDirection, Verdict,
-        layer4::Protocol,
+        EventTypeFilter, FlowFilter, IpVersion, NetworkInterface, TcpFlags, TrafficDirection, Verdict, layer4::Protocol,
     },
     observer::{
         GetAgentEventsRequest, GetDebugEventsRequest, GetFlowsRequest, GetNamespacesRequest, GetNodesRequest,
@@ -104,7 +103,9 @@ fn observer_api_serves_what_was_captured() {
             got
         })
     });
-    subscribed.recv_timeout(Duration::from_secs(10)).expect("follower subscribed");
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("follower subscribed");
 
     node.up();
     let (p1, p2, p3) = (&node.pods[0], &node.pods[1], &node.pods[2]);
@@ -143,7 +144,10 @@ fn observer_api_serves_what_was_captured() {
             FlowFilter {
                 interface: veths
                     .iter()
-                    .map(|name| NetworkInterface { index: 0, name: name.clone() })
+                    .map(|name| NetworkInterface {
+                        index: 0,
+                        name: name.clone(),
+                    })
                     .collect(),
                 ..Default::default()
             },
@@ -164,7 +168,11 @@ fn observer_api_serves_what_was_captured() {
     // Measured against the kernel: the API's records add up to the veths' counters.
     let sums = output::sums(&records);
     for (pod, c) in node.pods.iter().zip(&counters) {
-        let get = |point: &str| sums.get(&(pod.host_if.clone(), point.to_owned())).copied().unwrap_or_default();
+        let get = |point: &str| {
+            sums.get(&(pod.host_if.clone(), point.to_owned()))
+                .copied()
+                .unwrap_or_default()
+        };
         assert_eq!(get("FROM_ENDPOINT"), (c.rx_packets, c.rx_bytes), "{} rx", pod.host_if);
         assert_eq!(get("TO_ENDPOINT"), (c.tx_packets, c.tx_bytes), "{} tx", pod.host_if);
     }
@@ -172,7 +180,11 @@ fn observer_api_serves_what_was_captured() {
         .iter()
         .filter(|r| r.verdict == "DROPPED" && r.dst_port == 5999)
         .collect();
-    assert_eq!(drops.iter().map(|r| r.packets).sum::<u64>(), 3, "NO_SOCKET drops: {drops:#?}");
+    assert_eq!(
+        drops.iter().map(|r| r.packets).sum::<u64>(),
+        3,
+        "NO_SOCKET drops: {drops:#?}"
+    );
 
     // The follower saw the same flows, live.
     let followed = follower.join().expect("follower");
@@ -231,62 +243,100 @@ fn observer_api_serves_what_was_captured() {
 
     // Each filter kind, against the same predicate worked out here.
     let s = |v: &str| vec![v.to_owned()];
-    let tcp_port = records.iter().find(|r| r.protocol == "TCP" && r.dst_port == 5001).unwrap().src_port;
+    let tcp_port = records
+        .iter()
+        .find(|r| r.protocol == "TCP" && r.dst_port == 5001)
+        .unwrap()
+        .src_port;
     let node_name = records[0].json["node_name"].as_str().unwrap().to_owned();
-    type Case<'a> = (&'a str, Vec<FlowFilter>, Vec<FlowFilter>, Box<dyn Fn(&Record) -> bool + 'a>);
+    type Case<'a> = (
+        &'a str,
+        Vec<FlowFilter>,
+        Vec<FlowFilter>,
+        Box<dyn Fn(&Record) -> bool + 'a>,
+    );
     let cases: Vec<Case> = vec![
         (
             "source_ip exact",
-            vec![FlowFilter { source_ip: s(&p1.ipv4.to_string()), ..Default::default() }],
+            vec![FlowFilter {
+                source_ip: s(&p1.ipv4.to_string()),
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.src == p1.ipv4.to_string()),
         ),
         (
             "destination_ip CIDR",
-            vec![FlowFilter { destination_ip: s(&format!("10.77.{subnet}.12/31")), ..Default::default() }],
+            vec![FlowFilter {
+                destination_ip: s(&format!("10.77.{subnet}.12/31")),
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.dst == p2.ipv4.to_string() || r.dst == p3.ipv4.to_string()),
         ),
         (
             "source_ip IPv6 CIDR",
-            vec![FlowFilter { source_ip: s(&format!("fd77:{subnet}::/64")), ..Default::default() }],
+            vec![FlowFilter {
+                source_ip: s(&format!("fd77:{subnet}::/64")),
+                ..Default::default()
+            }],
             vec![],
-            Box::new(move |r| matches!(r.src.parse(), Ok(IpAddr::V6(v6)) if v6.segments()[..4] == [0xfd77, u16::from(subnet), 0, 0])),
+            Box::new(
+                move |r| matches!(r.src.parse(), Ok(IpAddr::V6(v6)) if v6.segments()[..4] == [0xfd77, u16::from(subnet), 0, 0]),
+            ),
         ),
         (
             "protocol udp",
-            vec![FlowFilter { protocol: s("udp"), ..Default::default() }],
+            vec![FlowFilter {
+                protocol: s("udp"),
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.protocol == "UDP"),
         ),
         (
             "protocol icmpv4",
-            vec![FlowFilter { protocol: s("icmpv4"), ..Default::default() }],
+            vec![FlowFilter {
+                protocol: s("icmpv4"),
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.protocol == "ICMPv4"),
         ),
         (
             "destination_port",
-            vec![FlowFilter { destination_port: s("5002"), ..Default::default() }],
+            vec![FlowFilter {
+                destination_port: s("5002"),
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.protocol == "UDP" && r.dst_port == 5002),
         ),
         (
             "source_port",
-            vec![FlowFilter { source_port: s(&tcp_port.to_string()), ..Default::default() }],
+            vec![FlowFilter {
+                source_port: s(&tcp_port.to_string()),
+                ..Default::default()
+            }],
             vec![],
             Box::new(move |r| r.protocol == "TCP" && r.src_port == tcp_port),
         ),
         (
             "verdict DROPPED",
-            vec![FlowFilter { verdict: vec![Verdict::Dropped as i32], ..Default::default() }],
+            vec![FlowFilter {
+                verdict: vec![Verdict::Dropped as i32],
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.verdict == "DROPPED"),
         ),
         (
             "event_type drop",
             vec![FlowFilter {
-                event_type: vec![EventTypeFilter { r#type: 1, ..Default::default() }],
+                event_type: vec![EventTypeFilter {
+                    r#type: 1,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             vec![],
@@ -294,26 +344,41 @@ fn observer_api_serves_what_was_captured() {
         ),
         (
             "traffic_direction INGRESS",
-            vec![FlowFilter { traffic_direction: vec![TrafficDirection::Ingress as i32], ..Default::default() }],
+            vec![FlowFilter {
+                traffic_direction: vec![TrafficDirection::Ingress as i32],
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.direction == "INGRESS"),
         ),
         (
             "tcp_flags SYN",
-            vec![FlowFilter { tcp_flags: vec![TcpFlags { syn: true, ..Default::default() }], ..Default::default() }],
+            vec![FlowFilter {
+                tcp_flags: vec![TcpFlags {
+                    syn: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.flags.iter().any(|f| f == "SYN")),
         ),
         (
             "ip_version IPv6",
-            vec![FlowFilter { ip_version: vec![IpVersion::IPv6 as i32], ..Default::default() }],
+            vec![FlowFilter {
+                ip_version: vec![IpVersion::IPv6 as i32],
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.src.contains(':')),
         ),
         (
             "interface",
             vec![FlowFilter {
-                interface: vec![NetworkInterface { index: 0, name: p3.host_if.clone() }],
+                interface: vec![NetworkInterface {
+                    index: 0,
+                    name: p3.host_if.clone(),
+                }],
                 ..Default::default()
             }],
             vec![],
@@ -321,39 +386,65 @@ fn observer_api_serves_what_was_captured() {
         ),
         (
             "node_name glob",
-            vec![FlowFilter { node_name: s(&format!("{}*", &node_name[..node_name.len() - 1])), ..Default::default() }],
+            vec![FlowFilter {
+                node_name: s(&format!("{}*", &node_name[..node_name.len() - 1])),
+                ..Default::default()
+            }],
             vec![],
             Box::new(|_| true),
         ),
         (
             "drop_reason_desc",
-            vec![FlowFilter { drop_reason_desc: vec![0], verdict: vec![Verdict::Dropped as i32], ..Default::default() }],
+            vec![FlowFilter {
+                drop_reason_desc: vec![0],
+                verdict: vec![Verdict::Dropped as i32],
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.verdict == "DROPPED" && r.json["drop_reason_desc"].is_null()),
         ),
         (
             "reply",
-            vec![FlowFilter { reply: vec![true], ..Default::default() }],
+            vec![FlowFilter {
+                reply: vec![true],
+                ..Default::default()
+            }],
             vec![],
             Box::new(|r| r.is_reply == Some(true)),
         ),
         (
             "namespace prefix (no pod metadata yet: none)",
-            vec![FlowFilter { source_pod: s("default/"), ..Default::default() }],
+            vec![FlowFilter {
+                source_pod: s("default/"),
+                ..Default::default()
+            }],
             vec![],
             Box::new(|_| false),
         ),
         (
             "whitelist minus blacklist",
-            vec![FlowFilter { protocol: s("udp"), ..Default::default() }],
-            vec![FlowFilter { ip_version: vec![IpVersion::IPv6 as i32], ..Default::default() }],
+            vec![FlowFilter {
+                protocol: s("udp"),
+                ..Default::default()
+            }],
+            vec![FlowFilter {
+                ip_version: vec![IpVersion::IPv6 as i32],
+                ..Default::default()
+            }],
             Box::new(|r| r.protocol == "UDP" && !r.src.contains(':')),
         ),
         (
             "whitelist filters are OR'd, fields in one filter AND'd",
             vec![
-                FlowFilter { protocol: s("icmpv4"), ..Default::default() },
-                FlowFilter { protocol: s("tcp"), destination_port: s("5001"), ..Default::default() },
+                FlowFilter {
+                    protocol: s("icmpv4"),
+                    ..Default::default()
+                },
+                FlowFilter {
+                    protocol: s("tcp"),
+                    destination_port: s("5001"),
+                    ..Default::default()
+                },
             ],
             vec![],
             Box::new(|r| r.protocol == "ICMPv4" || (r.protocol == "TCP" && r.dst_port == 5001)),
@@ -361,7 +452,10 @@ fn observer_api_serves_what_was_captured() {
         (
             "blacklist only",
             vec![],
-            vec![FlowFilter { traffic_direction: vec![TrafficDirection::Egress as i32], ..Default::default() }],
+            vec![FlowFilter {
+                traffic_direction: vec![TrafficDirection::Egress as i32],
+                ..Default::default()
+            }],
             Box::new(|r| r.direction != "EGRESS"),
         ),
     ];
@@ -370,7 +464,12 @@ fn observer_api_serves_what_was_captured() {
         let got = query(request(whitelist, blacklist));
         assert_eq!(got, expected, "{name}");
         if !name.contains("none") && !name.contains("glob") {
-            assert!(!got.is_empty() && got.len() < records.len(), "{name}: {} of {}", got.len(), records.len());
+            assert!(
+                !got.is_empty() && got.len() < records.len(),
+                "{name}: {} of {}",
+                got.len(),
+                records.len()
+            );
         }
     }
 
@@ -379,7 +478,10 @@ fn observer_api_serves_what_was_captured() {
         &mut client,
         GetFlowsRequest {
             number: 50,
-            whitelist: vec![FlowFilter { protocol: s("tcp"), ..Default::default() }],
+            whitelist: vec![FlowFilter {
+                protocol: s("tcp"),
+                ..Default::default()
+            }],
             experimental: Some(Experimental {
                 field_mask: Some(FieldMask {
                     paths: vec!["IP.source".into(), "l4.TCP.destination_port".into(), "verdict".into()],
@@ -390,10 +492,14 @@ fn observer_api_serves_what_was_captured() {
     ));
     assert!(!masked.is_empty());
     for r in &masked {
-        let Some(ResponseTypes::Flow(f)) = &r.response_types else { panic!("flow") };
+        let Some(ResponseTypes::Flow(f)) = &r.response_types else {
+            panic!("flow")
+        };
         let ip = f.ip.as_ref().expect("IP.source");
         assert!(!ip.source.is_empty() && ip.destination.is_empty() && ip.ip_version == 0);
-        let Some(Protocol::Tcp(tcp)) = f.l4.as_ref().and_then(|l| l.protocol.as_ref()) else { panic!("TCP") };
+        let Some(Protocol::Tcp(tcp)) = f.l4.as_ref().and_then(|l| l.protocol.as_ref()) else {
+            panic!("TCP")
+        };
         assert_eq!((tcp.source_port, tcp.flags.is_none()), (0, true));
         assert_ne!(tcp.destination_port, 0);
         assert_ne!(f.verdict, 0, "verdict kept");
@@ -402,40 +508,93 @@ fn observer_api_serves_what_was_captured() {
 
     // Bad requests are InvalidArgument with a reason, as Hubble answers.
     for (what, req) in [
-        ("first with follow", GetFlowsRequest { first: true, follow: true, ..Default::default() }),
-        ("bad CIDR", request(vec![FlowFilter { source_ip: s("10.0.0.0/99"), ..Default::default() }], vec![])),
-        ("unsupported field", request(vec![FlowFilter { source_label: s("app=x"), ..Default::default() }], vec![])),
+        (
+            "first with follow",
+            GetFlowsRequest {
+                first: true,
+                follow: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "bad CIDR",
+            request(
+                vec![FlowFilter {
+                    source_ip: s("10.0.0.0/99"),
+                    ..Default::default()
+                }],
+                vec![],
+            ),
+        ),
+        (
+            "unsupported field",
+            request(
+                vec![FlowFilter {
+                    source_label: s("app=x"),
+                    ..Default::default()
+                }],
+                vec![],
+            ),
+        ),
         (
             "bad mask path",
             GetFlowsRequest {
-                experimental: Some(Experimental { field_mask: Some(FieldMask { paths: vec!["IP.nope".into()] }) }),
+                experimental: Some(Experimental {
+                    field_mask: Some(FieldMask {
+                        paths: vec!["IP.nope".into()],
+                    }),
+                }),
                 ..Default::default()
             },
         ),
     ] {
-        let status = rt.block_on(client.get_flows(req)).err().unwrap_or_else(|| panic!("{what} accepted"));
+        let status = rt
+            .block_on(client.get_flows(req))
+            .err()
+            .unwrap_or_else(|| panic!("{what} accepted"));
         assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
     }
 
     // ServerStatus, GetNodes, GetNamespaces, agent and debug events.
-    let status = rt.block_on(client.server_status(ServerStatusRequest {})).unwrap().into_inner();
+    let status = rt
+        .block_on(client.server_status(ServerStatusRequest {}))
+        .unwrap()
+        .into_inner();
     // The ring never filled: it holds every flow seen (this test's, and
     // any drop elsewhere on the machine).
     assert_eq!((status.num_flows, status.max_flows), (status.seen_flows, 4095));
     assert!(status.seen_flows >= records.len() as u64);
-    assert!(status.uptime_ns > 1_000_000_000 && status.version.ends_with("+hubcap"), "{status:?}");
+    assert!(
+        status.uptime_ns > 1_000_000_000 && status.version.ends_with("+hubcap"),
+        "{status:?}"
+    );
     assert!(status.flows_rate > 0.0, "{status:?}");
-    let nodes = rt.block_on(client.get_nodes(GetNodesRequest {})).unwrap().into_inner().nodes;
+    let nodes = rt
+        .block_on(client.get_nodes(GetNodesRequest {}))
+        .unwrap()
+        .into_inner()
+        .nodes;
     assert_eq!(nodes.len(), 1);
     assert_eq!((nodes[0].name.as_str(), nodes[0].state), (node_name.as_str(), 1));
     assert!(nodes[0].num_flows >= records.len() as u64 && nodes[0].max_flows == 4095);
     assert_eq!(nodes[0].address, format!("unix://{}", socket.display()));
-    let namespaces = rt.block_on(client.get_namespaces(GetNamespacesRequest {})).unwrap().into_inner();
+    let namespaces = rt
+        .block_on(client.get_namespaces(GetNamespacesRequest {}))
+        .unwrap()
+        .into_inner();
     assert!(namespaces.namespaces.is_empty(), "no pod metadata yet");
     rt.block_on(async {
-        let mut agent_events = client.get_agent_events(GetAgentEventsRequest::default()).await.unwrap().into_inner();
+        let mut agent_events = client
+            .get_agent_events(GetAgentEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         assert!(agent_events.message().await.unwrap().is_none());
-        let mut debug_events = client.get_debug_events(GetDebugEventsRequest::default()).await.unwrap().into_inner();
+        let mut debug_events = client
+            .get_debug_events(GetDebugEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         assert!(debug_events.message().await.unwrap().is_none());
     });
 
@@ -444,7 +603,9 @@ fn observer_api_serves_what_was_captured() {
         let mut health = tonic_health::pb::health_client::HealthClient::new(grpc::channel(&socket).await);
         for service in ["", "observer.Observer"] {
             let reply = health
-                .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -478,9 +639,15 @@ fn observer_api_serves_what_was_captured() {
         (&["--all", "-o", "json"][..], &on_veths[..]),
         (&["--last", "5", "--protocol", "udp", "-o", "json"], &on_veths),
         (&["--first", "3", "--to-ip", &p3_v4], &from_subnets),
-        (&["--all", "--to-port", "5001", "--tcp-flags", "SYN", "-o", "table"], &on_veths),
+        (
+            &["--all", "--to-port", "5001", "--tcp-flags", "SYN", "-o", "table"],
+            &on_veths,
+        ),
         (&["--all", "--verdict", "DROPPED"], &from_subnets),
-        (&["--all", "--traffic-direction", "ingress", "--interface", &p1.host_if], &from_subnets),
+        (
+            &["--all", "--traffic-direction", "ingress", "--interface", &p1.host_if],
+            &from_subnets,
+        ),
         (&["--last", "4", "--ip", &p3_v4, "-o", "compact"], &on_veths),
     ] {
         let mut extra = extra.to_vec();
@@ -496,7 +663,10 @@ fn observer_api_serves_what_was_captured() {
         std::fs::read_to_string(&out_file).unwrap()
     );
     let compact = observe(&live, &["--first", "1", "--protocol", "tcp", "--to-port", "5001"]);
-    assert!(compact.contains(" -> ") && compact.contains("FORWARDED (TCP Flags: SYN) 1 packets"), "{compact}");
+    assert!(
+        compact.contains(" -> ") && compact.contains("FORWARDED (TCP Flags: SYN) 1 packets"),
+        "{compact}"
+    );
 
     let finished = agent.stop();
     assert!(finished.status.success());

@@ -109,7 +109,10 @@ fn slow_follower_is_told_what_it_missed_and_capture_loses_nothing() {
     let (flows, lost, lost_reports, seen_after) = follower.join().expect("follower");
 
     // The follower got every flow of its feed, or a count of it.
-    assert!(lost > 0 && lost_reports > 0, "the follower missed nothing: {flows} flows");
+    assert!(
+        lost > 0 && lost_reports > 0,
+        "the follower missed nothing: {flows} flows"
+    );
     assert_eq!(flows + lost, seen_after - seen_before, "flows {flows} + lost {lost}");
     // Ephemeral ports repeat now and then (a repeat joins its earlier flow),
     // so a little under 4 records per datagram; twice the backlog at least.
@@ -124,7 +127,11 @@ fn slow_follower_is_told_what_it_missed_and_capture_loses_nothing() {
     assert!(file.lost_events.is_empty(), "{:?}", file.lost_events);
     let sums = output::sums(&file.records);
     for (pod, c) in node.pods.iter().zip(&counters) {
-        let get = |point: &str| sums.get(&(pod.host_if.clone(), point.to_owned())).copied().unwrap_or_default();
+        let get = |point: &str| {
+            sums.get(&(pod.host_if.clone(), point.to_owned()))
+                .copied()
+                .unwrap_or_default()
+        };
         assert_eq!(get("FROM_ENDPOINT"), (c.rx_packets, c.rx_bytes), "{} rx", pod.host_if);
         assert_eq!(get("TO_ENDPOINT"), (c.tx_packets, c.tx_bytes), "{} tx", pod.host_if);
     }

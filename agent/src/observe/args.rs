@@ -185,7 +185,11 @@ fn tcp_flags(list: &str) -> Result<TcpFlags, String> {
             "ECE" => &mut flags.ece,
             "CWR" => &mut flags.cwr,
             "NS" => &mut flags.ns,
-            _ => return Err(format!("unknown TCP flag {name:?} (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, NS)")),
+            _ => {
+                return Err(format!(
+                    "unknown TCP flag {name:?} (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, NS)"
+                ));
+            }
         };
         *flag = true;
     }
@@ -254,7 +258,13 @@ impl ObserveArgs {
         let qualify = |pods: &[String], ns: &[String]| -> Vec<String> {
             let ns = ns.first().map_or(default_ns, String::as_str);
             pods.iter()
-                .map(|p| if p.contains('/') { p.clone() } else { format!("{ns}/{p}") })
+                .map(|p| {
+                    if p.contains('/') {
+                        p.clone()
+                    } else {
+                        format!("{ns}/{p}")
+                    }
+                })
                 .collect()
         };
         let prefixes = |ns: &[String]| ns.iter().map(|n| format!("{n}/")).collect::<Vec<_>>();
@@ -345,8 +355,16 @@ mod tests {
         let one = request(&["--from-ip", "10.0.0.0/8", "--to-port", "80", "--protocol", "tcp"]).whitelist;
         assert_eq!(one.len(), 1);
         assert_eq!(
-            (&one[0].source_ip[..], &one[0].destination_port[..], &one[0].protocol[..]),
-            (&["10.0.0.0/8".to_string()][..], &["80".to_string()][..], &["tcp".to_string()][..])
+            (
+                &one[0].source_ip[..],
+                &one[0].destination_port[..],
+                &one[0].protocol[..]
+            ),
+            (
+                &["10.0.0.0/8".to_string()][..],
+                &["80".to_string()][..],
+                &["tcp".to_string()][..]
+            )
         );
         // Either side: one filter per side, the other flags in both.
         let either = request(&["--ip", "10.0.0.1", "--verdict", "DROPPED"]).whitelist;
@@ -359,7 +377,10 @@ mod tests {
         assert_eq!(pods[0].source_pod, ["default/web"]);
         assert_eq!(pods[0].destination_pod, ["kube-system/dns"]);
         let ns = request(&["-n", "shop"]).whitelist;
-        assert_eq!((&ns[0].source_pod[..], &ns[1].destination_pod[..]), (&["shop/".to_string()][..], &["shop/".to_string()][..]));
+        assert_eq!(
+            (&ns[0].source_pod[..], &ns[1].destination_pod[..]),
+            (&["shop/".to_string()][..], &["shop/".to_string()][..])
+        );
         let pod_in_ns = request(&["-n", "shop", "--pod", "cart"]).whitelist;
         assert_eq!(pod_in_ns[0].source_pod, ["shop/cart"]);
         let flags = request(&["--tcp-flags", "SYN,ACK", "--traffic-direction", "ingress", "-4"]).whitelist;

@@ -55,7 +55,10 @@ pub fn stamp(t: &Timestamp) -> String {
 /// `10.0.0.1:80`, `[fd00::1]:80`, `ns/pod:80`, or without a port.
 fn endpoint(flow: &Flow, source: bool) -> String {
     let ep = if source { &flow.source } else { &flow.destination };
-    let ip = flow.ip.as_ref().map_or("", |ip| if source { &ip.source } else { &ip.destination });
+    let ip = flow
+        .ip
+        .as_ref()
+        .map_or("", |ip| if source { &ip.source } else { &ip.destination });
     let host = match ep.as_ref().filter(|e| !e.pod_name.is_empty()) {
         Some(e) => format!("{}/{}", e.namespace, e.pod_name),
         None if ip.contains(':') => format!("[{ip}]"),
@@ -240,7 +243,15 @@ impl<W: Write> Printer<W> {
             if self.print_node_name {
                 header.push("NODE");
             }
-            header.extend(["SOURCE", "DESTINATION", "TYPE", "VERDICT", "PACKETS", "BYTES", "SUMMARY"]);
+            header.extend([
+                "SOURCE",
+                "DESTINATION",
+                "TYPE",
+                "VERDICT",
+                "PACKETS",
+                "BYTES",
+                "SUMMARY",
+            ]);
             self.table_row(header.into_iter().map(str::to_owned).collect())?;
         }
         self.widths.resize(row.len(), 0);
@@ -347,7 +358,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            printed(OutputFormat::Compact, &[response(Some(false)), response(Some(true)), lost]),
+            printed(
+                OutputFormat::Compact,
+                &[response(Some(false)), response(Some(true)), lost]
+            ),
             "Nov 22 15:46:37.123: 10.0.0.1:43210 -> 10.0.0.2:80 to-stack FORWARDED (TCP Flags: SYN) 3 packets, 222 bytes\n\
              Nov 22 15:46:37.123: 10.0.0.2:80 <- 10.0.0.1:43210 to-stack FORWARDED (TCP Flags: SYN) 3 packets, 222 bytes\n\
              Jan  1 00:00:00.000: EVENTS LOST: HUBBLE_RING_BUFFER 9\n"

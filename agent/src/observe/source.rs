@@ -42,10 +42,7 @@ pub async fn channel(args: &ObserveArgs) -> Result<Channel> {
             .await
             .with_context(|| format!("cannot connect to {}", args.server))?
     } else {
-        let host = args
-            .server
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
+        let host = args.server.trim_start_matches("http://").trim_start_matches("https://");
         let scheme = if args.tls { "https" } else { "http" };
         let mut endpoint =
             Endpoint::from_shared(format!("{scheme}://{host}")).with_context(|| format!("bad --server {host:?}"))?;
@@ -169,8 +166,8 @@ pub async fn read_file(
 /// (loss reports always).
 fn selected(response: &GetFlowsResponse, request: &GetFlowsRequest, selector: &FlowSelector) -> bool {
     let t = response.time.as_ref().map_or(0, nanos);
-    let in_window = request.since.as_ref().is_none_or(|s| t >= nanos(s))
-        && request.until.as_ref().is_none_or(|u| t <= nanos(u));
+    let in_window =
+        request.since.as_ref().is_none_or(|s| t >= nanos(s)) && request.until.as_ref().is_none_or(|u| t <= nanos(u));
     in_window
         && match &response.response_types {
             Some(ResponseTypes::Flow(flow)) => selector.selects(flow),

@@ -10,7 +10,9 @@
 use std::{collections::BTreeMap, sync::OnceLock};
 
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage as _, Value};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage as _, Value,
+};
 
 use crate::proto::{FILE_DESCRIPTOR_SET, flow::Flow};
 

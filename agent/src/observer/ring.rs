@@ -296,7 +296,9 @@ mod tests {
     fn namespaces_of_the_last_hour_sorted() {
         let mut ring = FlowRing::new(10);
         for (second, source, destination) in [(100, "web", "db"), (5000, "app", ""), (5001, "web", "")] {
-            let Event::Flow(mut r) = record(second) else { unreachable!() };
+            let Event::Flow(mut r) = record(second) else {
+                unreachable!()
+            };
             r.flow.source = Some(Endpoint {
                 namespace: source.into(),
                 ..Default::default()
@@ -314,7 +316,10 @@ mod tests {
 
     #[test]
     fn flows_rate_over_the_last_minute() {
-        let now = Timestamp { seconds: 1000, nanos: 0 };
+        let now = Timestamp {
+            seconds: 1000,
+            nanos: 0,
+        };
         let mut ring = FlowRing::new(1000);
         assert_eq!(ring.flows_rate(&now), 0.0);
         // 120 flows in the last minute, 50 before it.

@@ -118,9 +118,7 @@ impl GrpcServer {
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<ObserverServer<ObserverService>>()
-            .await;
+        health.set_serving::<ObserverServer<ObserverService>>().await;
         let observer = ObserverServer::new(ObserverService::new(Arc::clone(&state)));
         let mut tasks = Vec::new();
         if let Some(listener) = unix {
@@ -172,9 +170,7 @@ impl GrpcServer {
 
     /// Ends every stream and listener, and removes the socket.
     pub async fn stop(mut self) {
-        self.health
-            .set_not_serving::<ObserverServer<ObserverService>>()
-            .await;
+        self.health.set_not_serving::<ObserverServer<ObserverService>>().await;
         let _ = self.stop.send(true);
         for task in self.tasks.drain(..) {
             // Streams end on the signal; a connection that does not close
@@ -189,17 +185,16 @@ impl GrpcServer {
     }
 }
 
-async fn bind_tcp(
-    addr: SocketAddr,
-    config: &GrpcConfig,
-) -> Result<(SocketAddr, tokio::net::TcpListener), ServerError> {
+async fn bind_tcp(addr: SocketAddr, config: &GrpcConfig) -> Result<(SocketAddr, tokio::net::TcpListener), ServerError> {
     if !addr.ip().is_loopback() && config.tls.is_none() && !config.insecure {
         return Err(ServerError::NeedsTls(addr));
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Listen { addr, source })?;
-    let local = listener.local_addr().map_err(|source| ServerError::Listen { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen { addr, source })?;
     Ok((local, listener))
 }
 
@@ -277,13 +272,13 @@ mod tests {
     fn stale_sockets_are_replaced_live_ones_refused() {
         let dir = std::env::temp_dir().join(format!("hubcap-sock-{}", std::process::id()));
         let path = dir.join("sub/hubble.sock");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let live = bind_socket(&path).unwrap();
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o660
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o660);
             assert!(matches!(bind_socket(&path), Err(ServerError::SocketInUse(_))));
             drop(live);
             // The file stays behind, nobody listens: replaced.

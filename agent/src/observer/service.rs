@@ -276,13 +276,9 @@ impl Observer for ObserverService {
             let ring = self.state.ring();
             let recent = if wants_recent {
                 let number = usize::try_from(req.number).unwrap_or(usize::MAX);
-                ring.query(
-                    number,
-                    req.first,
-                    query.since.as_ref(),
-                    query.until.as_ref(),
-                    |r| query.selector.selects(&r.flow),
-                )
+                ring.query(number, req.first, query.since.as_ref(), query.until.as_ref(), |r| {
+                    query.selector.selects(&r.flow)
+                })
             } else {
                 Vec::new()
             };
