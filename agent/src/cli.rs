@@ -24,10 +24,10 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Capture flows on this node's interfaces and write them as Hubble JSON.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print flows from a running agent's Observer API (or from Hubble JSON
     /// lines), like `hubble observe`.
-    Observe(ObserveArgs),
+    Observe(Box<ObserveArgs>),
     /// Attach a classifier that does nothing, until SIGINT/SIGTERM: the
     /// benchmark's measure of the tc hook's own cost.
     #[command(hide = true)]

@@ -24,9 +24,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => runtime.block_on(hubcap::agent::run(args)),
+        Command::Run(args) => runtime.block_on(hubcap::agent::run(*args)),
         Command::AttachNoop(args) => runtime.block_on(hubcap::noop::run(args)),
-        Command::Observe(args) => runtime.block_on(hubcap::observe::run(args)),
+        Command::Observe(args) => runtime.block_on(hubcap::observe::run(*args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

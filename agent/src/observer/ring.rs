@@ -18,6 +18,9 @@ use crate::{export::FlowRecord, proto::flow::LostEvent};
 
 /// What the ring holds: flows, and the kernel's loss reports, which Hubble
 /// clients see among the flows as `lost_events`.
+// Events live in an `Arc` already; boxing the flow would cost a second
+// allocation per flow.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Flow(FlowRecord),

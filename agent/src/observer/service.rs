@@ -137,7 +137,7 @@ impl FlowQuery {
                     response_types: Some(ResponseTypes::Flow(flow)),
                 }
             }
-            Event::Lost { event, time } => lost_response(event.clone(), *time, node_name),
+            Event::Lost { event, time } => lost_response(*event, *time, node_name),
         }
     }
 }
