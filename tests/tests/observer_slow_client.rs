@@ -4,6 +4,10 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -84,21 +88,31 @@ fn slow_follower_is_told_what_it_missed_and_capture_loses_nothing() {
     let (p1, p2) = (&node.pods[0], &node.pods[1]);
     let target = SocketAddr::new(p2.ipv4.into(), 6000);
     let receiver = p2.ns.enter(move || UdpSocket::bind(target).unwrap());
+    let received = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&received);
     let drain = std::thread::spawn(move || {
         receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut n = 0;
         while receiver.recv(&mut [0; 64]).is_ok() {
-            n += 1;
+            counted.fetch_add(1, Ordering::Relaxed);
         }
-        n
     });
+    let progress = Arc::clone(&received);
     p1.ns.enter(move || {
-        for _ in 0..FLOWS {
+        for sent in 1..=FLOWS {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();
             s.send_to(b"flow", target).unwrap();
+            // Paced so the receiver's buffer never overflows (which would be
+            // drops, and other records).
+            if sent % 100 == 0 {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while progress.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
         }
     });
-    assert_eq!(drain.join().unwrap(), FLOWS, "datagrams received");
+    drain.join().unwrap();
+    assert_eq!(received.load(Ordering::Relaxed), FLOWS, "datagrams received");
     let counters: Vec<_> = node.pods.iter().map(|p| node.settled_counters(&p.host_if)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric(&node, "hubcap_flow_table_directions") != 0 {
