@@ -16,6 +16,7 @@ use hubcap::proto::{
     observer::{
         GetAgentEventsRequest, GetDebugEventsRequest, GetFlowsRequest, GetNamespacesRequest, GetNodesRequest,
         ServerStatusRequest, get_flows_request::Experimental, get_flows_response::ResponseTypes,
+        observer_client::ObserverClient,
     },
 };
 use hubcap_tests::{
@@ -86,12 +87,32 @@ fn observer_api_serves_what_was_captured() {
         let rt = grpc::runtime();
         rt.block_on(async {
             let mut client = grpc::connect(&follow_socket).await;
-            let request = GetFlowsRequest {
-                follow: true,
-                ..Default::default()
+            // What the ring held when the follow began (the machine's other
+            // drops may land at any time): read before subscribing, kept
+            // only if nothing arrived meanwhile.
+            let (before, mut stream) = loop {
+                let seen = |c: &mut ObserverClient<_>| {
+                    let mut c = c.clone();
+                    async move {
+                        c.server_status(ServerStatusRequest {})
+                            .await
+                            .unwrap()
+                            .into_inner()
+                            .seen_flows
+                    }
+                };
+                let seen_before = seen(&mut client).await;
+                let before = grpc::get_flows(&mut client, GetFlowsRequest::default()).await;
+                let request = GetFlowsRequest {
+                    follow: true,
+                    ..Default::default()
+                };
+                let stream = client.get_flows(request).await.expect("GetFlows follow").into_inner();
+                if seen(&mut client).await == seen_before {
+                    break (before, stream);
+                }
             };
-            let mut stream = client.get_flows(request).await.expect("GetFlows follow").into_inner();
-            subscribed_tx.send(()).unwrap();
+            subscribed_tx.send(grpc::parse(&before).records).unwrap();
             let mut got = Vec::new();
             // Until the agent has been quiet for 8 s (the test is done by then).
             while let Ok(message) = tokio::time::timeout(Duration::from_secs(8), stream.message()).await {
@@ -103,9 +124,11 @@ fn observer_api_serves_what_was_captured() {
             got
         })
     });
-    subscribed
-        .recv_timeout(Duration::from_secs(10))
-        .expect("follower subscribed");
+    let before_follow = uuids(
+        &subscribed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("follower subscribed"),
+    );
 
     node.up();
     let (p1, p2, p3) = (&node.pods[0], &node.pods[1], &node.pods[2]);
@@ -190,7 +213,11 @@ fn observer_api_serves_what_was_captured() {
     let followed = follower.join().expect("follower");
     let followed = grpc::parse(&followed);
     assert!(followed.lost_events.is_empty());
-    assert_eq!(uuids(followed.records.iter().filter(|r| ours(r))), uuids(&records));
+    let after_follow: Vec<&Record> = records
+        .iter()
+        .filter(|r| !before_follow.contains(&uuids([*r])[0]))
+        .collect();
+    assert_eq!(uuids(followed.records.iter().filter(|r| ours(r))), uuids(after_follow));
 
     // last N and first N (of this test's flows: the whitelist leaves out
     // the rest of the machine).
