@@ -107,6 +107,22 @@ pub fn sums(records: &[Record]) -> BTreeMap<(String, String), (u64, u64)> {
     out
 }
 
+/// Checks that the forwarded records on each pod's host-side veth add up
+/// to the kernel's counters of that veth, exactly: received packets come
+/// from the pod (FROM_ENDPOINT), sent ones go to it (TO_ENDPOINT).
+pub fn assert_records_match_counters(records: &[Record], veths: &[(&str, crate::topology::Counters)]) {
+    let sums = sums(records);
+    for (ifname, c) in veths {
+        let get = |point: &str| {
+            sums.get(&(ifname.to_string(), point.to_owned()))
+                .copied()
+                .unwrap_or_default()
+        };
+        assert_eq!(get("FROM_ENDPOINT"), (c.rx_packets, c.rx_bytes), "{ifname} rx");
+        assert_eq!(get("TO_ENDPOINT"), (c.tx_packets, c.tx_bytes), "{ifname} tx");
+    }
+}
+
 /// The forwarded records (drops are reported where the kernel frees the
 /// packet, not on an interface hook).
 pub fn forwarded(records: &[Record]) -> impl Iterator<Item = &Record> {

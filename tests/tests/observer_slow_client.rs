@@ -139,15 +139,7 @@ fn slow_follower_is_told_what_it_missed_and_capture_loses_nothing() {
     let file = output::parse(&std::fs::read_to_string(&out_file).unwrap());
     std::fs::remove_file(&out_file).unwrap();
     assert!(file.lost_events.is_empty(), "{:?}", file.lost_events);
-    let sums = output::sums(&file.records);
-    for (pod, c) in node.pods.iter().zip(&counters) {
-        let get = |point: &str| {
-            sums.get(&(pod.host_if.clone(), point.to_owned()))
-                .copied()
-                .unwrap_or_default()
-        };
-        assert_eq!(get("FROM_ENDPOINT"), (c.rx_packets, c.rx_bytes), "{} rx", pod.host_if);
-        assert_eq!(get("TO_ENDPOINT"), (c.tx_packets, c.tx_bytes), "{} tx", pod.host_if);
-    }
+    let veths: Vec<(&str, _)> = node.pods.iter().map(|p| p.host_if.as_str()).zip(counters).collect();
+    output::assert_records_match_counters(&file.records, &veths);
     eprintln!("follower: {flows} flows received, {lost} missed in {lost_reports} lost_events; capture exact");
 }
