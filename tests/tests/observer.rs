@@ -687,8 +687,24 @@ fn observer_api_serves_what_was_captured() {
         "{compact}"
     );
 
+    // A client still following does not hold up the exit: its stream ends.
+    let mut open_follow = rt.block_on(async {
+        let request = GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        };
+        client.get_flows(request).await.unwrap().into_inner()
+    });
+    let stopping = Instant::now();
     let finished = agent.stop();
     assert!(finished.status.success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        stopping.elapsed()
+    );
+    let end = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), open_follow.message()).await });
+    assert!(matches!(end, Ok(Ok(None)) | Ok(Err(_))), "follow stream ended: {end:?}");
     assert!(!socket.exists(), "socket removed at exit");
     std::fs::remove_dir_all(&out_dir).unwrap();
 }

@@ -12,9 +12,19 @@ use std::{
     time::Duration,
 };
 
-use tokio::{sync::watch, task::JoinHandle};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::watch,
+    task::JoinHandle,
+};
+use tokio_stream::{
+    Stream,
+    wrappers::{TcpListenerStream, UnixListenerStream},
+};
+use tonic::transport::{
+    Certificate, Identity, Server, ServerTlsConfig,
+    server::{Connected, Router},
+};
 use tracing::{info, warn};
 
 use super::service::{ObserverService, ObserverState};
@@ -122,22 +132,13 @@ impl GrpcServer {
         let observer = ObserverServer::new(ObserverService::new(Arc::clone(&state)));
         let mut tasks = Vec::new();
         if let Some(listener) = unix {
-            info!(socket = %config.socket.as_ref().expect("bound").display(), "serving Hubble's Observer API");
+            let path = config.socket.as_ref().expect("bound").display().to_string();
+            info!(socket = %path, "serving Hubble's Observer API");
             let router = Server::builder()
                 .add_service(health_service.clone())
                 .add_service(observer.clone());
-            let mut stopping = stopping.clone();
-            tasks.push(tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = stopping.wait_for(|s| *s).await;
-                };
-                if let Err(e) = router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped)
-                    .await
-                {
-                    warn!(error = %e, "Observer API on the unix socket stopped");
-                }
-            }));
+            let incoming = UnixListenerStream::new(listener);
+            tasks.push(spawn_serving(router, incoming, stopping.clone(), path));
         }
         if let Some((addr, listener)) = tcp {
             info!(address = %addr, tls = tls.is_some(), "serving Hubble's Observer API");
@@ -146,18 +147,8 @@ impl GrpcServer {
                 builder = builder.tls_config(tls)?;
             }
             let router = builder.add_service(health_service).add_service(observer);
-            let mut stopping = stopping.clone();
-            tasks.push(tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = stopping.wait_for(|s| *s).await;
-                };
-                if let Err(e) = router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)
-                    .await
-                {
-                    warn!(error = %e, "Observer API on {addr} stopped");
-                }
-            }));
+            let incoming = TcpListenerStream::new(listener);
+            tasks.push(spawn_serving(router, incoming, stopping.clone(), addr.to_string()));
         }
         let server = GrpcServer {
             tasks,
@@ -172,17 +163,43 @@ impl GrpcServer {
     pub async fn stop(mut self) {
         self.health.set_not_serving::<ObserverServer<ObserverService>>().await;
         let _ = self.stop.send(true);
+        // Streams end on the signal, and connections close once their
+        // clients read that; a client that does not (stuck, or gone quiet)
+        // is cut off rather than holding up the exit.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         for task in self.tasks.drain(..) {
-            // Streams end on the signal; a connection that does not close
-            // in time is not worth holding up the exit.
-            if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
-                warn!("Observer API did not stop within 2 s");
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                warn!("a client of the Observer API did not close within 2 s; closing its connection");
+                abort.abort();
             }
         }
         if let Some(path) = &self.socket {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Serves `router` on `incoming` until hubcap stops.
+fn spawn_serving<I, IO, IE>(
+    router: Router,
+    incoming: I,
+    mut stopping: watch::Receiver<bool>,
+    listener: String,
+) -> JoinHandle<()>
+where
+    I: Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped).await {
+            warn!(error = %e, "Observer API on {listener} stopped");
+        }
+    })
 }
 
 async fn bind_tcp(addr: SocketAddr, config: &GrpcConfig) -> Result<(SocketAddr, tokio::net::TcpListener), ServerError> {
