@@ -23,7 +23,7 @@ use crate::{
     },
     drop_reasons::DropReasons,
     export::{
-        FlowRecord, InterfaceInfo, RecordBuilder,
+        FlowRecord, InterfaceInfo, RecordBuilder, RecordContext,
         build::trace_point,
         json::{ExportPayload, write_export_event},
     },
@@ -31,7 +31,7 @@ use crate::{
     interfaces::{self, InterfaceSelector},
     metrics::Metrics,
     metrics_server,
-    observer::{ring::Event as ObservedEvent, server::GrpcServer, service::ObserverState},
+    observer::{server::GrpcServer, service::ObserverState},
     privileges,
     proto::flow::{LostEvent, LostEventSource},
     ringbuf::EventReader,
@@ -75,9 +75,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
         });
     }
     metrics.kernel_flow_capacity.set(i64::from(args.flow_map_size));
+    let (drops, drop_reasons) = prepare_drop_capture(&args.drop_reasons)?;
+    let context = Arc::new(RecordContext {
+        node_name,
+        drop_reasons,
+    });
     let grpc = args.grpc();
     let (server, observer) = if grpc.is_enabled() {
-        let (server, state) = GrpcServer::start(&grpc, node_name.clone(), Arc::clone(&metrics))
+        let (server, state) = GrpcServer::start(&grpc, Arc::clone(&context), Arc::clone(&metrics))
             .await
             .context("starting the Observer API")?;
         (Some(server), Some(state))
@@ -85,7 +90,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         (None, None)
     };
 
-    let (drops, drop_reasons) = prepare_drop_capture(&args.drop_reasons)?;
     let mut datapath = Datapath::load(DatapathConfig {
         report_interval_ns: args.report_interval.as_nanos() as u64,
         flow_map_entries: args.flow_map_size,
@@ -110,9 +114,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
             close_linger_ns: CLOSE_LINGER.as_nanos() as u64,
         }),
         builder: RecordBuilder {
-            node_name,
+            context,
             interfaces: Default::default(),
-            drop_reasons,
             // Seeded from the OS once; fast from then on.
             ids: fastrand::Rng::new(),
         },
@@ -291,12 +294,12 @@ impl Agent {
                 .builder
                 .interfaces
                 .get(&iface.index)
-                .is_none_or(|i| i.name != iface.name)
+                .is_none_or(|i| *i.name != *iface.name)
             {
                 self.builder.interfaces.insert(
                     iface.index,
                     InterfaceInfo {
-                        name: iface.name.clone(),
+                        name: iface.name.as_str().into(),
                         kind: iface.kind,
                     },
                 );
@@ -324,19 +327,20 @@ impl Agent {
         // One lock per batch; readers take it only for snapshots.
         let mut ring = observer.as_ref().map(|o| o.ring());
         for u in &updates {
-            let record = self.builder.build(u, &self.clock);
+            let source = self.builder.source(u, &self.clock);
+            let record = self.builder.context.build(&source);
             self.observe(u, &record);
             // The event's time is the flow's, as in Hubble's exporter.
             let time = record.flow.time.unwrap_or_default();
             write_export_event(
                 &mut self.lines,
                 ExportPayload::Flow(&record),
-                &self.builder.node_name,
+                &self.builder.context.node_name,
                 &time,
             );
             self.line_count += 1;
             if let Some(ring) = ring.as_mut() {
-                ring.push(ObservedEvent::Flow(record));
+                ring.push_flow(source, &record.flow);
             }
         }
         if let Some(ring) = &ring {
@@ -475,12 +479,12 @@ impl Agent {
             write_export_event(
                 &mut self.lines,
                 ExportPayload::LostEvents(&event),
-                &self.builder.node_name,
+                &self.builder.context.node_name,
                 &now,
             );
             self.line_count += 1;
             if let Some(observer) = &self.observer {
-                observer.ring().push(ObservedEvent::Lost { event, time: now });
+                observer.ring().push_lost(event, now);
             }
         }
         self.reported_counters = now_counters;

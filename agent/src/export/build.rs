@@ -2,10 +2,12 @@
 
 #![allow(deprecated)] // `Summary`: deprecated in the proto, still written by Hubble.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use agent_common::{FlowKey, hook, tcp_flags};
 use agent_ebpf::parse::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+
+use prost_types::Timestamp;
 
 use super::record::{FlowRecord, RecordCounts};
 use crate::drop_reasons::{DropReasons, hubble_reason};
@@ -36,25 +38,46 @@ pub fn trace_point(point: TraceObservationPoint) -> (i32, &'static str) {
 
 /// What hubcap knows about an interface it captured on; kept after the
 /// interface goes so that its last flows still name it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfaceInfo {
-    pub name: String,
+    pub name: Arc<str>,
     pub kind: InterfaceKind,
 }
 
-pub struct RecordBuilder {
+/// What every record shares and never changes while hubcap runs.
+#[derive(Debug, Default)]
+pub struct RecordContext {
     pub node_name: String,
-    pub interfaces: HashMap<u32, InterfaceInfo>,
     /// Names of this kernel's drop reasons.
     pub drop_reasons: DropReasons,
+}
+
+/// Everything a record is built from, fixed when it is first built: about
+/// 250 bytes where the built record takes about 1.5 KB. The Observer API's
+/// ring of recent flows keeps these and builds the records a client asks
+/// for, identical to the ones written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordSource {
+    pub update: FlowUpdate,
+    /// The record's uuid (random bits; see [`uuid_string`]).
+    pub uuid: u128,
+    /// Wall-clock times of the last and the first packet.
+    pub time: Timestamp,
+    pub flow_start_time: Timestamp,
+    /// The interface as it was named then.
+    pub interface: Option<InterfaceInfo>,
+}
+
+pub struct RecordBuilder {
+    pub context: Arc<RecordContext>,
+    pub interfaces: HashMap<u32, InterfaceInfo>,
     /// For each record's uuid (as Hubble gives every flow one).
     pub ids: fastrand::Rng,
 }
 
-/// A random (version 4) UUID, hyphenated.
-pub fn random_uuid(rng: &mut fastrand::Rng) -> String {
-    let bytes = rng.u128(..).to_le_bytes();
-    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+/// 128 random bits as a version 4 UUID, hyphenated.
+pub fn uuid_string(random: u128) -> String {
+    let id = uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid();
     id.hyphenated()
         .encode_lower(&mut uuid::Uuid::encode_buffer())
         .to_owned()
@@ -80,16 +103,31 @@ pub fn observation(kind: InterfaceKind, hook_id: u8) -> (TraceObservationPoint, 
 }
 
 impl RecordBuilder {
-    pub fn build(&mut self, u: &FlowUpdate, clock: &WallClock) -> FlowRecord {
+    /// Fixes what a record of `u` is built from (its uuid, times and
+    /// interface); [`RecordContext::build`] builds it.
+    pub fn source(&mut self, u: &FlowUpdate, clock: &WallClock) -> RecordSource {
+        RecordSource {
+            update: u.clone(),
+            uuid: self.ids.u128(..),
+            time: clock.timestamp(u.stats.last_seen_ns),
+            flow_start_time: clock.timestamp(u.stats.first_seen_ns),
+            interface: self.interfaces.get(&u.key.ifindex).cloned(),
+        }
+    }
+}
+
+impl RecordContext {
+    pub fn build(&self, source: &RecordSource) -> FlowRecord {
+        let u = &source.update;
         let key = &u.key;
-        let iface = self.interfaces.get(&key.ifindex);
+        let iface = source.interface.as_ref();
         let kind = iface.map_or(InterfaceKind::Network, |i| i.kind);
         let (point, direction) = observation(kind, key.hook);
         let (l4, summary) = layer4(key, u.tcp_flags);
         let dropped = key.hook == hook::DROP;
         let mut flow = Flow {
-            time: Some(clock.timestamp(u.stats.last_seen_ns)),
-            uuid: random_uuid(&mut self.ids),
+            time: Some(source.time),
+            uuid: uuid_string(source.uuid),
             verdict: if dropped { Verdict::Dropped } else { Verdict::Forwarded } as i32,
             ethernet: Some(Ethernet {
                 source: mac(&u.stats.src_mac),
@@ -117,7 +155,7 @@ impl RecordBuilder {
             is_reply: u.is_reply,
             interface: Some(NetworkInterface {
                 index: key.ifindex,
-                name: iface.map(|i| i.name.clone()).unwrap_or_default(),
+                name: iface.map(|i| i.name.to_string()).unwrap_or_default(),
             }),
             summary,
             ..Default::default()
@@ -152,7 +190,7 @@ impl RecordBuilder {
                 packets: u.packets,
                 bytes: u.bytes,
                 state: u.state,
-                flow_start_time: clock.timestamp(u.stats.first_seen_ns),
+                flow_start_time: source.flow_start_time,
                 kernel_drop_reason,
             },
         }
@@ -298,7 +336,7 @@ mod tests {
     #[test]
     fn uuids_are_version_4_and_distinct() {
         let mut rng = fastrand::Rng::with_seed(7);
-        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| random_uuid(&mut rng)).collect();
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| uuid_string(rng.u128(..))).collect();
         assert_eq!(ids.len(), 10_000);
         for id in ids.iter().take(100) {
             let parsed = uuid::Uuid::parse_str(id).expect("a UUID");

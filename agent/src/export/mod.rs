@@ -4,5 +4,5 @@ pub mod build;
 pub mod json;
 pub mod record;
 
-pub use build::{InterfaceInfo, RecordBuilder};
+pub use build::{InterfaceInfo, RecordBuilder, RecordContext, RecordSource};
 pub use record::{FlowRecord, FlowState, RecordCounts};

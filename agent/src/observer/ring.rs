@@ -14,24 +14,25 @@ use std::{
 use prost_types::Timestamp;
 use tokio::sync::broadcast;
 
-use crate::{export::FlowRecord, proto::flow::LostEvent};
+use crate::{
+    export::RecordSource,
+    proto::flow::{Flow, LostEvent},
+};
 
-/// What the ring holds: flows, and the kernel's loss reports, which Hubble
-/// clients see among the flows as `lost_events`.
-// Events live in an `Arc` already; boxing the flow would cost a second
-// allocation per flow.
-#[allow(clippy::large_enum_variant)]
+/// What the ring holds: flows (as what they are built from, a fifth of
+/// their built size), and the kernel's loss reports, which Hubble clients
+/// see among the flows as `lost_events`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Flow(FlowRecord),
+    Flow(RecordSource),
     Lost { event: LostEvent, time: Timestamp },
 }
 
 impl Event {
-    pub fn time(&self) -> Option<&Timestamp> {
+    pub fn time(&self) -> &Timestamp {
         match self {
-            Event::Flow(record) => record.flow.time.as_ref(),
-            Event::Lost { time, .. } => Some(time),
+            Event::Flow(source) => &source.time,
+            Event::Lost { time, .. } => time,
         }
     }
 }
@@ -73,22 +74,31 @@ impl FlowRing {
         }
     }
 
-    /// Adds an event; the oldest goes when the ring is full. Never blocks.
-    pub fn push(&mut self, event: Event) {
-        if let Event::Flow(record) = &event {
-            self.seen += 1;
-            let seconds = record.flow.time.as_ref().map_or(0, |t| t.seconds);
-            for endpoint in [&record.flow.source, &record.flow.destination].into_iter().flatten() {
-                if !endpoint.namespace.is_empty() {
-                    match self.namespaces.get_mut(&endpoint.namespace) {
-                        Some(last) => *last = (*last).max(seconds),
-                        None => {
-                            self.namespaces.insert(endpoint.namespace.clone(), seconds);
-                        }
+    /// Adds a flow (`flow` is the record built from `source`, for its
+    /// namespaces). Never blocks.
+    pub fn push_flow(&mut self, source: RecordSource, flow: &Flow) {
+        self.seen += 1;
+        let seconds = source.time.seconds;
+        for endpoint in [&flow.source, &flow.destination].into_iter().flatten() {
+            if !endpoint.namespace.is_empty() {
+                match self.namespaces.get_mut(&endpoint.namespace) {
+                    Some(last) => *last = (*last).max(seconds),
+                    None => {
+                        self.namespaces.insert(endpoint.namespace.clone(), seconds);
                     }
                 }
             }
         }
+        self.push(Event::Flow(source));
+    }
+
+    /// Adds a report of events lost before the ring. Never blocks.
+    pub fn push_lost(&mut self, event: LostEvent, time: Timestamp) {
+        self.push(Event::Lost { event, time });
+    }
+
+    /// Adds an event; the oldest goes when the ring is full.
+    fn push(&mut self, event: Event) {
         let event = Arc::new(event);
         if self.events.len() == self.capacity {
             self.events.pop_front();
@@ -132,8 +142,8 @@ impl FlowRing {
         let mut count = 0u64;
         let mut oldest = now;
         for event in self.events.iter().rev() {
-            let Event::Flow(record) = &**event else { continue };
-            let t = record.flow.time.as_ref().map_or(0, nanos);
+            let Event::Flow(source) = &**event else { continue };
+            let t = nanos(&source.time);
             if now - t > MINUTE {
                 return count as f64 / 60.0;
             }
@@ -153,28 +163,22 @@ impl FlowRing {
         }
     }
 
-    /// Events in the ring within [`since`, `until`] whose flows `keep`
-    /// accepts (loss reports are always kept), oldest first: the last
-    /// `number` of them, or with `first` the first `number`. `number` 0
-    /// means all.
+    /// Events in the ring within [`since`, `until`] that `keep` accepts,
+    /// oldest first: the last `number` of them, or with `first` the first
+    /// `number`. `number` 0 means all.
     pub fn query(
         &self,
         number: usize,
         first: bool,
         since: Option<&Timestamp>,
         until: Option<&Timestamp>,
-        keep: impl Fn(&FlowRecord) -> bool,
+        keep: impl Fn(&Event) -> bool,
     ) -> Vec<Arc<Event>> {
         let since = since.map(nanos);
         let until = until.map(nanos);
         let selected = self.events.iter().filter(|e| {
-            let t = e.time().map_or(0, nanos);
-            since.is_none_or(|s| t >= s)
-                && until.is_none_or(|u| t <= u)
-                && match &***e {
-                    Event::Flow(record) => keep(record),
-                    Event::Lost { .. } => true,
-                }
+            let t = nanos(e.time());
+            since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u) && keep(e)
         });
         let limit = if number == 0 { usize::MAX } else { number };
         if first {
@@ -215,33 +219,46 @@ impl Follower {
 mod tests {
     use super::*;
     use crate::{
-        export::{FlowState, RecordCounts},
+        export::FlowState,
+        flow_table::FlowUpdate,
         proto::flow::{Endpoint, Flow},
     };
 
-    fn record(second: i64) -> Event {
-        Event::Flow(FlowRecord {
-            flow: Flow {
-                time: Some(Timestamp {
-                    seconds: second,
-                    nanos: 0,
-                }),
-                uuid: second.to_string(),
-                ..Default::default()
-            },
-            counts: RecordCounts {
+    /// A flow whose uuid is the second it was seen.
+    fn source(second: i64) -> RecordSource {
+        RecordSource {
+            update: FlowUpdate {
+                key: Default::default(),
+                stats: Default::default(),
                 packets: 1,
                 bytes: 60,
+                tcp_flags: 0,
                 state: FlowState::Begin,
-                flow_start_time: Timestamp::default(),
-                kernel_drop_reason: None,
+                is_reply: None,
             },
-        })
+            uuid: second as u128,
+            time: Timestamp {
+                seconds: second,
+                nanos: 0,
+            },
+            flow_start_time: Timestamp::default(),
+            interface: None,
+        }
+    }
+
+    trait PushSecond {
+        fn push_second(&mut self, second: i64);
+    }
+
+    impl PushSecond for FlowRing {
+        fn push_second(&mut self, second: i64) {
+            self.push_flow(source(second), &Flow::default());
+        }
     }
 
     fn uuid(event: &Event) -> String {
         match event {
-            Event::Flow(record) => record.flow.uuid.clone(),
+            Event::Flow(source) => source.uuid.to_string(),
             Event::Lost { event, .. } => format!("lost {}", event.num_events_lost),
         }
     }
@@ -254,7 +271,7 @@ mod tests {
     fn keeps_the_newest_up_to_capacity() {
         let mut ring = FlowRing::new(3);
         for s in 1..=5 {
-            ring.push(record(s));
+            ring.push_second(s);
         }
         assert_eq!((ring.len(), ring.seen(), ring.capacity()), (3, 5, 3));
         assert_eq!(uuids(&ring.query(0, false, None, None, |_| true)), ["3", "4", "5"]);
@@ -264,9 +281,9 @@ mod tests {
     fn last_first_since_until_and_filters() {
         let mut ring = FlowRing::new(10);
         for s in 1..=6 {
-            ring.push(record(s));
+            ring.push_second(s);
         }
-        let all = |_: &FlowRecord| true;
+        let all = |_: &Event| true;
         assert_eq!(uuids(&ring.query(2, false, None, None, all)), ["5", "6"]);
         assert_eq!(uuids(&ring.query(2, true, None, None, all)), ["1", "2"]);
         let since = Timestamp { seconds: 3, nanos: 0 };
@@ -275,42 +292,40 @@ mod tests {
             uuids(&ring.query(0, false, Some(&since), Some(&until), all)),
             ["3", "4", "5"]
         );
-        let even = |f: &FlowRecord| f.flow.uuid.parse::<i64>().unwrap() % 2 == 0;
+        let even = |e: &Event| uuid(e).parse::<i64>().unwrap() % 2 == 0;
         assert_eq!(uuids(&ring.query(2, false, None, None, even)), ["4", "6"]);
     }
 
     #[test]
-    fn loss_reports_pass_every_flow_filter() {
+    fn loss_reports_take_their_place_among_flows() {
         let mut ring = FlowRing::new(10);
-        ring.push(record(1));
-        ring.push(Event::Lost {
-            event: LostEvent {
-                num_events_lost: 7,
-                ..Default::default()
-            },
-            time: Timestamp { seconds: 2, nanos: 0 },
-        });
-        ring.push(record(3));
-        assert_eq!(uuids(&ring.query(0, false, None, None, |_| false)), ["lost 7"]);
+        ring.push_second(1);
+        let lost = LostEvent {
+            num_events_lost: 7,
+            ..Default::default()
+        };
+        ring.push_lost(lost, Timestamp { seconds: 2, nanos: 0 });
+        ring.push_second(3);
+        assert_eq!(uuids(&ring.query(0, false, None, None, |_| true)), ["1", "lost 7", "3"]);
         assert_eq!(ring.seen(), 2, "seen_flows counts flows only");
     }
 
     #[test]
     fn namespaces_of_the_last_hour_sorted() {
         let mut ring = FlowRing::new(10);
-        for (second, source, destination) in [(100, "web", "db"), (5000, "app", ""), (5001, "web", "")] {
-            let Event::Flow(mut r) = record(second) else {
-                unreachable!()
+        for (second, from, to) in [(100, "web", "db"), (5000, "app", ""), (5001, "web", "")] {
+            let endpoint = |namespace: &str| {
+                Some(Endpoint {
+                    namespace: namespace.into(),
+                    ..Default::default()
+                })
             };
-            r.flow.source = Some(Endpoint {
-                namespace: source.into(),
+            let flow = Flow {
+                source: endpoint(from),
+                destination: endpoint(to),
                 ..Default::default()
-            });
-            r.flow.destination = Some(Endpoint {
-                namespace: destination.into(),
-                ..Default::default()
-            });
-            ring.push(Event::Flow(r));
+            };
+            ring.push_flow(source(second), &flow);
         }
         assert_eq!(ring.namespaces(0), ["app", "db", "web"]);
         // "db" was last seen at second 100.
@@ -327,17 +342,17 @@ mod tests {
         assert_eq!(ring.flows_rate(&now), 0.0);
         // 120 flows in the last minute, 50 before it.
         for i in 0..50 {
-            ring.push(record(800 + i));
+            ring.push_second(800 + i);
         }
         for i in 0..120 {
-            ring.push(record(941 + i / 2));
+            ring.push_second(941 + i / 2);
         }
         assert_eq!(ring.flows_rate(&now), 2.0);
         // A ring too small to hold the minute: rate over what it covers,
         // 10 flows over the last 4 seconds (the ring's oldest is 996).
         let mut small = FlowRing::new(10);
         for i in 0..120 {
-            small.push(record(941 + i / 2));
+            small.push_second(941 + i / 2);
         }
         assert_eq!(small.flows_rate(&now), 10.0 / 4.0);
     }
@@ -346,13 +361,13 @@ mod tests {
     async fn a_slow_follower_is_told_what_it_missed() {
         let mut ring = FlowRing::new(10);
         let mut follower = ring.follow();
-        ring.push(record(1));
+        ring.push_second(1);
         assert!(matches!(follower.next().await, Some(Feed::Event(e)) if uuid(&e) == "1"));
         // Far more than the backlog while the follower is not reading:
         // capture goes on, the follower learns how many it missed.
         let extra = FOLLOW_BACKLOG as u64 + 100;
         for s in 0..extra as i64 {
-            ring.push(record(100 + s));
+            ring.push_second(100 + s);
         }
         assert_eq!(follower.next().await, Some(Feed::Missed(100)));
         let mut received = 0;

@@ -28,7 +28,7 @@ use tonic::transport::{
 use tracing::{info, warn};
 
 use super::service::{ObserverService, ObserverState};
-use crate::{metrics::Metrics, proto::observer::observer_server::ObserverServer};
+use crate::{export::RecordContext, metrics::Metrics, proto::observer::observer_server::ObserverServer};
 
 #[derive(Debug, Clone, Default)]
 pub struct GrpcConfig {
@@ -102,7 +102,7 @@ impl GrpcServer {
     /// capture starts) and serves in the background.
     pub async fn start(
         config: &GrpcConfig,
-        node_name: String,
+        context: Arc<RecordContext>,
         metrics: Arc<Metrics>,
     ) -> Result<(GrpcServer, Arc<ObserverState>), ServerError> {
         let tcp = match &config.listen {
@@ -114,7 +114,7 @@ impl GrpcServer {
             _ => None,
         };
         let (stop, stopping) = watch::channel(false);
-        let mut state = ObserverState::new(config.ring_capacity, node_name, metrics, stopping.clone());
+        let mut state = ObserverState::new(config.ring_capacity, context, metrics, stopping.clone());
         state.tls = tls.is_some();
         state.address = match (&tcp, &config.socket) {
             (Some((addr, _)), _) => addr.to_string(),

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::{
     clock::WallClock,
+    export::RecordContext,
     filter::FlowSelector,
     metrics::Metrics,
     proto::{
@@ -49,7 +50,8 @@ const NAMESPACE_WINDOW_SECONDS: i64 = 3600;
 /// What the service reads, shared with the capture task that fills the ring.
 pub struct ObserverState {
     ring: Mutex<FlowRing>,
-    node_name: String,
+    /// Builds the ring's flows into records (and has the node's name).
+    context: Arc<RecordContext>,
     started: Instant,
     metrics: Arc<Metrics>,
     /// Set once when hubcap stops: every stream then ends.
@@ -62,13 +64,13 @@ pub struct ObserverState {
 impl ObserverState {
     pub fn new(
         capacity: usize,
-        node_name: String,
+        context: Arc<RecordContext>,
         metrics: Arc<Metrics>,
         stopping: watch::Receiver<bool>,
     ) -> ObserverState {
         ObserverState {
             ring: Mutex::new(FlowRing::new(capacity)),
-            node_name,
+            context,
             started: Instant::now(),
             metrics,
             stopping,
@@ -83,6 +85,10 @@ impl ObserverState {
         // A panic while holding the lock cannot leave the ring inconsistent
         // in a way that matters to readers; keep serving.
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn node_name(&self) -> &str {
+        &self.context.node_name
     }
 
     fn uptime_ns(&self) -> u64 {
@@ -111,33 +117,33 @@ struct FlowQuery {
 
 impl FlowQuery {
     fn in_window(&self, event: &Event) -> bool {
-        let t = event.time().map_or(0, nanos);
+        let t = nanos(event.time());
         self.since.as_ref().is_none_or(|s| t >= nanos(s)) && self.until.as_ref().is_none_or(|u| t <= nanos(u))
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        self.in_window(event)
-            && match event {
-                Event::Flow(record) => self.selector.selects(&record.flow),
-                Event::Lost { .. } => true,
-            }
+    /// Flows through the filters (built for that); loss reports always.
+    fn selects(&self, event: &Event, context: &RecordContext) -> bool {
+        match event {
+            Event::Flow(source) => self.selector.selects(&context.build(source).flow),
+            Event::Lost { .. } => true,
+        }
     }
 
-    fn response(&self, event: &Event, node_name: &str) -> GetFlowsResponse {
+    fn response(&self, event: &Event, context: &RecordContext) -> GetFlowsResponse {
         match event {
-            Event::Flow(record) => {
-                let flow = record.to_proto();
+            Event::Flow(source) => {
+                let flow = context.build(source).to_proto();
                 let flow = match &self.mask {
                     Some(mask) => mask.apply(&flow),
                     None => flow,
                 };
                 GetFlowsResponse {
-                    time: record.flow.time,
-                    node_name: record.flow.node_name.clone(),
+                    time: Some(source.time),
+                    node_name: context.node_name.clone(),
                     response_types: Some(ResponseTypes::Flow(flow)),
                 }
             }
-            Event::Lost { event, time } => lost_response(*event, *time, node_name),
+            Event::Lost { event, time } => lost_response(*event, *time, &context.node_name),
         }
     }
 }
@@ -186,7 +192,7 @@ async fn stream_flows(
     let _gauge = StreamGauge::open(&state.metrics);
     let mut stopping = state.stopping.clone();
     for event in recent {
-        if !send(&tx, query.response(&event, &state.node_name), &mut stopping).await {
+        if !send(&tx, query.response(&event, &state.context), &mut stopping).await {
             return;
         }
     }
@@ -214,10 +220,12 @@ async fn stream_flows(
                         ..Default::default()
                     },
                     WallClock::now_timestamp(),
-                    &state.node_name,
+                    state.node_name(),
                 )
             }
-            Some(Feed::Event(event)) if query.wants(&event) => query.response(&event, &state.node_name),
+            Some(Feed::Event(event)) if query.in_window(&event) && query.selects(&event, &state.context) => {
+                query.response(&event, &state.context)
+            }
             Some(Feed::Event(_)) => continue,
         };
         if !send(&tx, response, &mut stopping).await {
@@ -276,8 +284,8 @@ impl Observer for ObserverService {
             let ring = self.state.ring();
             let recent = if wants_recent {
                 let number = usize::try_from(req.number).unwrap_or(usize::MAX);
-                ring.query(number, req.first, query.since.as_ref(), query.until.as_ref(), |r| {
-                    query.selector.selects(&r.flow)
+                ring.query(number, req.first, query.since.as_ref(), query.until.as_ref(), |e| {
+                    query.selects(e, &self.state.context)
                 })
             } else {
                 Vec::new()
@@ -312,7 +320,7 @@ impl Observer for ObserverService {
     async fn get_nodes(&self, _: Request<GetNodesRequest>) -> Result<Response<GetNodesResponse>, Status> {
         let ring = self.state.ring();
         let node = Node {
-            name: self.state.node_name.clone(),
+            name: self.state.node_name().to_owned(),
             version: VERSION.to_owned(),
             address: self.state.address.clone(),
             state: NodeState::NodeConnected as i32,
