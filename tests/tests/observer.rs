@@ -654,6 +654,14 @@ fn observer_api_serves_what_was_captured() {
         on_veths.extend(["--interface", v.as_str()]);
     }
     let from_subnets = ["--from-ip", &ours_v4, "--from-ip", &ours_v6];
+    // A window by the records' own RFC 3339 times.
+    let mut by_time: Vec<&Record> = records.iter().collect();
+    by_time.sort_by_key(|r| time_ns(r));
+    let text_time = |r: &Record| r.json["time"].as_str().unwrap().to_owned();
+    let (since_text, until_text) = (
+        text_time(by_time[by_time.len() / 4]),
+        text_time(by_time[by_time.len() * 3 / 4]),
+    );
     for (extra, scope) in [
         (&["--all", "-o", "json"][..], &on_veths[..]),
         (&["--last", "5", "--protocol", "udp", "-o", "json"], &on_veths),
@@ -668,6 +676,11 @@ fn observer_api_serves_what_was_captured() {
             &from_subnets,
         ),
         (&["--last", "4", "--ip", &p3_v4, "-o", "compact"], &on_veths),
+        (
+            &["--since", &since_text, "--until", &until_text, "-o", "json"],
+            &on_veths,
+        ),
+        (&["--since", "10m", "--protocol", "tcp"], &on_veths),
     ] {
         let mut extra = extra.to_vec();
         extra.extend(scope);
@@ -675,11 +688,60 @@ fn observer_api_serves_what_was_captured() {
         assert!(!a.is_empty(), "{extra:?}");
         assert_eq!(a, observe(&from_file, &extra), "{extra:?}");
     }
-    // Reading the exporter's file and writing `-o json` gives its lines back,
-    // byte for byte.
-    assert_eq!(
-        observe(&from_file, &["--all", "-o", "json"]),
-        std::fs::read_to_string(&out_file).unwrap()
+    // Reading the exporter's file (as a path, and on stdin) and writing
+    // `-o json` gives its lines back, byte for byte.
+    let file_text = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(observe(&from_file, &["--all", "-o", "json"]), file_text);
+    let piped = std::process::Command::new(hubcap_bin())
+        .args(["observe", "--input-file", "-", "--all", "-o", "json"])
+        .stdin(std::fs::File::open(&out_file).unwrap())
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert_eq!(String::from_utf8(piped.stdout).unwrap(), file_text);
+
+    // `hubcap observe -f` prints new flows as they come.
+    let mut following = std::process::Command::new(hubcap_bin())
+        .args([
+            "observe",
+            "--server",
+            &server,
+            "-f",
+            "-o",
+            "json",
+            "--protocol",
+            "icmpv4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let follow_out = following.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        // The two echo requests and two replies, on both veths: 4 B records.
+        std::io::BufReader::new(follow_out)
+            .lines()
+            .take(4)
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    ping(&p2.ns, &p1.ipv4.to_string(), 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reader.is_finished() {
+        assert!(Instant::now() < deadline, "observe -f printed no new flows");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = reader.join().unwrap();
+    following.kill().unwrap();
+    following.wait().unwrap();
+    let followed = output::parse(&(lines.join("\n") + "\n"));
+    assert_eq!(followed.records.len(), 4);
+    assert!(
+        followed.records.iter().all(|r| r.protocol == "ICMPv4"
+            && r.state == "B"
+            && [p1.ipv4.to_string(), p2.ipv4.to_string()].contains(&r.src)),
+        "{lines:?}"
     );
     let compact = observe(&live, &["--first", "1", "--protocol", "tcp", "--to-port", "5001"]);
     assert!(
