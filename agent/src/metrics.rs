@@ -43,7 +43,7 @@ pub struct Metrics {
     /// followers skipped because they read too slowly.
     pub observer_ring_events: IntGauge,
     pub observer_streams: IntGauge,
-    pub observer_flows_missed: IntCounter,
+    pub observer_events_missed: IntCounter,
     pub build_info: IntGaugeVec,
 }
 
@@ -137,7 +137,7 @@ impl Metrics {
                 "Events in the Observer API's ring of recent flows",
             ),
             observer_streams: gauge("hubcap_observer_streams", "Open GetFlows streams"),
-            observer_flows_missed: counter(
+            observer_events_missed: counter(
                 "hubcap_observer_events_missed_total",
                 "Events GetFlows followers skipped because they read too slowly (each was sent lost_events)",
             ),

@@ -40,8 +40,8 @@ pub struct ObserveArgs {
     #[arg(long, value_name = "NAME", requires = "tls")]
     pub tls_server_name: Option<String>,
 
-    /// The last N flows (default 20 when neither a count, --since nor
-    /// --follow is given).
+    /// The last N flows (default: from a server the last 20 when neither a
+    /// count, --since nor --follow is given; from a file all of them).
     #[arg(long, value_name = "N", conflicts_with_all = ["first", "all"])]
     pub last: Option<u64>,
     /// The first N flows.
@@ -199,9 +199,12 @@ fn tcp_flags(list: &str) -> Result<TcpFlags, String> {
 impl ObserveArgs {
     /// The request these flags describe.
     pub fn request(&self) -> Result<GetFlowsRequest, String> {
+        // A file is read whole unless told otherwise; a server is asked
+        // for what `hubble observe` asks.
         let number = match (self.last, self.first) {
             (Some(n), _) | (_, Some(n)) => n,
             _ if self.all || self.follow || self.since.is_some() || self.until.is_some() => 0,
+            _ if self.input_file.is_some() => 0,
             _ => DEFAULT_LAST,
         };
         Ok(GetFlowsRequest {
@@ -345,6 +348,8 @@ mod tests {
         let follow = request(&["-f"]);
         assert_eq!((follow.number, follow.follow), (0, true));
         assert_eq!(request(&["--since", "5m"]).number, 0);
+        assert_eq!(request(&["--input-file", "events.log"]).number, 0);
+        assert_eq!(request(&["--input-file", "-", "--last", "3"]).number, 3);
         assert!(Wrap::try_parse_from(["observe", "--first", "1", "-f"]).is_err());
         assert!(Wrap::try_parse_from(["observe", "--since", "yesterday-ish"]).is_err());
     }

@@ -14,9 +14,9 @@ use print::Printer;
 
 pub async fn run(args: ObserveArgs) -> Result<()> {
     let request = args.request().map_err(anyhow::Error::msg)?;
-    // Stream as flows come when following or reading a pipe; otherwise hold
-    // a table until it can be aligned.
-    let streaming = request.follow;
+    // Print each flow as it comes when following or reading stdin (which
+    // may be `tail -f`); otherwise hold a table until it can be aligned.
+    let streaming = request.follow || args.input_file.as_deref() == Some(std::path::Path::new("-"));
     let stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printer = Printer::new(stdout, args.output, args.print_node_name, streaming);
     if let Some(path) = &args.input_file {

@@ -212,7 +212,7 @@ async fn stream_flows(
         let response = match feed {
             None => return,
             Some(Feed::Missed(missed)) => {
-                state.metrics.observer_flows_missed.inc_by(missed);
+                state.metrics.observer_events_missed.inc_by(missed);
                 lost_response(
                     LostEvent {
                         source: LostEventSource::HubbleRingBuffer as i32,
