@@ -80,15 +80,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         node_name,
         drop_reasons,
     });
-    let grpc = args.grpc();
-    let (server, observer) = if grpc.is_enabled() {
-        let (server, state) = GrpcServer::start(&grpc, Arc::clone(&context), Arc::clone(&metrics))
-            .await
-            .context("starting the Observer API")?;
-        (Some(server), Some(state))
-    } else {
-        (None, None)
-    };
 
     let mut datapath = Datapath::load(DatapathConfig {
         report_interval_ns: args.report_interval.as_nanos() as u64,
@@ -104,8 +95,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // SAFETY: malloc_trim only releases free memory.
     unsafe { libc::malloc_trim(0) };
     let events = datapath.take_events().expect("ring buffer taken once");
+    let reader = EventReader::new(events).context("watching the ring buffer")?;
+    // Last before capture, so that no failure above leaves a socket behind
+    // (a busy socket still fails before anything is attached).
+    let grpc = args.grpc();
+    let (server, observer) = if grpc.is_enabled() {
+        let (server, state) = GrpcServer::start(&grpc, Arc::clone(&context), Arc::clone(&metrics))
+            .await
+            .context("starting the Observer API")?;
+        (Some(server), Some(state))
+    } else {
+        (None, None)
+    };
     let mut agent = Agent {
-        reader: EventReader::new(events).context("watching the ring buffer")?,
+        reader,
         attachments: Attachments::new(args.attach_mode, ProgramPair::CAPTURE),
         datapath,
         table: FlowTable::new(TableConfig {

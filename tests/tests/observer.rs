@@ -749,6 +749,19 @@ fn observer_api_serves_what_was_captured() {
         "{compact}"
     );
 
+    // A second agent on the same socket is refused, and the first goes on.
+    let second = node
+        .ns
+        .command(hubcap_bin().to_str().unwrap())
+        .args(["run", "-i", "lo", "--grpc-socket", socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("another process is serving on this socket"), "{said}");
+    rt.block_on(client.server_status(ServerStatusRequest {}))
+        .expect("the first agent still serves");
+
     // A client still following does not hold up the exit: its stream ends.
     let mut open_follow = rt.block_on(async {
         let request = GetFlowsRequest {

@@ -122,31 +122,39 @@ impl GrpcServer {
             (None, None) => String::new(),
         };
         let state = Arc::new(state);
-        let unix = match &config.socket {
-            Some(path) => Some(bind_socket(path)?),
-            None => None,
-        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ObserverServer<ObserverService>>().await;
         let observer = ObserverServer::new(ObserverService::new(Arc::clone(&state)));
-        let mut tasks = Vec::new();
-        if let Some(listener) = unix {
-            let path = config.socket.as_ref().expect("bound").display().to_string();
-            info!(socket = %path, "serving Hubble's Observer API");
-            let router = Server::builder()
-                .add_service(health_service.clone())
-                .add_service(observer.clone());
-            let incoming = UnixListenerStream::new(listener);
-            tasks.push(spawn_serving(router, incoming, stopping.clone(), path));
-        }
-        if let Some((addr, listener)) = tcp {
-            info!(address = %addr, tls = tls.is_some(), "serving Hubble's Observer API");
-            let mut builder = Server::builder();
-            if let Some(tls) = tls {
-                builder = builder.tls_config(tls)?;
+        let tcp = match tcp {
+            Some((addr, listener)) => {
+                let mut builder = Server::builder();
+                if let Some(tls) = tls {
+                    builder = builder.tls_config(tls)?;
+                }
+                let router = builder
+                    .add_service(health_service.clone())
+                    .add_service(observer.clone());
+                Some((addr, listener, router))
             }
-            let router = builder.add_service(health_service).add_service(observer);
+            None => None,
+        };
+        // The socket last: nothing after it can fail and leave it behind.
+        let mut tasks = Vec::new();
+        if let Some(path) = &config.socket {
+            let listener = bind_socket(path)?;
+            info!(socket = %path.display(), "serving Hubble's Observer API");
+            let router = Server::builder().add_service(health_service).add_service(observer);
+            let incoming = UnixListenerStream::new(listener);
+            tasks.push(spawn_serving(
+                router,
+                incoming,
+                stopping.clone(),
+                path.display().to_string(),
+            ));
+        }
+        if let Some((addr, listener, router)) = tcp {
+            info!(address = %addr, tls = state.tls, "serving Hubble's Observer API");
             let incoming = TcpListenerStream::new(listener);
             tasks.push(spawn_serving(router, incoming, stopping.clone(), addr.to_string()));
         }
