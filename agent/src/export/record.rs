@@ -121,7 +121,12 @@ impl RecordCounts {
 impl FlowRecord {
     /// The flow as Hubble's gRPC API carries it, counts in `extensions`.
     pub fn to_proto(&self) -> Flow {
-        let mut flow = self.flow.clone();
+        self.clone().into_proto()
+    }
+
+    /// [`to_proto`](Self::to_proto) without the copy.
+    pub fn into_proto(self) -> Flow {
+        let mut flow = self.flow;
         flow.extensions = Some(Any {
             type_url: STRUCT_TYPE_URL.to_owned(),
             value: self.counts.to_struct().encode_to_vec(),

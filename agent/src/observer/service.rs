@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     clock::WallClock,
-    export::RecordContext,
+    export::{FlowRecord, RecordContext, RecordSource},
     filter::FlowSelector,
     metrics::Metrics,
     proto::{
@@ -131,19 +131,38 @@ impl FlowQuery {
 
     fn response(&self, event: &Event, context: &RecordContext) -> GetFlowsResponse {
         match event {
-            Event::Flow(source) => {
-                let flow = context.build(source).to_proto();
-                let flow = match &self.mask {
-                    Some(mask) => mask.apply(&flow),
-                    None => flow,
-                };
-                GetFlowsResponse {
-                    time: Some(source.time),
-                    node_name: context.node_name.clone(),
-                    response_types: Some(ResponseTypes::Flow(flow)),
-                }
-            }
+            Event::Flow(source) => self.flow_response(source, context.build(source), context),
             Event::Lost { event, time } => lost_response(*event, *time, &context.node_name),
+        }
+    }
+
+    /// The response for a live event, if the client wants it: the record
+    /// is built once, for the filters and the response both.
+    fn live_response(&self, event: &Event, context: &RecordContext) -> Option<GetFlowsResponse> {
+        if !self.in_window(event) {
+            return None;
+        }
+        match event {
+            Event::Flow(source) => {
+                let record = context.build(source);
+                self.selector
+                    .selects(&record.flow)
+                    .then(|| self.flow_response(source, record, context))
+            }
+            Event::Lost { event, time } => Some(lost_response(*event, *time, &context.node_name)),
+        }
+    }
+
+    fn flow_response(&self, source: &RecordSource, record: FlowRecord, context: &RecordContext) -> GetFlowsResponse {
+        let flow = record.into_proto();
+        let flow = match &self.mask {
+            Some(mask) => mask.apply(&flow),
+            None => flow,
+        };
+        GetFlowsResponse {
+            time: Some(source.time),
+            node_name: context.node_name.clone(),
+            response_types: Some(ResponseTypes::Flow(flow)),
         }
     }
 }
@@ -223,10 +242,10 @@ async fn stream_flows(
                     state.node_name(),
                 )
             }
-            Some(Feed::Event(event)) if query.in_window(&event) && query.selects(&event, &state.context) => {
-                query.response(&event, &state.context)
-            }
-            Some(Feed::Event(_)) => continue,
+            Some(Feed::Event(event)) => match query.live_response(&event, &state.context) {
+                Some(response) => response,
+                None => continue,
+            },
         };
         if !send(&tx, response, &mut stopping).await {
             return;
