@@ -5,7 +5,8 @@
 
 use std::net::UdpSocket;
 
-use hubcap_tests::{output, require_root, topology::Node};
+use hubcap::proto::observer::get_flows_response::ResponseTypes;
+use hubcap_tests::{grpc, output, require_root, topology::Node};
 
 #[test]
 fn a_full_flow_map_is_reported_and_accounted() {
@@ -47,6 +48,19 @@ fn a_full_flow_map_is_reported_and_accounted() {
 
     let a = node.settled_counters(&p1.host_if);
     let b = node.settled_counters(&p2.host_if);
+    // The same losses reach Observer API clients, among the flows.
+    let socket = agent.grpc_socket.clone().expect("socket");
+    let api = grpc::runtime().block_on(async {
+        let mut client = grpc::connect(&socket).await;
+        grpc::get_flows(&mut client, Default::default()).await
+    });
+    let api_lost: u64 = api
+        .iter()
+        .filter_map(|r| match &r.response_types {
+            Some(ResponseTypes::LostEvents(l)) => Some(l.num_events_lost),
+            _ => None,
+        })
+        .sum();
     let finished = agent.stop();
     assert!(finished.status.success());
     assert!(finished.stdout.is_empty(), "flows go to the file, not stdout");
@@ -74,6 +88,7 @@ fn a_full_flow_map_is_reported_and_accounted() {
         on_wire,
         "flows ({counted}) + lost ({lost}) = interface counters"
     );
+    assert_eq!(api_lost, lost, "lost_events over the Observer API");
     let warned = finished.stderr.iter().any(|l| l.contains("kernel could not keep up"));
     assert!(warned, "a loss is also logged");
     std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
