@@ -163,40 +163,46 @@ impl FlowRing {
         }
     }
 
-    /// Events in the ring within [`since`, `until`] that `keep` accepts,
-    /// oldest first: the last `number` of them, or with `first` the first
-    /// `number`. `number` 0 means all.
-    pub fn query(
-        &self,
-        number: usize,
-        first: bool,
-        since: Option<&Timestamp>,
-        until: Option<&Timestamp>,
-        keep: impl Fn(&Event) -> bool,
-    ) -> Vec<Arc<Event>> {
-        let since = since.map(nanos);
-        let until = until.map(nanos);
-        let selected = self.events.iter().filter(|e| {
-            let t = nanos(e.time());
-            since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u) && keep(e)
-        });
-        let limit = if number == 0 { usize::MAX } else { number };
-        if first {
-            selected.take(limit).cloned().collect()
-        } else {
-            let mut last: Vec<Arc<Event>> = selected.rev().take(limit).cloned().collect();
-            last.reverse();
-            last
-        }
+    /// Every event in the ring, oldest first: cheap (shared pointers), so
+    /// that selecting from them happens without the lock.
+    pub fn snapshot(&self) -> Vec<Arc<Event>> {
+        self.events.iter().cloned().collect()
     }
 
     /// A live feed of events pushed from now on. Taken together with a
-    /// [`query`](Self::query) under the same lock, nothing falls between the
-    /// two and nothing is sent twice.
+    /// [`snapshot`](Self::snapshot) under the same lock, nothing falls
+    /// between the two and nothing is sent twice.
     pub fn follow(&self) -> Follower {
         Follower {
             receiver: self.live.subscribe(),
         }
+    }
+}
+
+/// The events of `events` (oldest first) within [`since`, `until`] that
+/// `keep` accepts: the last `number` of them, or with `first` the first
+/// `number`. `number` 0 means all.
+pub fn pick(
+    events: &[Arc<Event>],
+    number: usize,
+    first: bool,
+    since: Option<&Timestamp>,
+    until: Option<&Timestamp>,
+    keep: impl Fn(&Event) -> bool,
+) -> Vec<Arc<Event>> {
+    let since = since.map(nanos);
+    let until = until.map(nanos);
+    let selected = events.iter().filter(|e| {
+        let t = nanos(e.time());
+        since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u) && keep(e)
+    });
+    let limit = if number == 0 { usize::MAX } else { number };
+    if first {
+        selected.take(limit).cloned().collect()
+    } else {
+        let mut last: Vec<Arc<Event>> = selected.rev().take(limit).cloned().collect();
+        last.reverse();
+        last
     }
 }
 
@@ -274,7 +280,10 @@ mod tests {
             ring.push_second(s);
         }
         assert_eq!((ring.len(), ring.seen(), ring.capacity()), (3, 5, 3));
-        assert_eq!(uuids(&ring.query(0, false, None, None, |_| true)), ["3", "4", "5"]);
+        assert_eq!(
+            uuids(&pick(&ring.snapshot(), 0, false, None, None, |_| true)),
+            ["3", "4", "5"]
+        );
     }
 
     #[test]
@@ -284,16 +293,16 @@ mod tests {
             ring.push_second(s);
         }
         let all = |_: &Event| true;
-        assert_eq!(uuids(&ring.query(2, false, None, None, all)), ["5", "6"]);
-        assert_eq!(uuids(&ring.query(2, true, None, None, all)), ["1", "2"]);
+        assert_eq!(uuids(&pick(&ring.snapshot(), 2, false, None, None, all)), ["5", "6"]);
+        assert_eq!(uuids(&pick(&ring.snapshot(), 2, true, None, None, all)), ["1", "2"]);
         let since = Timestamp { seconds: 3, nanos: 0 };
         let until = Timestamp { seconds: 5, nanos: 0 };
         assert_eq!(
-            uuids(&ring.query(0, false, Some(&since), Some(&until), all)),
+            uuids(&pick(&ring.snapshot(), 0, false, Some(&since), Some(&until), all)),
             ["3", "4", "5"]
         );
         let even = |e: &Event| uuid(e).parse::<i64>().unwrap() % 2 == 0;
-        assert_eq!(uuids(&ring.query(2, false, None, None, even)), ["4", "6"]);
+        assert_eq!(uuids(&pick(&ring.snapshot(), 2, false, None, None, even)), ["4", "6"]);
     }
 
     #[test]
@@ -306,7 +315,10 @@ mod tests {
         };
         ring.push_lost(lost, Timestamp { seconds: 2, nanos: 0 });
         ring.push_second(3);
-        assert_eq!(uuids(&ring.query(0, false, None, None, |_| true)), ["1", "lost 7", "3"]);
+        assert_eq!(
+            uuids(&pick(&ring.snapshot(), 0, false, None, None, |_| true)),
+            ["1", "lost 7", "3"]
+        );
         assert_eq!(ring.seen(), 2, "seen_flows counts flows only");
     }
 

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     field_mask::FieldMask,
-    ring::{Event, Feed, FlowRing, nanos},
+    ring::{Event, Feed, FlowRing, nanos, pick},
 };
 use crate::{
     clock::WallClock,
@@ -298,19 +298,23 @@ impl Observer for ObserverService {
         };
         // Following with neither `number` nor `since` starts from now.
         let wants_recent = !req.follow || req.number > 0 || req.since.is_some();
-        let (recent, follower) = {
-            // One lock: the recent flows and the live feed join without a gap.
+        let (snapshot, follower) = {
+            // One lock: the recent flows and the live feed join without a
+            // gap. Only pointers are copied while capture waits.
             let ring = self.state.ring();
-            let recent = if wants_recent {
-                let number = usize::try_from(req.number).unwrap_or(usize::MAX);
-                ring.query(number, req.first, query.since.as_ref(), query.until.as_ref(), |e| {
-                    query.selects(e, &self.state.context)
-                })
-            } else {
-                Vec::new()
-            };
-            (recent, req.follow.then(|| ring.follow()))
+            let snapshot = if wants_recent { ring.snapshot() } else { Vec::new() };
+            (snapshot, req.follow.then(|| ring.follow()))
         };
+        let number = usize::try_from(req.number).unwrap_or(usize::MAX);
+        let recent = pick(
+            &snapshot,
+            number,
+            req.first,
+            query.since.as_ref(),
+            query.until.as_ref(),
+            |e| query.selects(e, &self.state.context),
+        );
+        drop(snapshot);
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         tokio::spawn(stream_flows(Arc::clone(&self.state), query, recent, follower, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
