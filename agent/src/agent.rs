@@ -1,11 +1,13 @@
 //! `hubcap run`: wires the stages together and runs the capture loop.
 //!
-//! One task owns everything, so there are no locks and no queues that could
-//! drop data: it wakes when the ring buffer has records, on a 500 ms tick
+//! One task owns the data path, so there are no queues that could drop
+//! data: it wakes when the ring buffer has records, on a 500 ms tick
 //! (interface changes, closed connections, kernel counters) and on
 //! SIGINT/SIGTERM. Backpressure lands on the kernel ring buffer, where every
 //! event that does not fit is counted (its flow's counts are not lost: they
-//! stay in the flow map).
+//! stay in the flow map). The only thing it shares is the Observer API's ring
+//! of recent flows, which it pushes into once per batch; the API's own thread
+//! holds that lock only to copy pointers.
 
 use std::{sync::Arc, time::Duration};
 
@@ -101,7 +103,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let grpc = args.grpc();
     let (server, observer) = if grpc.is_enabled() {
         let (server, state) = GrpcServer::start(&grpc, Arc::clone(&context), Arc::clone(&metrics))
-            .await
             .context("starting the Observer API")?;
         (Some(server), Some(state))
     } else {
@@ -139,7 +140,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // every open flow.
     let shutdown = agent.shutdown();
     if let Some(server) = server {
-        server.stop().await;
+        server.stop();
     }
     result.and(shutdown)
 }

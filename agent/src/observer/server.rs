@@ -70,6 +70,10 @@ pub enum ServerError {
     NeedsTls(SocketAddr),
     #[error("reading {path}: {source}")]
     TlsFile { path: PathBuf, source: std::io::Error },
+    #[error("cannot start the Observer API's thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the Observer API's thread ended before it was ready")]
+    ThreadEnded,
     #[error("TLS setup: {0}")]
     Tls(#[from] tonic::transport::Error),
 }
@@ -89,22 +93,85 @@ pub fn parse_listen(addr: &str) -> Result<SocketAddr, ServerError> {
     full.parse().map_err(|_| ServerError::Address(addr.to_owned()))
 }
 
-/// The running listeners.
+/// The Observer API, served from a thread of its own: what clients cost
+/// (building records, encoding, TLS) never runs on the capture thread, which
+/// only pushes into the ring.
 pub struct GrpcServer {
-    tasks: Vec<JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     socket: Option<PathBuf>,
     stop: watch::Sender<bool>,
-    health: tonic_health::server::HealthReporter,
 }
 
 impl GrpcServer {
-    /// Binds every listener (so a bad address or a busy socket fails before
-    /// capture starts) and serves in the background.
-    pub async fn start(
+    /// Starts the server thread and returns once every listener is bound, so
+    /// a bad address or a busy socket fails before capture starts.
+    pub fn start(
         config: &GrpcConfig,
         context: Arc<RecordContext>,
         metrics: Arc<Metrics>,
     ) -> Result<(GrpcServer, Arc<ObserverState>), ServerError> {
+        let (stop, stopping) = watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_config = config.clone();
+        let thread = std::thread::Builder::new()
+            .name("hubcap-grpc".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ServerError::Thread(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match Listeners::serve(&thread_config, context, metrics, stopping.clone()).await {
+                        Ok((listeners, state)) => {
+                            let _ = ready_tx.send(Ok(state));
+                            let mut stopping = stopping;
+                            let _ = stopping.wait_for(|s| *s).await;
+                            listeners.finish().await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(ServerError::Thread)?;
+        let state = ready_rx.recv().map_err(|_| ServerError::ThreadEnded)??;
+        let server = GrpcServer {
+            thread: Some(thread),
+            socket: config.socket.clone(),
+            stop,
+        };
+        Ok((server, state))
+    }
+
+    /// Ends every stream and listener, and removes the socket.
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Some(path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The listeners' tasks, on the server thread.
+struct Listeners {
+    tasks: Vec<JoinHandle<()>>,
+    health: tonic_health::server::HealthReporter,
+}
+
+impl Listeners {
+    async fn serve(
+        config: &GrpcConfig,
+        context: Arc<RecordContext>,
+        metrics: Arc<Metrics>,
+        stopping: watch::Receiver<bool>,
+    ) -> Result<(Listeners, Arc<ObserverState>), ServerError> {
         let tcp = match &config.listen {
             Some(addr) => Some(bind_tcp(parse_listen(addr)?, config).await?),
             None => None,
@@ -113,7 +180,6 @@ impl GrpcServer {
             (Some(files), Some(_)) => Some(tls_config(files)?),
             _ => None,
         };
-        let (stop, stopping) = watch::channel(false);
         let mut state = ObserverState::new(config.ring_capacity, context, metrics, stopping.clone());
         state.tls = tls.is_some();
         state.address = match (&tcp, &config.socket) {
@@ -158,19 +224,12 @@ impl GrpcServer {
             let incoming = TcpListenerStream::new(listener);
             tasks.push(spawn_serving(router, incoming, stopping.clone(), addr.to_string()));
         }
-        let server = GrpcServer {
-            tasks,
-            socket: config.socket.clone(),
-            stop,
-            health,
-        };
-        Ok((server, state))
+        Ok((Listeners { tasks, health }, state))
     }
 
-    /// Ends every stream and listener, and removes the socket.
-    pub async fn stop(mut self) {
+    /// Once hubcap is stopping (every stream has been told).
+    async fn finish(mut self) {
         self.health.set_not_serving::<ObserverServer<ObserverService>>().await;
-        let _ = self.stop.send(true);
         // Streams end on the signal, and connections close once their
         // clients read that; a client that does not (stuck, or gone quiet)
         // is cut off rather than holding up the exit.
@@ -181,9 +240,6 @@ impl GrpcServer {
                 warn!("a client of the Observer API did not close within 2 s; closing its connection");
                 abort.abort();
             }
-        }
-        if let Some(path) = &self.socket {
-            let _ = std::fs::remove_file(path);
         }
     }
 }
