@@ -31,6 +31,33 @@ pub mod hook {
     pub const DROP: u8 = 2;
 }
 
+/// IP protocol numbers the parser reads ports (or ICMP fields) from, and
+/// the ICMP rules both sides apply to them.
+pub mod ip_proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+
+    /// ICMP messages that carry an identifier tying a request to its reply
+    /// (the parser keeps it as the flow's source port; pairing matches on it).
+    pub fn is_icmp_query(protocol: u8, icmp_type: u8) -> bool {
+        match protocol {
+            // Echo reply/request, timestamp, information request/reply.
+            ICMP => matches!(icmp_type, 0 | 8 | 13 | 14 | 15 | 16),
+            // Echo request/reply.
+            ICMPV6 => matches!(icmp_type, 128 | 129),
+            _ => false,
+        }
+    }
+
+    /// An ICMP echo reply (v4 type 0, v6 type 129).
+    pub fn is_echo_reply(protocol: u8, icmp_type: u8) -> bool {
+        matches!((protocol, icmp_type), (ICMP, 0) | (ICMPV6, 129))
+    }
+}
+
 /// TCP flag bits as kept in [`FlowStats`]: bits 0..8 are the TCP header's
 /// flag byte (FIN..CWR) and bit 8 is NS, the low bit of the byte before it.
 pub mod tcp_flags {

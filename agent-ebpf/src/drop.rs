@@ -102,7 +102,9 @@ fn record(skb: u64, reason: u32, no_socket_reason: u32) {
     }
     // `ping_rcv` frees every echo reply nobody's *ping* socket wanted as
     // NO_SOCKET, even after a raw socket received it: not a drop.
-    if reason == no_socket_reason && parse::is_echo_reply(parsed.protocol, (parsed.dst_port >> 8) as u8) {
+    if reason == no_socket_reason
+        && agent_common::ip_proto::is_echo_reply(parsed.protocol, (parsed.dst_port >> 8) as u8)
+    {
         count(Counter::EchoRepliesDelivered, 1);
         return;
     }

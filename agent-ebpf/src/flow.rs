@@ -1,19 +1,18 @@
 //! Per-packet aggregation into the flow map.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use agent_common::{Counter, FlowKey};
+use agent_ebpf::{
+    aggregate,
+    parse::{self, Note, PacketBytes, ParseError, ParsedPacket},
+};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 
-use agent_common::{Counter, FlowKey, FlowStats, report_reason};
-use agent_ebpf::parse::{self, Note, PacketBytes, ParseError, ParsedPacket};
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::TcContext};
-
-use crate::maps::{FLOWS, count, send_event};
+use crate::maps::{KernelMaps, count};
 
 /// How long an active flow may go without an event. Set by user space at
 /// load time (`--report-interval`).
 #[unsafe(no_mangle)]
 static REPORT_INTERVAL_NS: u64 = 5_000_000_000;
-
-const EEXIST: i32 = -17;
 
 struct Skb<'a>(&'a TcContext);
 
@@ -72,86 +71,13 @@ pub fn account(ctx: &TcContext, hook: u8) {
     aggregate(&key, packet, len);
 }
 
-/// Counts a packet of `len` bytes in its flow: updates the entry, or
-/// creates it (and tells user space), or counts the packet as lost when the
-/// map is full. Shared by the tc programs and the drop program.
+/// Counts a packet of `len` bytes in its flow (see `agent_ebpf::aggregate`).
+/// Shared by the tc programs and the drop program.
 #[inline(always)]
 pub fn aggregate(key: &FlowKey, packet: &ParsedPacket, len: u64) {
+    // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if update_existing(key, packet, len, now) {
-        return;
-    }
-    let stats = FlowStats {
-        first_seen_ns: now,
-        last_seen_ns: now,
-        last_report_ns: now,
-        packets: 1,
-        bytes: len,
-        src_mac: packet.src_mac,
-        dst_mac: packet.dst_mac,
-        tcp_flags_seen: packet.tcp_flags,
-        tcp_flags_recent: 0,
-    };
-    match FLOWS.insert(key, &stats, u64::from(BPF_NOEXIST)) {
-        Ok(()) => send_event(
-            key,
-            &FlowStats {
-                tcp_flags_recent: packet.tcp_flags,
-                ..stats
-            },
-            report_reason::NEW,
-        ),
-        // Another CPU created it between our lookup and insert.
-        Err(EEXIST) => {
-            if !update_existing(key, packet, len, now) {
-                count_map_full(key, len);
-            }
-        }
-        Err(_) => count_map_full(key, len),
-    }
-}
-
-/// A packet that found the flow map full is in no record: count it, apart
-/// for drops so that interface accounting stays exact.
-#[inline(always)]
-fn count_map_full(key: &FlowKey, len: u64) {
-    if key.hook == agent_common::hook::DROP {
-        count(Counter::DropsMapFull, 1);
-    } else {
-        count(Counter::MapFullPackets, 1);
-        count(Counter::MapFullBytes, len);
-    }
-}
-
-/// Adds the packet to an existing entry; sends an event when the flow shows
-/// new TCP flags or has not been reported for the report interval.
-#[inline(always)]
-fn update_existing(key: &FlowKey, packet: &ParsedPacket, len: u64, now: u64) -> bool {
-    let Some(stats) = FLOWS.get_ptr_mut(key) else {
-        return false;
-    };
-    // SAFETY: the map value stays valid for this program run (RCU); counters
-    // are updated atomically because packets of one flow can be on several
-    // CPUs at once. The other fields tolerate a lost race.
-    let stats = unsafe { &mut *stats };
-    unsafe {
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut stats.packets, 1);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut stats.bytes, len);
-    }
-    stats.last_seen_ns = now;
-    stats.tcp_flags_recent |= packet.tcp_flags;
-    let new_flags = packet.tcp_flags & !stats.tcp_flags_seen;
+    // SAFETY: a global written by user space only before load.
     let interval = unsafe { core::ptr::read_volatile(&REPORT_INTERVAL_NS) };
-    let reason = if new_flags != 0 {
-        stats.tcp_flags_seen |= new_flags;
-        report_reason::NEW_TCP_FLAGS
-    } else if now.wrapping_sub(stats.last_report_ns) >= interval {
-        report_reason::PERIODIC
-    } else {
-        return true;
-    };
-    stats.last_report_ns = now;
-    send_event(key, stats, reason);
-    stats.tcp_flags_recent = 0;
-    true
+    aggregate::aggregate(&mut KernelMaps, key, packet, len, now, interval);
 }

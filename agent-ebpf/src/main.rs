@@ -2,10 +2,6 @@
 //! the kernel, and tell user space only what it needs to hear.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// The BPF target has no compare-and-swap, so core's Atomic*::fetch_add is
-// missing; the intrinsic lowers to the BPF atomic add instruction.
-#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
-#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod drop;

@@ -1,8 +1,9 @@
 //! Maps shared with user space. Names match `agent_common::*_MAP`.
 
 use agent_common::{Counter, FlowEvent, FlowKey, FlowStats};
+use agent_ebpf::aggregate::{FlowMaps, InsertError};
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
@@ -57,5 +58,38 @@ pub fn send_event(key: &FlowKey, stats: &FlowStats, reason: u32) {
         // The counts stay in FLOWS; user space still gets them from a later
         // event or from its sweep of the map.
         None => count(Counter::RingBufFull, 1),
+    }
+}
+
+const EEXIST: i32 = -17;
+
+/// The maps above, as the shared aggregation code (`agent_ebpf::aggregate`)
+/// uses them.
+pub struct KernelMaps;
+
+impl FlowMaps for KernelMaps {
+    #[inline(always)]
+    fn entry(&mut self, key: &FlowKey) -> Option<&mut FlowStats> {
+        // SAFETY: the map value stays valid for this program run (RCU).
+        FLOWS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
+    }
+
+    #[inline(always)]
+    fn insert_new(&mut self, key: &FlowKey, stats: &FlowStats) -> Result<(), InsertError> {
+        match FLOWS.insert(key, stats, u64::from(BPF_NOEXIST)) {
+            Ok(()) => Ok(()),
+            Err(EEXIST) => Err(InsertError::Exists),
+            Err(_) => Err(InsertError::Full),
+        }
+    }
+
+    #[inline(always)]
+    fn send_event(&mut self, key: &FlowKey, stats: &FlowStats, reason: u32) {
+        send_event(key, stats, reason);
+    }
+
+    #[inline(always)]
+    fn count(&mut self, counter: Counter, n: u64) {
+        count(counter, n);
     }
 }

@@ -5,7 +5,10 @@
 //! and a byte slice in host unit tests. Every loop is bounded and every
 //! offset is checked, which keeps the verifier content.
 
-use agent_common::tcp_flags;
+use agent_common::{
+    ip_proto::{self, is_icmp_query},
+    tcp_flags,
+};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -27,12 +30,6 @@ impl PacketBytes for [u8] {
         Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
     }
 }
-
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
-pub const PROTO_SCTP: u8 = 132;
 
 /// Stacked 802.1Q/802.1ad tags we look through (QinQ).
 const MAX_VLAN_TAGS: usize = 2;
@@ -209,7 +206,7 @@ fn is_ipv6_extension(next_header: u8) -> bool {
 /// accounting.
 fn parse_l4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut ParsedPacket) {
     let ok = match out.protocol {
-        PROTO_TCP => match packet.load::<[u8; 14]>(offset) {
+        ip_proto::TCP => match packet.load::<[u8; 14]>(offset) {
             Some(h) => {
                 out.src_port = u16::from_be_bytes([h[0], h[1]]);
                 out.dst_port = u16::from_be_bytes([h[2], h[3]]);
@@ -218,7 +215,7 @@ fn parse_l4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut Parsed
             }
             None => false,
         },
-        PROTO_UDP | PROTO_SCTP => match packet.load::<[u8; 4]>(offset) {
+        ip_proto::UDP | ip_proto::SCTP => match packet.load::<[u8; 4]>(offset) {
             Some(h) => {
                 out.src_port = u16::from_be_bytes([h[0], h[1]]);
                 out.dst_port = u16::from_be_bytes([h[2], h[3]]);
@@ -226,7 +223,7 @@ fn parse_l4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut Parsed
             }
             None => false,
         },
-        PROTO_ICMP | PROTO_ICMPV6 => match packet.load::<[u8; 8]>(offset) {
+        ip_proto::ICMP | ip_proto::ICMPV6 => match packet.load::<[u8; 8]>(offset) {
             Some(h) => {
                 out.dst_port = u16::from_be_bytes([h[0], h[1]]);
                 if is_icmp_query(out.protocol, h[0]) {
@@ -241,22 +238,6 @@ fn parse_l4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut Parsed
     };
     if !ok {
         out.note = Note::L4Truncated;
-    }
-}
-
-/// An ICMP echo reply (v4 type 0, v6 type 129).
-pub fn is_echo_reply(protocol: u8, icmp_type: u8) -> bool {
-    matches!((protocol, icmp_type), (PROTO_ICMP, 0) | (PROTO_ICMPV6, 129))
-}
-
-/// ICMP messages that carry an identifier tying a request to its reply.
-pub fn is_icmp_query(protocol: u8, icmp_type: u8) -> bool {
-    match protocol {
-        // Echo reply/request, timestamp, information request/reply.
-        PROTO_ICMP => matches!(icmp_type, 0 | 8 | 13 | 14 | 15 | 16),
-        // Echo request/reply.
-        PROTO_ICMPV6 => matches!(icmp_type, 128 | 129),
-        _ => false,
     }
 }
 

@@ -6,8 +6,8 @@
 //! SIGINT/SIGTERM. Backpressure lands on the kernel ring buffer, where every
 //! event that does not fit is counted (its flow's counts are not lost: they
 //! stay in the flow map). The only thing it shares is the Observer API's ring
-//! of recent flows, which it pushes into once per batch; the API's own thread
-//! holds that lock only to copy pointers.
+//! of recent flows, which it pushes into; the API's own thread holds that
+//! lock only to copy pointers.
 
 use std::{sync::Arc, time::Duration};
 
@@ -177,21 +177,6 @@ fn prepare_drop_capture(spec: &str) -> Result<(Option<DropCapture>, DropReasons)
     Ok((Some(DropCapture { layout, filter }), reasons))
 }
 
-/// Hubble's L4 protocol name of a record (`TCP`, `UDP`, `ICMPv4`, ...).
-fn protocol_name(record: &FlowRecord) -> &'static str {
-    use crate::proto::flow::layer4::Protocol;
-    match record.flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
-        Some(Protocol::Tcp(_)) => "TCP",
-        Some(Protocol::Udp(_)) => "UDP",
-        Some(Protocol::IcmPv4(_)) => "ICMPv4",
-        Some(Protocol::IcmPv6(_)) => "ICMPv6",
-        Some(Protocol::Sctp(_)) => "SCTP",
-        Some(Protocol::Vrrp(_)) => "VRRP",
-        Some(Protocol::Igmp(_)) => "IGMP",
-        None => "",
-    }
-}
-
 fn default_node_name() -> String {
     std::env::var("NODE_NAME")
         .ok()
@@ -327,9 +312,6 @@ impl Agent {
     fn write_updates(&mut self) -> Result<()> {
         // Taken out and put back so the scratch buffer is reused.
         let mut updates = std::mem::take(&mut self.updates);
-        let observer = self.observer.clone();
-        // One lock per batch; readers take it only for snapshots.
-        let mut ring = observer.as_ref().map(|o| o.ring());
         for u in &updates {
             let source = self.builder.source(u, &self.clock);
             let record = self.builder.context.build(&source);
@@ -338,19 +320,16 @@ impl Agent {
             let time = record.flow.time.unwrap_or_default();
             write_export_event(
                 &mut self.lines,
-                ExportPayload::Flow(&record),
+                ExportPayload::record(&record),
                 &self.builder.context.node_name,
                 &time,
             );
             self.line_count += 1;
-            if let Some(ring) = ring.as_mut() {
-                ring.push_flow(source, &record.flow);
+            // Held per push, so the API's thread never waits for a batch.
+            if let Some(observer) = &self.observer {
+                observer.ring().push_flow(source, &record.flow);
             }
         }
-        if let Some(ring) = &ring {
-            self.metrics.observer_ring_events.set(ring.len() as i64);
-        }
-        drop(ring);
         updates.clear();
         self.updates = updates;
         let rotations_before = self.sink_stats.rotations;
@@ -394,7 +373,7 @@ impl Agent {
             let reason = record.flow.drop_reason_desc().as_str_name();
             m.flows_processed.with_label_values(&["Drop", "", "DROPPED"]).inc();
             m.drops
-                .with_label_values(&[reason, protocol_name(record)])
+                .with_label_values(&[reason, record.flow.l4_parts().protocol])
                 .inc_by(u.packets);
             return;
         }
@@ -404,7 +383,7 @@ impl Agent {
             .inc();
         let family = if u.key.ip_version == 6 { "IPv6" } else { "IPv4" };
         let flags = u.tcp_flags;
-        if u.key.protocol == agent_ebpf::parse::PROTO_TCP {
+        if u.key.protocol == agent_common::ip_proto::TCP {
             let syn = flags & tcp_flags::SYN != 0;
             let ack = flags & tcp_flags::ACK != 0;
             for (set, name) in [
@@ -435,6 +414,9 @@ impl Agent {
         m.flow_table_directions.set(self.table.len() as i64);
         m.attached_interfaces.set(self.attachments.len() as i64);
         m.kernel_flow_entries.set(self.table.stats.kernel_entries as i64);
+        if let Some(observer) = &self.observer {
+            m.observer_ring_events.set(observer.ring().len() as i64);
+        }
     }
 
     /// Turns increases of the kernel's loss counters into `lost_events`

@@ -14,7 +14,7 @@
 
 use std::net::IpAddr;
 
-use crate::proto::flow::{EventTypeFilter, Flow, FlowFilter, NetworkInterface, TcpFlags, layer4::Protocol};
+use crate::proto::flow::{EventTypeFilter, Flow, FlowFilter, NetworkInterface, TcpFlags};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -111,7 +111,8 @@ struct Compiled {
     drop_reason_desc: Vec<i32>,
     interface: Vec<NetworkInterface>,
     event_type: Vec<EventTypeFilter>,
-    protocol: Vec<String>,
+    /// Hubble's protocol names (`TCP`, `ICMPv4`), as [`Flow::l4_parts`] gives them.
+    protocol: Vec<&'static str>,
     source_port: Vec<u32>,
     destination_port: Vec<u32>,
     reply: Vec<bool>,
@@ -163,12 +164,13 @@ impl Compiled {
         let protocol = f
             .protocol
             .iter()
-            .map(|p| {
-                let p = p.to_ascii_lowercase();
-                match p.as_str() {
-                    "tcp" | "udp" | "sctp" | "icmpv4" | "icmpv6" => Ok(p),
-                    _ => Err(FilterError::Protocol(p)),
-                }
+            .map(|p| match p.to_ascii_lowercase().as_str() {
+                "tcp" => Ok("TCP"),
+                "udp" => Ok("UDP"),
+                "sctp" => Ok("SCTP"),
+                "icmpv4" => Ok("ICMPv4"),
+                "icmpv6" => Ok("ICMPv6"),
+                other => Err(FilterError::Protocol(other.to_owned())),
             })
             .collect::<Result<_, _>>()?;
         let node_name = f
@@ -203,7 +205,8 @@ impl Compiled {
         }
         let ip = flow.ip.as_ref();
         let (source, destination) = (flow.source.as_ref(), flow.destination.as_ref());
-        let (protocol, sport, dport, flags) = l4(flow);
+        let l4 = flow.l4_parts();
+        let (sport, dport) = (l4.ports.map(|p| p.0), l4.ports.map(|p| p.1));
         any(&self.uuid, |u| *u == flow.uuid)
             && any(&self.source_ip, |m| ip.is_some_and(|ip| m.contains(&ip.source)))
             && any(&self.destination_ip, |m| {
@@ -228,32 +231,15 @@ impl Compiled {
                     .as_ref()
                     .is_some_and(|fe| fe.r#type == e.r#type && (!e.match_sub_type || fe.sub_type == e.sub_type))
             })
-            && any(&self.protocol, |p| Some(p.as_str()) == protocol)
+            && any(&self.protocol, |p| *p == l4.protocol)
             && any(&self.source_port, |p| Some(*p) == sport)
             && any(&self.destination_port, |p| Some(*p) == dport)
             && any(&self.reply, |r| flow.is_reply == Some(*r))
             && any(&self.tcp_flags, |want| {
-                flags.is_some_and(|have| contains_flags(have, want))
+                l4.tcp_flags.is_some_and(|have| contains_flags(have, want))
             })
             && any(&self.node_name, |p| p.matches(&flow.node_name))
             && any(&self.ip_version, |v| ip.is_some_and(|ip| ip.ip_version == *v))
-    }
-}
-
-/// Protocol name (as filters spell it), ports and TCP flags of a flow.
-fn l4(flow: &Flow) -> (Option<&'static str>, Option<u32>, Option<u32>, Option<&TcpFlags>) {
-    match flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
-        Some(Protocol::Tcp(t)) => (
-            Some("tcp"),
-            Some(t.source_port),
-            Some(t.destination_port),
-            t.flags.as_ref(),
-        ),
-        Some(Protocol::Udp(u)) => (Some("udp"), Some(u.source_port), Some(u.destination_port), None),
-        Some(Protocol::Sctp(s)) => (Some("sctp"), Some(s.source_port), Some(s.destination_port), None),
-        Some(Protocol::IcmPv4(_)) => (Some("icmpv4"), None, None, None),
-        Some(Protocol::IcmPv6(_)) => (Some("icmpv6"), None, None, None),
-        _ => (None, None, None, None),
     }
 }
 

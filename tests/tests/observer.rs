@@ -11,7 +11,8 @@ use std::{
 
 use hubcap::proto::{
     flow::{
-        EventTypeFilter, FlowFilter, IpVersion, NetworkInterface, TcpFlags, TrafficDirection, Verdict, layer4::Protocol,
+        DropReason, EventTypeFilter, FlowFilter, IpVersion, NetworkInterface, TcpFlags, TrafficDirection, Verdict,
+        layer4::Protocol,
     },
     observer::{
         GetAgentEventsRequest, GetDebugEventsRequest, GetFlowsRequest, GetNamespacesRequest, GetNodesRequest,
@@ -421,6 +422,26 @@ fn observer_api_serves_what_was_captured() {
             }],
             vec![],
             Box::new(|r| r.verdict == "DROPPED" && r.json["drop_reason_desc"].is_null()),
+        ),
+        // The cases above that match everything, or every drop, would pass
+        // with the filter ignored; these would not.
+        (
+            "node_name glob of another node: none",
+            vec![FlowFilter {
+                node_name: s(&format!("{node_name}-other*")),
+                ..Default::default()
+            }],
+            vec![],
+            Box::new(|_| false),
+        ),
+        (
+            "drop_reason_desc POLICY_DENIED: none",
+            vec![FlowFilter {
+                drop_reason_desc: vec![DropReason::PolicyDenied as i32],
+                ..Default::default()
+            }],
+            vec![],
+            Box::new(|_| false),
         ),
         (
             "reply",

@@ -70,7 +70,7 @@ fn tcp_over_ipv4_gives_five_tuple_macs_and_flags() {
     assert_eq!((p.src_addr, p.dst_addr), (v4(V4_SRC), v4(V4_DST)));
     assert_eq!(
         (p.src_port, p.dst_port, p.protocol, p.ip_version),
-        (40000, 80, PROTO_TCP, 4)
+        (40000, 80, ip_proto::TCP, 4)
     );
     assert_eq!(p.tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
     assert_eq!((p.src_mac, p.dst_mac), (SRC_MAC, DST_MAC));
@@ -116,7 +116,7 @@ fn ipv4_options_are_skipped_to_reach_ports() {
         .unwrap();
     assert_eq!(bytes[14] & 0x0f, 7, "IHL includes the options");
     let p = parsed(&bytes).unwrap();
-    assert_eq!((p.src_port, p.dst_port, p.protocol), (5353, 53, PROTO_UDP));
+    assert_eq!((p.src_port, p.dst_port, p.protocol), (5353, 53, ip_proto::UDP));
 }
 
 #[test]
@@ -141,7 +141,10 @@ fn vlan_and_qinq_tags_are_looked_through() {
     // Make the outer tag 802.1ad, as a provider bridge would.
     bytes[12..14].copy_from_slice(&0x88a8u16.to_be_bytes());
     let p = parsed(&bytes).unwrap();
-    assert_eq!((p.ip_version, p.src_port, p.dst_port, p.protocol), (6, 3, 4, PROTO_UDP));
+    assert_eq!(
+        (p.ip_version, p.src_port, p.dst_port, p.protocol),
+        (6, 3, 4, ip_proto::UDP)
+    );
 }
 
 #[test]
@@ -153,7 +156,7 @@ fn udp_and_sctp_ports() {
     .unwrap();
     assert_eq!(
         (p.src_port, p.dst_port, p.protocol, p.tcp_flags),
-        (1234, 5678, PROTO_UDP, 0)
+        (1234, 5678, ip_proto::UDP, 0)
     );
 
     // SCTP common header: ports, verification tag, checksum.
@@ -162,7 +165,7 @@ fn udp_and_sctp_ports() {
         &[0x0b, 0xb8, 0x0f, 0xa0, 0, 0, 0, 1, 0, 0, 0, 0],
     ))
     .unwrap();
-    assert_eq!((p.src_port, p.dst_port, p.protocol), (3000, 4000, PROTO_SCTP));
+    assert_eq!((p.src_port, p.dst_port, p.protocol), (3000, 4000, ip_proto::SCTP));
 }
 
 #[test]
@@ -174,7 +177,7 @@ fn icmp_carries_id_for_queries_and_type_code() {
         .write(&mut bytes, &[0; 8])
         .unwrap();
     let p = parsed(&bytes).unwrap();
-    assert_eq!((p.protocol, p.src_port, p.dst_port), (PROTO_ICMP, 0x1234, 8 << 8));
+    assert_eq!((p.protocol, p.src_port, p.dst_port), (ip_proto::ICMP, 0x1234, 8 << 8));
 
     let mut bytes = Vec::new();
     PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
@@ -185,7 +188,7 @@ fn icmp_carries_id_for_queries_and_type_code() {
     let p = parsed(&bytes).unwrap();
     assert_eq!(
         (p.protocol, p.ip_version, p.src_port, p.dst_port),
-        (PROTO_ICMPV6, 6, 0x4321, 129 << 8)
+        (ip_proto::ICMPV6, 6, 0x4321, 129 << 8)
     );
 
     // Destination unreachable, port unreachable (3/3): no identifier.
@@ -207,7 +210,7 @@ fn ipv6_extension_headers_are_walked_to_l4() {
     }));
     let p = parsed(&ipv6_with(IpNumber::IPV6_HEADER_HOP_BY_HOP, &rest)).unwrap();
     assert_eq!((p.src_addr, p.dst_addr), (V6_SRC, V6_DST));
-    assert_eq!((p.protocol, p.src_port, p.dst_port), (PROTO_TCP, 443, 50000));
+    assert_eq!((p.protocol, p.src_port, p.dst_port), (ip_proto::TCP, 443, 50000));
     assert_eq!(p.tcp_flags, tcp_flags::FIN | tcp_flags::ACK);
 }
 
@@ -219,7 +222,7 @@ fn fragments_keep_ports_only_in_the_first() {
     let p = parsed(&bytes).unwrap();
     assert_eq!(
         (p.note, p.src_port, p.dst_port, p.protocol),
-        (Note::Fragment, 0, 0, PROTO_UDP)
+        (Note::Fragment, 0, 0, ip_proto::UDP)
     );
 
     // IPv4 first fragment (more-fragments set, offset 0) still has ports.
@@ -232,7 +235,7 @@ fn fragments_keep_ports_only_in_the_first() {
     let mut rest = frag.to_bytes().to_vec();
     rest.extend_from_slice(&[0; 16]);
     let p = parsed(&ipv6_with(IpNumber::IPV6_FRAGMENTATION_HEADER, &rest)).unwrap();
-    assert_eq!((p.note, p.protocol, p.src_port), (Note::Fragment, PROTO_UDP, 0));
+    assert_eq!((p.note, p.protocol, p.src_port), (Note::Fragment, ip_proto::UDP, 0));
 
     // IPv6 first fragment: ports are read behind the fragment header.
     let frag = Ipv6FragmentHeader::new(IpNumber::UDP, etherparse::IpFragOffset::ZERO, true, 7);
@@ -241,7 +244,7 @@ fn fragments_keep_ports_only_in_the_first() {
     let p = parsed(&ipv6_with(IpNumber::IPV6_FRAGMENTATION_HEADER, &rest)).unwrap();
     assert_eq!(
         (p.note, p.protocol, p.src_port, p.dst_port),
-        (Note::None, PROTO_UDP, 53, 54)
+        (Note::None, ip_proto::UDP, 53, 54)
     );
 }
 

@@ -4,8 +4,7 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use agent_common::{FlowKey, hook, tcp_flags};
-use agent_ebpf::parse::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use agent_common::{FlowKey, hook, ip_proto, tcp_flags};
 
 use prost_types::Timestamp;
 
@@ -228,7 +227,7 @@ const FLAG_NAMES: [(u16, &str); 9] = [
 fn layer4(key: &FlowKey, flags: u16) -> (Option<Layer4>, String) {
     let (src, dst) = (u32::from(key.src_port), u32::from(key.dst_port));
     let (protocol, summary) = match key.protocol {
-        PROTO_TCP => {
+        ip_proto::TCP => {
             let names: Vec<&str> = FLAG_NAMES
                 .iter()
                 .filter(|(bit, _)| flags & bit != 0)
@@ -259,14 +258,14 @@ fn layer4(key: &FlowKey, flags: u16) -> (Option<Layer4>, String) {
                 summary,
             )
         }
-        PROTO_UDP => (
+        ip_proto::UDP => (
             Protocol::Udp(flow::Udp {
                 source_port: src,
                 destination_port: dst,
             }),
             "UDP".to_owned(),
         ),
-        PROTO_SCTP => (
+        ip_proto::SCTP => (
             Protocol::Sctp(flow::Sctp {
                 source_port: src,
                 destination_port: dst,
@@ -274,14 +273,14 @@ fn layer4(key: &FlowKey, flags: u16) -> (Option<Layer4>, String) {
             }),
             "SCTP".to_owned(),
         ),
-        PROTO_ICMP => {
+        ip_proto::ICMP => {
             let (t, c) = (dst >> 8, dst & 0xff);
             (
                 Protocol::IcmPv4(flow::IcmPv4 { r#type: t, code: c }),
                 format!("ICMPv4 {}", icmpv4_name(t)),
             )
         }
-        PROTO_ICMPV6 => {
+        ip_proto::ICMPV6 => {
             let (t, c) = (dst >> 8, dst & 0xff);
             (
                 Protocol::IcmPv6(flow::IcmPv6 { r#type: t, code: c }),

@@ -24,22 +24,23 @@ use crate::proto::flow::{
 
 /// What one exporter line carries.
 pub enum ExportPayload<'a> {
-    Flow(&'a FlowRecord),
-    /// A flow from elsewhere (a gRPC response, a file), with hubcap's counts
-    /// when it carries them.
-    FlowParts(&'a Flow, Option<&'a RecordCounts>),
+    /// A flow with hubcap's counts, when it has them (a flow read back from
+    /// elsewhere may not).
+    Flow(&'a Flow, Option<&'a RecordCounts>),
     LostEvents(&'a LostEvent),
+}
+
+impl<'a> ExportPayload<'a> {
+    pub fn record(record: &'a FlowRecord) -> Self {
+        ExportPayload::Flow(&record.flow, Some(&record.counts))
+    }
 }
 
 /// Appends one `ExportEvent` line, `\n` included.
 pub fn write_export_event(out: &mut Vec<u8>, payload: ExportPayload<'_>, node_name: &str, time: &Timestamp) {
     let mut o = Obj::open(out);
     match payload {
-        ExportPayload::Flow(record) => {
-            o.key("flow");
-            write_flow(o.out, &record.flow, Some(&record.counts));
-        }
-        ExportPayload::FlowParts(flow, counts) => {
+        ExportPayload::Flow(flow, counts) => {
             o.key("flow");
             write_flow(o.out, flow, counts);
         }

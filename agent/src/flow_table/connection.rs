@@ -5,8 +5,7 @@
 //! FIN, and how many of its directions are open. The directions themselves
 //! live in the flow table, keyed by [`FlowKey`].
 
-use agent_common::{FlowKey, hook, tcp_flags};
-use agent_ebpf::parse::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, is_icmp_query};
+use agent_common::{FlowKey, hook, ip_proto, tcp_flags};
 
 /// An address and port (or ICMP identifier).
 type Endpoint = ([u8; 16], u16);
@@ -33,10 +32,12 @@ pub struct ConnKey {
 /// and its ICMP class.
 fn endpoints(key: &FlowKey) -> (Endpoint, Endpoint, u16) {
     match key.protocol {
-        PROTO_TCP | PROTO_UDP | PROTO_SCTP => ((key.src_addr, key.src_port), (key.dst_addr, key.dst_port), 0),
-        PROTO_ICMP | PROTO_ICMPV6 => {
+        ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP => {
+            ((key.src_addr, key.src_port), (key.dst_addr, key.dst_port), 0)
+        }
+        ip_proto::ICMP | ip_proto::ICMPV6 => {
             let icmp_type = (key.dst_port >> 8) as u8;
-            if is_icmp_query(key.protocol, icmp_type) {
+            if ip_proto::is_icmp_query(key.protocol, icmp_type) {
                 let id = key.src_port;
                 (
                     (key.src_addr, id),
@@ -108,16 +109,19 @@ impl ConnKey {
 /// The request type of an ICMP request/reply pair.
 fn query_family(protocol: u8, icmp_type: u8) -> u8 {
     match (protocol, icmp_type) {
-        (PROTO_ICMP, 0) => 8,
-        (PROTO_ICMP, 14) => 13,
-        (PROTO_ICMP, 16) => 15,
-        (PROTO_ICMPV6, 129) => 128,
+        (ip_proto::ICMP, 0) => 8,
+        (ip_proto::ICMP, 14) => 13,
+        (ip_proto::ICMP, 16) => 15,
+        (ip_proto::ICMPV6, 129) => 128,
         (_, t) => t,
     }
 }
 
 fn is_icmp_request(protocol: u8, icmp_type: u8) -> bool {
-    matches!((protocol, icmp_type), (PROTO_ICMP, 8 | 13 | 15) | (PROTO_ICMPV6, 128))
+    matches!(
+        (protocol, icmp_type),
+        (ip_proto::ICMP, 8 | 13 | 15) | (ip_proto::ICMPV6, 128)
+    )
 }
 
 #[derive(Default)]
@@ -146,7 +150,7 @@ impl Connection {
         let source = source_side(key);
         let other = LOW + HIGH - source;
         self.initiator = match key.protocol {
-            PROTO_TCP => {
+            ip_proto::TCP => {
                 let flags = first_packet_flags.unwrap_or(0);
                 if flags & tcp_flags::SYN == 0 {
                     0
@@ -156,9 +160,9 @@ impl Connection {
                     other
                 }
             }
-            PROTO_ICMP | PROTO_ICMPV6 => {
+            ip_proto::ICMP | ip_proto::ICMPV6 => {
                 let icmp_type = (key.dst_port >> 8) as u8;
-                if !is_icmp_query(key.protocol, icmp_type) || is_icmp_request(key.protocol, icmp_type) {
+                if !ip_proto::is_icmp_query(key.protocol, icmp_type) || is_icmp_request(key.protocol, icmp_type) {
                     source
                 } else {
                     // A reply: the other side asked.

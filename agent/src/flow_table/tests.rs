@@ -1,6 +1,8 @@
-use std::collections::HashMap;
-
-use agent_common::{FlowEvent, FlowKey, FlowStats, hook, report_reason, tcp_flags};
+use agent_common::{Counter, FlowEvent, FlowKey, FlowStats, hook, report_reason, tcp_flags};
+use agent_ebpf::{
+    aggregate::{aggregate, host::HostMaps},
+    parse::ParsedPacket,
+};
 
 use super::*;
 
@@ -14,74 +16,44 @@ fn config() -> TableConfig {
     }
 }
 
-/// A stand-in for the kernel map that also produces the events the kernel
-/// would send, following the same rules as `agent-ebpf/src/flow.rs`.
-#[derive(Default)]
-struct FakeKernel {
-    map: HashMap<FlowKey, FlowStats>,
+/// The kernel side on the host: the kernel's own aggregation code
+/// (`agent_ebpf::aggregate`) over host maps, so these tests follow the
+/// kernel's rules and cannot drift from them.
+struct HostKernel(HostMaps);
+
+impl Default for HostKernel {
+    fn default() -> Self {
+        HostKernel(HostMaps::new(1 << 16))
+    }
 }
 
-impl KernelFlows for FakeKernel {
+impl KernelFlows for HostKernel {
     fn get(&self, key: &FlowKey) -> Option<FlowStats> {
-        self.map.get(key).copied()
+        self.0.flows.get(key).copied()
     }
     fn remove(&mut self, key: &FlowKey) {
-        self.map.remove(key);
+        self.0.flows.remove(key);
     }
     fn entries(&mut self) -> Vec<(FlowKey, FlowStats)> {
-        self.map.iter().map(|(k, v)| (*k, *v)).collect()
+        self.0.flows.iter().map(|(k, v)| (*k, *v)).collect()
     }
 }
 
-impl FakeKernel {
+impl HostKernel {
+    /// One packet through the kernel's aggregation; the event it sent, if any.
     fn packet(&mut self, key: FlowKey, len: u64, flags: u16, now: u64) -> Option<FlowEvent> {
-        match self.map.get_mut(&key) {
-            None => {
-                let stats = FlowStats {
-                    first_seen_ns: now,
-                    last_seen_ns: now,
-                    last_report_ns: now,
-                    packets: 1,
-                    bytes: len,
-                    tcp_flags_seen: flags,
-                    ..Default::default()
-                };
-                self.map.insert(key, stats);
-                Some(FlowEvent {
-                    key,
-                    reason: report_reason::NEW,
-                    _pad: 0,
-                    stats: FlowStats {
-                        tcp_flags_recent: flags,
-                        ..stats
-                    },
-                })
-            }
-            Some(s) => {
-                s.packets += 1;
-                s.bytes += len;
-                s.last_seen_ns = now;
-                s.tcp_flags_recent |= flags;
-                let new = flags & !s.tcp_flags_seen;
-                let reason = if new != 0 {
-                    s.tcp_flags_seen |= new;
-                    report_reason::NEW_TCP_FLAGS
-                } else if now - s.last_report_ns >= 5 * SEC {
-                    report_reason::PERIODIC
-                } else {
-                    return None;
-                };
-                s.last_report_ns = now;
-                let event = FlowEvent {
-                    key,
-                    reason,
-                    _pad: 0,
-                    stats: *s,
-                };
-                s.tcp_flags_recent = 0;
-                Some(event)
-            }
-        }
+        let packet = ParsedPacket {
+            tcp_flags: flags,
+            ..Default::default()
+        };
+        aggregate(&mut self.0, &key, &packet, len, now, 5 * SEC);
+        let event = self.0.events.pop();
+        assert!(self.0.events.is_empty(), "one packet, at most one event");
+        event
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.flows.is_empty()
     }
 }
 
@@ -101,7 +73,7 @@ fn key(src: u8, sport: u16, dst: u8, dport: u16, protocol: u8, hook: u8) -> Flow
 }
 
 struct Harness {
-    kernel: FakeKernel,
+    kernel: HostKernel,
     table: FlowTable,
     out: Vec<FlowUpdate>,
 }
@@ -109,7 +81,7 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         Harness {
-            kernel: FakeKernel::default(),
+            kernel: HostKernel::default(),
             table: FlowTable::new(config()),
             out: Vec::new(),
         }
@@ -172,7 +144,7 @@ fn tcp_connection_begins_continues_and_ends_with_exact_sums() {
     assert_eq!(h.records_of(&fwd)[0].tcp_flags, tcp_flags::SYN);
     assert_eq!(h.records_of(&rev)[0].tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
     assert_ne!(h.records_of(&fwd).last().unwrap().tcp_flags & tcp_flags::FIN, 0);
-    assert!(h.kernel.map.is_empty(), "ended flows leave the kernel map");
+    assert!(h.kernel.is_empty(), "ended flows leave the kernel map");
     assert!(h.table.is_empty());
 }
 
@@ -276,7 +248,7 @@ fn shutdown_ends_everything_with_final_counts() {
     h.table.finish(&mut h.kernel, SEC, &mut h.out);
     assert_eq!(h.totals(&a), (10, 600));
     assert_eq!(h.totals(&b), (10, 700));
-    assert!(h.kernel.map.is_empty() && h.table.is_empty());
+    assert!(h.kernel.is_empty() && h.table.is_empty());
 }
 
 #[test]
@@ -306,4 +278,53 @@ fn out_of_order_events_never_make_counts_go_backwards() {
     h.table.on_event(&newer, 6 * SEC, &mut h.out);
     h.table.on_event(&older, 6 * SEC, &mut h.out);
     assert_eq!(h.totals(&k), (10, 1000));
+}
+
+#[test]
+fn a_full_kernel_map_counts_new_flows_as_lost_and_keeps_counting_old_ones() {
+    let mut h = Harness::new();
+    h.kernel.0.capacity = 1;
+    let old = key(1, 1, 2, 2, UDP, hook::INGRESS);
+    let new = key(3, 1, 4, 2, UDP, hook::INGRESS);
+    h.send(old, 100, 0, 0);
+    h.send(new, 60, 0, 1);
+    h.send(new, 60, 0, 2);
+    h.send(old, 100, 0, 3);
+    assert_eq!(h.kernel.0.counter(Counter::MapFullPackets), 2);
+    assert_eq!(h.kernel.0.counter(Counter::MapFullBytes), 120);
+    h.table.finish(&mut h.kernel, SEC, &mut h.out);
+    assert_eq!(h.totals(&old), (2, 200));
+    assert!(h.records_of(&new).is_empty());
+}
+
+#[test]
+fn a_flow_is_reported_once_per_interval_and_on_each_new_tcp_flag() {
+    let mut kernel = HostKernel::default();
+    let k = key(1, 1, 2, 2, TCP, hook::INGRESS);
+    let reasons: Vec<_> = [
+        (tcp_flags::SYN, 0),
+        (tcp_flags::ACK, 1),
+        (tcp_flags::ACK, 2),
+        // The interval counts from the last report (the ACK at 1 ns).
+        (tcp_flags::ACK, 5 * SEC),
+        (tcp_flags::ACK, 5 * SEC + 1),
+        (tcp_flags::ACK, 5 * SEC + 2),
+        (tcp_flags::ACK | tcp_flags::FIN, 5 * SEC + 3),
+    ]
+    .into_iter()
+    .map(|(flags, now)| kernel.packet(k, 60, flags, now).map(|e| e.reason))
+    .collect();
+    use report_reason::{NEW, NEW_TCP_FLAGS, PERIODIC};
+    assert_eq!(
+        reasons,
+        [
+            Some(NEW),
+            Some(NEW_TCP_FLAGS),
+            None,
+            None,
+            Some(PERIODIC),
+            None,
+            Some(NEW_TCP_FLAGS)
+        ]
+    );
 }

@@ -16,7 +16,7 @@ use crate::{
         json::{ExportPayload, civil_from_days, write_export_event},
     },
     proto::{
-        flow::{DropReason, Flow, LostEvent, LostEventSource, TraceObservationPoint, Verdict, layer4::Protocol},
+        flow::{DropReason, Flow, LostEvent, LostEventSource, TraceObservationPoint, Verdict},
         observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
     },
 };
@@ -64,12 +64,7 @@ fn endpoint(flow: &Flow, source: bool) -> String {
         None if ip.contains(':') => format!("[{ip}]"),
         None => ip.to_owned(),
     };
-    let ports = flow.l4.as_ref().and_then(|l4| match l4.protocol.as_ref()? {
-        Protocol::Tcp(p) => Some((p.source_port, p.destination_port)),
-        Protocol::Udp(p) => Some((p.source_port, p.destination_port)),
-        Protocol::Sctp(p) => Some((p.source_port, p.destination_port)),
-        _ => None,
-    });
+    let ports = flow.l4_parts().ports;
     match ports {
         Some((s, d)) => format!("{host}:{}", if source { s } else { d }),
         None if ip.contains(':') => host.trim_start_matches('[').trim_end_matches(']').to_owned(),
@@ -112,14 +107,9 @@ fn lost_source(lost: &LostEvent) -> &'static str {
     LostEventSource::try_from(lost.source).map_or("UNKNOWN_LOST_EVENT_SOURCE", |s| s.as_str_name())
 }
 
-/// Splits hubcap's counts out of a flow's `extensions`.
-fn flow_and_counts(flow: &Flow) -> (Flow, Option<RecordCounts>) {
-    let counts = flow.extensions.as_ref().and_then(RecordCounts::from_extensions);
-    let mut flow = flow.clone();
-    if counts.is_some() {
-        flow.extensions = None;
-    }
-    (flow, counts)
+/// hubcap's counts, from a flow's `extensions`.
+fn counts(flow: &Flow) -> Option<RecordCounts> {
+    flow.extensions.as_ref().and_then(RecordCounts::from_extensions)
 }
 
 impl<W: Write> Printer<W> {
@@ -141,28 +131,17 @@ impl<W: Write> Printer<W> {
         match self.format {
             OutputFormat::Json => {
                 self.line.clear();
+                let flow_counts;
                 let payload = match &response.response_types {
                     Some(ResponseTypes::Flow(flow)) => {
-                        let (flow, counts) = flow_and_counts(flow);
-                        write_export_event(
-                            &mut self.line,
-                            ExportPayload::FlowParts(&flow, counts.as_ref()),
-                            &response.node_name,
-                            &time,
-                        );
-                        None
+                        // The JSON writer writes `extensions` from these.
+                        flow_counts = counts(flow);
+                        ExportPayload::Flow(flow, flow_counts.as_ref())
                     }
-                    Some(ResponseTypes::LostEvents(lost)) => Some(lost),
+                    Some(ResponseTypes::LostEvents(lost)) => ExportPayload::LostEvents(lost),
                     _ => return Ok(()),
                 };
-                if let Some(lost) = payload {
-                    write_export_event(
-                        &mut self.line,
-                        ExportPayload::LostEvents(lost),
-                        &response.node_name,
-                        &time,
-                    );
-                }
+                write_export_event(&mut self.line, payload, &response.node_name, &time);
                 self.out.write_all(&self.line)?;
             }
             OutputFormat::Compact => {
@@ -174,8 +153,7 @@ impl<W: Write> Printer<W> {
                 match &response.response_types {
                     Some(ResponseTypes::Flow(flow)) => {
                         let (src, arrow, dst) = route(flow);
-                        let counts = flow_and_counts(flow)
-                            .1
+                        let counts = counts(flow)
                             .map(|c| format!(" {} packets, {} bytes", c.packets, c.bytes))
                             .unwrap_or_default();
                         writeln!(
@@ -205,7 +183,7 @@ impl<W: Write> Printer<W> {
                 match &response.response_types {
                     Some(ResponseTypes::Flow(flow)) => {
                         let (src, _, dst) = route(flow);
-                        let counts = flow_and_counts(flow).1;
+                        let counts = counts(flow);
                         row.extend([
                             src,
                             dst,
@@ -292,7 +270,7 @@ mod tests {
     use super::*;
     use crate::{
         export::{FlowRecord, FlowState},
-        proto::flow::{Ip, Layer4, Tcp},
+        proto::flow::{Ip, Layer4, Tcp, layer4::Protocol},
     };
 
     fn response(reply: Option<bool>) -> GetFlowsResponse {
@@ -375,7 +353,13 @@ mod tests {
         let decoded = super::super::source::decode_line(line.trim_end()).unwrap().unwrap();
         // Struct's map may encode in any order: compare flows and counts.
         let split = |r: &GetFlowsResponse| match &r.response_types {
-            Some(ResponseTypes::Flow(f)) => flow_and_counts(f),
+            Some(ResponseTypes::Flow(f)) => {
+                let without = Flow {
+                    extensions: None,
+                    ..f.clone()
+                };
+                (without, counts(f))
+            }
             _ => panic!("a flow"),
         };
         assert_eq!(split(&decoded), split(&original));

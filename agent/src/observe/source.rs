@@ -17,7 +17,7 @@ use tracing::warn;
 use super::args::ObserveArgs;
 use crate::{
     filter::FlowSelector,
-    observer::{field_mask::descriptor_pool, ring::nanos},
+    observer::{field_mask::descriptor_pool, ring::TimeWindow},
     proto::observer::{
         ExportEvent, GetFlowsRequest, GetFlowsResponse, export_event, get_flows_response::ResponseTypes,
         observer_client::ObserverClient,
@@ -111,6 +111,7 @@ pub async fn read_file(
         bail!("--follow needs a server; to follow a file, pipe `tail -f FILE` into --input-file -");
     }
     let selector = FlowSelector::new(&request.whitelist, &request.blacklist)?;
+    let window = TimeWindow::new(request.since.as_ref(), request.until.as_ref());
     let reader: Box<dyn tokio::io::AsyncRead + Unpin> = if path == Path::new("-") {
         Box::new(tokio::io::stdin())
     } else {
@@ -140,7 +141,7 @@ pub async fn read_file(
                 continue;
             }
         };
-        if !selected(&response, request, &selector) {
+        if !selected(&response, &window, &selector) {
             continue;
         }
         if request.number == 0 || request.first {
@@ -162,13 +163,10 @@ pub async fn read_file(
     Ok(skipped)
 }
 
-/// The server's rule: within since/until, and flows through the filters
+/// The server's rule: within the window, and flows through the filters
 /// (loss reports always).
-fn selected(response: &GetFlowsResponse, request: &GetFlowsRequest, selector: &FlowSelector) -> bool {
-    let t = response.time.as_ref().map_or(0, nanos);
-    let in_window =
-        request.since.as_ref().is_none_or(|s| t >= nanos(s)) && request.until.as_ref().is_none_or(|u| t <= nanos(u));
-    in_window
+fn selected(response: &GetFlowsResponse, window: &TimeWindow, selector: &FlowSelector) -> bool {
+    window.contains(&response.time.unwrap_or_default())
         && match &response.response_types {
             Some(ResponseTypes::Flow(flow)) => selector.selects(flow),
             _ => true,

@@ -179,23 +179,38 @@ impl FlowRing {
     }
 }
 
-/// The events of `events` (oldest first) within [`since`, `until`] that
-/// `keep` accepts: the last `number` of them, or with `first` the first
-/// `number`. `number` 0 means all.
+/// GetFlows' `since`/`until`: either end may be open; both are inclusive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeWindow {
+    since: Option<i128>,
+    until: Option<i128>,
+}
+
+impl TimeWindow {
+    pub fn new(since: Option<&Timestamp>, until: Option<&Timestamp>) -> Self {
+        TimeWindow {
+            since: since.map(nanos),
+            until: until.map(nanos),
+        }
+    }
+
+    pub fn contains(&self, t: &Timestamp) -> bool {
+        let t = nanos(t);
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
+    }
+}
+
+/// The events of `events` (oldest first) within `window` that `keep`
+/// accepts: the last `number` of them, or with `first` the first `number`.
+/// `number` 0 means all.
 pub fn pick(
     events: &[Arc<Event>],
     number: usize,
     first: bool,
-    since: Option<&Timestamp>,
-    until: Option<&Timestamp>,
+    window: TimeWindow,
     keep: impl Fn(&Event) -> bool,
 ) -> Vec<Arc<Event>> {
-    let since = since.map(nanos);
-    let until = until.map(nanos);
-    let selected = events.iter().filter(|e| {
-        let t = nanos(e.time());
-        since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u) && keep(e)
-    });
+    let selected = events.iter().filter(|e| window.contains(e.time()) && keep(e));
     let limit = if number == 0 { usize::MAX } else { number };
     if first {
         selected.take(limit).cloned().collect()
@@ -281,7 +296,7 @@ mod tests {
         }
         assert_eq!((ring.len(), ring.seen(), ring.capacity()), (3, 5, 3));
         assert_eq!(
-            uuids(&pick(&ring.snapshot(), 0, false, None, None, |_| true)),
+            uuids(&pick(&ring.snapshot(), 0, false, TimeWindow::default(), |_| true)),
             ["3", "4", "5"]
         );
     }
@@ -293,16 +308,31 @@ mod tests {
             ring.push_second(s);
         }
         let all = |_: &Event| true;
-        assert_eq!(uuids(&pick(&ring.snapshot(), 2, false, None, None, all)), ["5", "6"]);
-        assert_eq!(uuids(&pick(&ring.snapshot(), 2, true, None, None, all)), ["1", "2"]);
+        assert_eq!(
+            uuids(&pick(&ring.snapshot(), 2, false, TimeWindow::default(), all)),
+            ["5", "6"]
+        );
+        assert_eq!(
+            uuids(&pick(&ring.snapshot(), 2, true, TimeWindow::default(), all)),
+            ["1", "2"]
+        );
         let since = Timestamp { seconds: 3, nanos: 0 };
         let until = Timestamp { seconds: 5, nanos: 0 };
         assert_eq!(
-            uuids(&pick(&ring.snapshot(), 0, false, Some(&since), Some(&until), all)),
+            uuids(&pick(
+                &ring.snapshot(),
+                0,
+                false,
+                TimeWindow::new(Some(&since), Some(&until)),
+                all
+            )),
             ["3", "4", "5"]
         );
         let even = |e: &Event| uuid(e).parse::<i64>().unwrap() % 2 == 0;
-        assert_eq!(uuids(&pick(&ring.snapshot(), 2, false, None, None, even)), ["4", "6"]);
+        assert_eq!(
+            uuids(&pick(&ring.snapshot(), 2, false, TimeWindow::default(), even)),
+            ["4", "6"]
+        );
     }
 
     #[test]
@@ -316,7 +346,7 @@ mod tests {
         ring.push_lost(lost, Timestamp { seconds: 2, nanos: 0 });
         ring.push_second(3);
         assert_eq!(
-            uuids(&pick(&ring.snapshot(), 0, false, None, None, |_| true)),
+            uuids(&pick(&ring.snapshot(), 0, false, TimeWindow::default(), |_| true)),
             ["1", "lost 7", "3"]
         );
         assert_eq!(ring.seen(), 2, "seen_flows counts flows only");

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     field_mask::FieldMask,
-    ring::{Event, Feed, FlowRing, nanos, pick},
+    ring::{Event, Feed, FlowRing, TimeWindow, nanos, pick},
 };
 use crate::{
     clock::WallClock,
@@ -111,16 +111,12 @@ impl ObserverService {
 struct FlowQuery {
     selector: FlowSelector,
     mask: Option<FieldMask>,
-    since: Option<Timestamp>,
+    window: TimeWindow,
+    /// Following ends here.
     until: Option<Timestamp>,
 }
 
 impl FlowQuery {
-    fn in_window(&self, event: &Event) -> bool {
-        let t = nanos(event.time());
-        self.since.as_ref().is_none_or(|s| t >= nanos(s)) && self.until.as_ref().is_none_or(|u| t <= nanos(u))
-    }
-
     /// Flows through the filters (built for that); loss reports always.
     fn selects(&self, event: &Event, context: &RecordContext) -> bool {
         match event {
@@ -139,7 +135,7 @@ impl FlowQuery {
     /// The response for a live event, if the client wants it: the record
     /// is built once, for the filters and the response both.
     fn live_response(&self, event: &Event, context: &RecordContext) -> Option<GetFlowsResponse> {
-        if !self.in_window(event) {
+        if !self.window.contains(event.time()) {
             return None;
         }
         match event {
@@ -293,7 +289,7 @@ impl Observer for ObserverService {
         let query = FlowQuery {
             selector,
             mask,
-            since: req.since,
+            window: TimeWindow::new(req.since.as_ref(), req.until.as_ref()),
             until: req.until,
         };
         // Following with neither `number` nor `since` starts from now.
@@ -306,14 +302,9 @@ impl Observer for ObserverService {
             (snapshot, req.follow.then(|| ring.follow()))
         };
         let number = usize::try_from(req.number).unwrap_or(usize::MAX);
-        let recent = pick(
-            &snapshot,
-            number,
-            req.first,
-            query.since.as_ref(),
-            query.until.as_ref(),
-            |e| query.selects(e, &self.state.context),
-        );
+        let recent = pick(&snapshot, number, req.first, query.window, |e| {
+            query.selects(e, &self.state.context)
+        });
         drop(snapshot);
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         tokio::spawn(stream_flows(Arc::clone(&self.state), query, recent, follower, tx));

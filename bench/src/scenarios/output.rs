@@ -118,7 +118,7 @@ pub fn run(budget: Duration, report: &mut Report) {
     let mut out = Vec::with_capacity(1 << 20);
     let hubcap_rate = rate(records.len(), budget, |i| {
         out.clear();
-        json::write_export_event(&mut out, json::ExportPayload::Flow(&records[i]), "node", &now);
+        json::write_export_event(&mut out, json::ExportPayload::record(&records[i]), "node", &now);
         out.len()
     });
 

@@ -51,7 +51,7 @@ fn ours(payload: ExportPayload<'_>, time: &Timestamp) -> (Vec<u8>, serde_json::V
 /// Writes `record` as a line and checks it against the reference
 /// serializer; returns the line.
 fn assert_flow_matches_protojson(record: &FlowRecord, time: &Timestamp) -> Vec<u8> {
-    let (line, value) = ours(ExportPayload::Flow(record), time);
+    let (line, value) = ours(ExportPayload::record(record), time);
     let event = ExportEvent {
         response_types: Some(export_event::ResponseTypes::Flow(record.to_proto())),
         node_name: "node-1".into(),
