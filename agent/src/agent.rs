@@ -6,8 +6,11 @@
 //! SIGINT/SIGTERM. Backpressure lands on the kernel ring buffer, where every
 //! event that does not fit is counted (its flow's counts are not lost: they
 //! stay in the flow map). The only thing it shares is the Observer API's ring
-//! of recent flows, which it pushes into; the API's own thread holds that
-//! lock only to copy pointers.
+//! of recent flows, which the output stage pushes into; the API's own thread
+//! holds that lock only to copy pointers.
+//!
+//! The data path: ring buffer -> flow table -> enrich -> outputs (the
+//! output stage, `output`, owns record building and every destination).
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,24 +23,21 @@ use crate::{
     cli::RunArgs,
     clock::WallClock,
     datapath::{
-        Attachments, Datapath, DatapathConfig, DropCapture, ProgramPair,
+        Attachments, CounterValues, Datapath, DatapathConfig, DropCapture, ProgramPair,
         btf::{KernelBtf, skb_layout},
     },
     drop_reasons::DropReasons,
-    export::{
-        FlowRecord, InterfaceInfo, RecordBuilder, RecordContext,
-        build::trace_point,
-        json::{ExportPayload, write_export_event},
-    },
+    enrich::NoIdentities,
     flow_table::{FlowTable, FlowUpdate, TableConfig},
+    hubble_api::server::GrpcServer,
     interfaces::{self, InterfaceSelector},
     metrics::Metrics,
     metrics_server,
-    observer::{server::GrpcServer, service::ObserverState},
+    output::{FlowMetrics, JsonLog, ObserverFeed, Outputs},
     privileges,
-    proto::flow::{LostEvent, LostEventSource},
+    record::RecordBuilder,
     ringbuf::EventReader,
-    sink::{RotationConfig, Sink, SinkStats},
+    sink::{RotationConfig, Sink},
 };
 
 const TICK: Duration = Duration::from_millis(500);
@@ -45,8 +45,8 @@ const TICK: Duration = Duration::from_millis(500);
 /// wakeup per record would cost more than the record); this timer picks up
 /// what trickles in below that.
 const DRAIN: Duration = Duration::from_millis(100);
-/// Scratch buffers above this are shrunk back after a burst.
-const BUFFER_KEEP: usize = 1 << 20;
+/// The updates buffer is shrunk back to this after a burst.
+const UPDATES_KEEP: usize = (1 << 20) / size_of::<FlowUpdate>();
 /// Closed TCP connections wait this long for their last ACKs.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -78,8 +78,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     metrics.kernel_flow_capacity.set(i64::from(args.flow_map_size));
     let (drops, drop_reasons) = prepare_drop_capture(&args.drop_reasons)?;
-    let context = Arc::new(RecordContext {
-        node_name,
+    let builder = Arc::new(RecordBuilder {
+        node_name: node_name.clone(),
         drop_reasons,
     });
 
@@ -101,12 +101,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Last before capture, so that no failure above leaves a socket behind
     // (a busy socket still fails before anything is attached).
     let grpc = args.grpc();
-    let (server, observer) = if grpc.is_enabled() {
-        let (server, state) = GrpcServer::start(&grpc, Arc::clone(&context), Arc::clone(&metrics))
-            .context("starting the Observer API")?;
-        (Some(server), Some(state))
+    let mut outputs = Outputs::new(Arc::clone(&builder), Box::new(NoIdentities));
+    outputs.add(JsonLog::new(sink, node_name, Arc::clone(&metrics)));
+    outputs.add(FlowMetrics(Arc::clone(&metrics)));
+    let server = if grpc.is_enabled() {
+        let (server, state) =
+            GrpcServer::start(&grpc, builder, Arc::clone(&metrics)).context("starting the Observer API")?;
+        outputs.add(ObserverFeed::new(state, Arc::clone(&metrics)));
+        Some(server)
     } else {
-        (None, None)
+        None
     };
     let mut agent = Agent {
         reader,
@@ -117,23 +121,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
             idle_timeout_ns: args.idle_timeout.as_nanos() as u64,
             close_linger_ns: CLOSE_LINGER.as_nanos() as u64,
         }),
-        builder: RecordBuilder {
-            context,
-            interfaces: Default::default(),
-            // Seeded from the OS once; fast from then on.
-            ids: fastrand::Rng::new(),
-        },
         selector,
-        clock: WallClock::new(),
-        sink,
-        sink_stats: SinkStats::default(),
+        outputs,
         updates: Vec::new(),
-        lines: Vec::with_capacity(1 << 16),
-        line_count: 0,
-        reported_counters: Default::default(),
+        reported_counters: CounterValues::default(),
         report_interval: args.report_interval,
         metrics,
-        observer,
     };
     let result = agent.capture().await;
     // Whatever happened, take the programs off the interfaces and write out
@@ -188,25 +181,21 @@ fn default_node_name() -> String {
         })
 }
 
+/// The stages, in data-path order, and what the timers need.
 struct Agent {
     datapath: Datapath,
     reader: EventReader,
     attachments: Attachments,
-    table: FlowTable,
-    builder: RecordBuilder,
+    /// Which interfaces to attach to.
     selector: InterfaceSelector,
-    clock: WallClock,
-    sink: Sink,
-    sink_stats: SinkStats,
-    /// Scratch buffers reused across batches.
+    table: FlowTable,
+    outputs: Outputs,
+    /// The flow table's output, reused across batches.
     updates: Vec<FlowUpdate>,
-    lines: Vec<u8>,
-    line_count: u64,
-    reported_counters: crate::datapath::CounterValues,
+    /// Kernel counters as last reported.
+    reported_counters: CounterValues,
     report_interval: Duration,
     metrics: Arc<Metrics>,
-    /// The Observer API's recent flows, when it is served.
-    observer: Option<Arc<ObserverState>>,
 }
 
 impl Agent {
@@ -238,7 +227,7 @@ impl Agent {
                     self.flush()?;
                 }
                 _ = tick.tick() => {
-                    self.clock.refresh();
+                    self.outputs.refresh_clock();
                     self.sync_interfaces()?;
                     let now = WallClock::monotonic_ns();
                     self.table.end_closed(&mut self.datapath.flows, now, &mut self.updates);
@@ -279,20 +268,7 @@ impl Agent {
         for iface in &present {
             // Every interface is named, not only captured ones: drops can
             // happen on any of them.
-            if self
-                .builder
-                .interfaces
-                .get(&iface.index)
-                .is_none_or(|i| *i.name != *iface.name)
-            {
-                self.builder.interfaces.insert(
-                    iface.index,
-                    InterfaceInfo {
-                        name: iface.name.as_str().into(),
-                        kind: iface.kind,
-                    },
-                );
-            }
+            self.outputs.learn_interface(iface.index, &iface.name, iface.kind);
             if self.selector.matches(iface) && !self.attachments.contains(iface.index) {
                 if let Err(e) = self.attachments.attach(&mut self.datapath, iface.index, &iface.name) {
                     // An interface can vanish between listing and attaching;
@@ -309,104 +285,15 @@ impl Agent {
         Ok(())
     }
 
+    /// Hands the flow table's updates to the output stage.
     fn write_updates(&mut self) -> Result<()> {
-        // Taken out and put back so the scratch buffer is reused.
-        let mut updates = std::mem::take(&mut self.updates);
-        for u in &updates {
-            let source = self.builder.source(u, &self.clock);
-            let record = self.builder.context.build(&source);
-            self.observe(u, &record);
-            // The event's time is the flow's, as in Hubble's exporter.
-            let time = record.flow.time.unwrap_or_default();
-            write_export_event(
-                &mut self.lines,
-                ExportPayload::record(&record),
-                &self.builder.context.node_name,
-                &time,
-            );
-            self.line_count += 1;
-            // Held per push, so the API's thread never waits for a batch.
-            if let Some(observer) = &self.observer {
-                observer.ring().push_flow(source, &record.flow);
-            }
+        let written = self.outputs.write(&self.updates);
+        self.updates.clear();
+        // A burst may have grown the buffer; do not keep that memory.
+        if self.updates.capacity() > UPDATES_KEEP {
+            self.updates.shrink_to(UPDATES_KEEP);
         }
-        updates.clear();
-        self.updates = updates;
-        let rotations_before = self.sink_stats.rotations;
-        let written = self
-            .sink
-            .write_lines(&self.lines, self.line_count, &mut self.sink_stats);
-        if written.is_err() {
-            self.metrics.write_errors.with_label_values(&[self.sink.name()]).inc();
-        } else {
-            self.metrics
-                .records_written
-                .with_label_values(&[self.sink.name()])
-                .inc_by(self.line_count);
-            self.metrics
-                .bytes_written
-                .with_label_values(&[self.sink.name()])
-                .inc_by(self.lines.len() as u64);
-        }
-        self.metrics
-            .file_rotations
-            .inc_by(self.sink_stats.rotations - rotations_before);
-        written.context("writing flow records")?;
-        self.lines.clear();
-        self.line_count = 0;
-        // A burst may have grown the buffers; do not keep that memory.
-        if self.lines.capacity() > BUFFER_KEEP {
-            self.lines.shrink_to(BUFFER_KEEP);
-        }
-        if self.updates.capacity() > BUFFER_KEEP / size_of::<FlowUpdate>() {
-            self.updates.shrink_to(BUFFER_KEEP / size_of::<FlowUpdate>());
-        }
-        Ok(())
-    }
-
-    /// Counts a record in Hubble's and hubcap's metrics.
-    fn observe(&self, u: &FlowUpdate, record: &FlowRecord) {
-        use agent_common::{hook, tcp_flags};
-        let m = &self.metrics;
-        if u.key.hook == hook::DROP {
-            // Hubble counts each dropped packet once, by its reason.
-            let reason = record.flow.drop_reason_desc().as_str_name();
-            m.flows_processed.with_label_values(&["Drop", "", "DROPPED"]).inc();
-            m.drops
-                .with_label_values(&[reason, record.flow.l4_parts().protocol])
-                .inc_by(u.packets);
-            return;
-        }
-        let point = record.flow.trace_observation_point();
-        m.flows_processed
-            .with_label_values(&["Trace", trace_point(point).1, "FORWARDED"])
-            .inc();
-        let family = if u.key.ip_version == 6 { "IPv6" } else { "IPv4" };
-        let flags = u.tcp_flags;
-        if u.key.protocol == agent_common::ip_proto::TCP {
-            let syn = flags & tcp_flags::SYN != 0;
-            let ack = flags & tcp_flags::ACK != 0;
-            for (set, name) in [
-                (syn && !ack, "SYN"),
-                (syn && ack, "SYN-ACK"),
-                (flags & tcp_flags::FIN != 0, "FIN"),
-                (flags & tcp_flags::RST != 0, "RST"),
-            ] {
-                if set {
-                    m.tcp_flags.with_label_values(&[name, family]).inc();
-                }
-            }
-        }
-        let interface = record.flow.interface.as_ref().map_or("", |i| i.name.as_str());
-        let hook_name = if u.key.hook == hook::INGRESS {
-            "ingress"
-        } else {
-            "egress"
-        };
-        m.flow_packets
-            .with_label_values(&[interface, hook_name])
-            .inc_by(u.packets);
-        m.flow_bytes.with_label_values(&[interface, hook_name]).inc_by(u.bytes);
+        Ok(written?)
     }
 
     fn update_gauges(&self) {
@@ -414,71 +301,24 @@ impl Agent {
         m.flow_table_directions.set(self.table.len() as i64);
         m.attached_interfaces.set(self.attachments.len() as i64);
         m.kernel_flow_entries.set(self.table.stats.kernel_entries as i64);
-        if let Some(observer) = &self.observer {
-            m.observer_ring_events.set(observer.ring().len() as i64);
-        }
     }
 
-    /// Turns increases of the kernel's loss counters into `lost_events`
-    /// lines, so a reader of the output sees every loss.
+    /// Counts what the kernel counted since the last report, and reports
+    /// its losses through the outputs, so a reader of any output sees every
+    /// loss.
     fn report_kernel_losses(&mut self) -> Result<()> {
-        let now_counters = self.datapath.counters.read().context("reading kernel counters")?;
-        let before = self.reported_counters;
-        let delta = |c: Counter| now_counters.get(c).saturating_sub(before.get(c));
-        let m = &self.metrics;
-        m.ring_records_lost.inc_by(delta(Counter::RingBufFull));
-        for (name, counter) in [
-            ("non_ip", Counter::NonIpPackets),
-            ("truncated", Counter::TruncatedPackets),
-            ("malformed", Counter::MalformedPackets),
-            ("fragments", Counter::Fragments),
-            ("map_full", Counter::MapFullPackets),
-            ("drops_not_ip", Counter::DropsNotIp),
-            ("drops_map_full", Counter::DropsMapFull),
-        ] {
-            m.kernel_packets.with_label_values(&[name]).inc_by(delta(counter));
+        let counters = self.datapath.counters.read().context("reading kernel counters")?;
+        let delta = counters.since(&self.reported_counters);
+        self.metrics.count_kernel(&delta);
+        for (source, lost) in delta.losses() {
+            self.outputs.lost(source, lost);
         }
-        m.drops_filtered.inc_by(delta(Counter::EchoRepliesDelivered));
-        let losses = [
-            // Events that did not fit the ring buffer (the counts stay in the map).
-            (LostEventSource::PerfEventRingBuffer, delta(Counter::RingBufFull)),
-            // Packets of flows, and drops, that did not fit the flow map:
-            // not in any record.
-            (LostEventSource::UnknownLostEventSource, delta(Counter::MapFullPackets)),
-            (LostEventSource::UnknownLostEventSource, delta(Counter::DropsMapFull)),
-        ];
-        let now = self.clock.now();
-        for (source, lost) in losses {
-            if lost == 0 {
-                continue;
-            }
-            warn!(?source, lost, "kernel could not keep up");
-            self.metrics
-                .lost_events
-                .with_label_values(&[&source.as_str_name().to_lowercase()])
-                .inc_by(lost);
-            let event = LostEvent {
-                source: source as i32,
-                num_events_lost: lost,
-                ..Default::default()
-            };
-            write_export_event(
-                &mut self.lines,
-                ExportPayload::LostEvents(&event),
-                &self.builder.context.node_name,
-                &now,
-            );
-            self.line_count += 1;
-            if let Some(observer) = &self.observer {
-                observer.ring().push_lost(event, now);
-            }
-        }
-        self.reported_counters = now_counters;
-        self.write_updates()
+        self.reported_counters = counters;
+        Ok(self.outputs.end_batch()?)
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.sink.flush().context("flushing output")
+        Ok(self.outputs.flush()?)
     }
 
     /// Detach first so the counts stop moving, then read what is left in the
@@ -492,11 +332,9 @@ impl Agent {
         self.write_updates()?;
         self.report_kernel_losses()?;
         self.flush()?;
+        self.outputs.close();
         let counters = self.datapath.counters.read().context("reading kernel counters")?;
         info!(
-            records = self.sink_stats.lines,
-            bytes_written = self.sink_stats.bytes,
-            rotations = self.sink_stats.rotations,
             adopted_from_map = self.table.stats.adopted_from_map,
             malformed_ring_records = self.reader.malformed,
             non_ip_packets = counters.get(Counter::NonIpPackets),

@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     datapath::AttachMode,
+    hubble_api::server::{GrpcConfig, TlsFiles},
     observe::ObserveArgs,
-    observer::server::{GrpcConfig, TlsFiles},
 };
 
 #[derive(Parser, Debug)]

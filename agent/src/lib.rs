@@ -2,28 +2,36 @@
 //!
 //! `datapath` (load and attach the eBPF programs, kernel counters) ->
 //! `ringbuf` (flow events from the kernel) -> `flow_table` (pair directions,
-//! decide when a flow is begun, continued or ended) -> `export` (Hubble flow
-//! records and their JSON) -> `sink` (stdout, rotating files); `metrics`
-//! counts what passes. `filter` holds Hubble's flow-filter semantics, for
-//! the Observer API and flow-log allow/deny lists; `observer` serves Hubble's
-//! Observer gRPC API from a ring of recent flows, and `observe` is its client.
-//! `agent` wires the stages together.
+//! decide when a flow is begun, continued or ended) -> `enrich` (who the
+//! endpoints are) -> `output` (build each Hubble record once and hand it to
+//! every output: the JSON flow log through `json` and `sink`, the metrics,
+//! the Observer API's ring).
+//!
+//! Beside the data path: `record` builds Hubble flow records, `hubble` holds
+//! Hubble's vocabulary, `filter` Hubble's flow-filter semantics, `metrics`
+//! the Prometheus metrics; `hubble_api` serves Hubble's Observer gRPC API
+//! from a ring of recent flows, and `observe` is the `hubcap observe`
+//! client. `agent` wires the stages together.
 
 pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod datapath;
 pub mod drop_reasons;
-pub mod export;
+pub mod enrich;
 pub mod filter;
 pub mod flow_table;
+pub mod hubble;
+pub mod hubble_api;
 pub mod interfaces;
+pub mod json;
 pub mod metrics;
 pub mod metrics_server;
 pub mod noop;
 pub mod observe;
-pub mod observer;
+pub mod output;
 pub mod privileges;
 pub mod proto;
+pub mod record;
 pub mod ringbuf;
 pub mod sink;

@@ -9,7 +9,16 @@
 //! Written in the classic Prometheus text format, which every scraper and
 //! `promtool check metrics` read.
 
+use agent_common::{Counter, hook, ip_proto, tcp_flags};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::{
+    datapath::CounterValues,
+    flow_table::FlowUpdate,
+    hubble::trace_point,
+    proto::flow::{LostEvent, LostEventSource},
+    record::FlowRecord,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -144,6 +153,78 @@ impl Metrics {
             build_info,
             registry,
         }
+    }
+
+    /// Counts a record of `update` in Hubble's and hubcap's flow metrics.
+    pub fn count_record(&self, update: &FlowUpdate, record: &FlowRecord) {
+        if update.key.hook == hook::DROP {
+            // Hubble counts each dropped packet once, by its reason.
+            let reason = record.flow.drop_reason_desc().as_str_name();
+            self.flows_processed.with_label_values(&["Drop", "", "DROPPED"]).inc();
+            self.drops
+                .with_label_values(&[reason, record.flow.l4_parts().protocol])
+                .inc_by(update.packets);
+            return;
+        }
+        let point = record.flow.trace_observation_point();
+        self.flows_processed
+            .with_label_values(&["Trace", trace_point(point).1, "FORWARDED"])
+            .inc();
+        let family = if update.key.ip_version == 6 { "IPv6" } else { "IPv4" };
+        let flags = update.tcp_flags;
+        if update.key.protocol == ip_proto::TCP {
+            let syn = flags & tcp_flags::SYN != 0;
+            let ack = flags & tcp_flags::ACK != 0;
+            for (set, name) in [
+                (syn && !ack, "SYN"),
+                (syn && ack, "SYN-ACK"),
+                (flags & tcp_flags::FIN != 0, "FIN"),
+                (flags & tcp_flags::RST != 0, "RST"),
+            ] {
+                if set {
+                    self.tcp_flags.with_label_values(&[name, family]).inc();
+                }
+            }
+        }
+        let interface = record.flow.interface.as_ref().map_or("", |i| i.name.as_str());
+        let hook_name = if update.key.hook == hook::INGRESS {
+            "ingress"
+        } else {
+            "egress"
+        };
+        self.flow_packets
+            .with_label_values(&[interface, hook_name])
+            .inc_by(update.packets);
+        self.flow_bytes
+            .with_label_values(&[interface, hook_name])
+            .inc_by(update.bytes);
+    }
+
+    /// Counts a loss report by its source.
+    pub fn count_lost(&self, lost: &LostEvent) {
+        let source = LostEventSource::try_from(lost.source).unwrap_or(LostEventSource::UnknownLostEventSource);
+        self.lost_events
+            .with_label_values(&[&source.as_str_name().to_lowercase()])
+            .inc_by(lost.num_events_lost);
+    }
+
+    /// Counts what the kernel counted since the last call (`delta`).
+    pub fn count_kernel(&self, delta: &CounterValues) {
+        self.ring_records_lost.inc_by(delta.get(Counter::RingBufFull));
+        for (name, counter) in [
+            ("non_ip", Counter::NonIpPackets),
+            ("truncated", Counter::TruncatedPackets),
+            ("malformed", Counter::MalformedPackets),
+            ("fragments", Counter::Fragments),
+            ("map_full", Counter::MapFullPackets),
+            ("drops_not_ip", Counter::DropsNotIp),
+            ("drops_map_full", Counter::DropsMapFull),
+        ] {
+            self.kernel_packets
+                .with_label_values(&[name])
+                .inc_by(delta.get(counter));
+        }
+        self.drops_filtered.inc_by(delta.get(Counter::EchoRepliesDelivered));
     }
 
     /// The text exposition of every metric.

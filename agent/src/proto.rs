@@ -19,35 +19,3 @@ pub mod observer {
 /// The encoded `FileDescriptorSet` of these protos (plus
 /// `google/protobuf/struct.proto`), for reflection-based readers and tests.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hubble_descriptors.bin"));
-
-/// A flow's layer 4 at a glance, for the places that name its protocol or
-/// read its ports (filters, metrics labels, printed flows).
-pub struct L4Parts<'a> {
-    /// Hubble's name (`TCP`, `UDP`, `SCTP`, `ICMPv4`, `ICMPv6`, `VRRP`,
-    /// `IGMP`), or empty without L4.
-    pub protocol: &'static str,
-    /// Source and destination ports, for TCP, UDP and SCTP.
-    pub ports: Option<(u32, u32)>,
-    pub tcp_flags: Option<&'a flow::TcpFlags>,
-}
-
-impl flow::Flow {
-    pub fn l4_parts(&self) -> L4Parts<'_> {
-        use flow::layer4::Protocol;
-        let (protocol, ports, tcp_flags) = match self.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
-            Some(Protocol::Tcp(t)) => ("TCP", Some((t.source_port, t.destination_port)), t.flags.as_ref()),
-            Some(Protocol::Udp(u)) => ("UDP", Some((u.source_port, u.destination_port)), None),
-            Some(Protocol::Sctp(s)) => ("SCTP", Some((s.source_port, s.destination_port)), None),
-            Some(Protocol::IcmPv4(_)) => ("ICMPv4", None, None),
-            Some(Protocol::IcmPv6(_)) => ("ICMPv6", None, None),
-            Some(Protocol::Vrrp(_)) => ("VRRP", None, None),
-            Some(Protocol::Igmp(_)) => ("IGMP", None, None),
-            None => ("", None, None),
-        };
-        L4Parts {
-            protocol,
-            ports,
-            tcp_flags,
-        }
-    }
-}

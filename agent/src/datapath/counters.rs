@@ -4,6 +4,8 @@
 use agent_common::Counter;
 use aya::maps::{MapData, PerCpuArray};
 
+use crate::proto::flow::LostEventSource;
+
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
 }
@@ -15,6 +17,26 @@ pub struct CounterValues(pub [u64; Counter::LEN as usize]);
 impl CounterValues {
     pub fn get(&self, counter: Counter) -> u64 {
         self.0[counter as usize]
+    }
+
+    /// What each counter grew by since `before`.
+    pub fn since(&self, before: &CounterValues) -> CounterValues {
+        CounterValues(core::array::from_fn(|i| self.0[i].saturating_sub(before.0[i])))
+    }
+
+    /// The losses among these counts, as Hubble's loss reports name them.
+    pub fn losses(&self) -> [(LostEventSource, u64); 3] {
+        [
+            // Events that did not fit the ring buffer (the counts stay in the map).
+            (LostEventSource::PerfEventRingBuffer, self.get(Counter::RingBufFull)),
+            // Packets of flows, and drops, that did not fit the flow map:
+            // not in any record.
+            (
+                LostEventSource::UnknownLostEventSource,
+                self.get(Counter::MapFullPackets),
+            ),
+            (LostEventSource::UnknownLostEventSource, self.get(Counter::DropsMapFull)),
+        ]
     }
 }
 

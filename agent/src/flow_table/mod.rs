@@ -24,7 +24,26 @@ use agent_common::{FlowEvent, FlowKey, FlowStats, report_reason, tcp_flags};
 pub use connection::ConnKey;
 use connection::Connection;
 
-use crate::export::FlowState;
+/// Where a record sits in its flow's life, as in NSG/VNet flow logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    /// First record of a flow direction.
+    Begin,
+    /// A periodic record of a flow direction that goes on.
+    Continuing,
+    /// Last record: FIN from both sides, RST, idle timeout or shutdown.
+    End,
+}
+
+impl FlowState {
+    pub fn letter(self) -> &'static str {
+        match self {
+            FlowState::Begin => "B",
+            FlowState::Continuing => "C",
+            FlowState::End => "E",
+        }
+    }
+}
 
 /// The kernel flow map, as the table needs it.
 pub trait KernelFlows {

@@ -11,14 +11,13 @@ use prost_types::Timestamp;
 
 use super::args::OutputFormat;
 use crate::{
-    export::{
-        RecordCounts,
-        json::{ExportPayload, civil_from_days, write_export_event},
-    },
+    hubble::civil_from_days,
+    json::{ExportPayload, write_export_event},
     proto::{
         flow::{DropReason, Flow, LostEvent, LostEventSource, TraceObservationPoint, Verdict},
         observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
     },
+    record::RecordCounts,
 };
 
 pub struct Printer<W: Write> {
@@ -269,8 +268,9 @@ impl<W: Write> Printer<W> {
 mod tests {
     use super::*;
     use crate::{
-        export::{FlowRecord, FlowState},
+        flow_table::FlowState,
         proto::flow::{Ip, Layer4, Tcp, layer4::Protocol},
+        record::FlowRecord,
     };
 
     fn response(reply: Option<bool>) -> GetFlowsResponse {

@@ -17,7 +17,8 @@ use tracing::warn;
 use super::args::ObserveArgs;
 use crate::{
     filter::FlowSelector,
-    observer::{field_mask::descriptor_pool, ring::TimeWindow},
+    hubble::TimeWindow,
+    hubble_api::field_mask::descriptor_pool,
     proto::observer::{
         ExportEvent, GetFlowsRequest, GetFlowsResponse, export_event, get_flows_response::ResponseTypes,
         observer_client::ObserverClient,

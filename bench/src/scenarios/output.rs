@@ -5,11 +5,13 @@
 use std::time::{Duration, Instant};
 
 use hubcap::{
-    export::{FlowRecord, FlowState, RecordCounts, json},
+    flow_table::FlowState,
+    json,
     proto::{
         flow::{self, Layer4, layer4::Protocol},
         observer::{ExportEvent, export_event},
     },
+    record::{FlowRecord, RecordCounts},
 };
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};

@@ -1,4 +1,7 @@
-//! A Hubble flow plus hubcap's per-record counts.
+//! Hubble flow records: a Hubble flow plus hubcap's per-record counts.
+//!
+//! `source` fixes what a record is built from (uuid, times, interface,
+//! identities) and `build` builds it.
 //!
 //! Hubble's `Flow` has no byte or packet counters, so, like Retina, hubcap
 //! carries them in `extensions` as a `google.protobuf.Struct`, which every
@@ -8,28 +11,13 @@
 use prost::Message as _;
 use prost_types::{Any, Struct, Timestamp, Value, value::Kind};
 
-use crate::proto::flow::Flow;
+mod build;
+mod source;
 
-/// Where a record sits in its flow's life, as in NSG/VNet flow logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlowState {
-    /// First record of a flow direction.
-    Begin,
-    /// A periodic record of a flow direction that goes on.
-    Continuing,
-    /// Last record: FIN from both sides, RST, idle timeout or shutdown.
-    End,
-}
+pub use build::RecordBuilder;
+pub use source::{InterfaceInfo, RecordSource, Stamper, uuid_string};
 
-impl FlowState {
-    pub fn letter(self) -> &'static str {
-        match self {
-            FlowState::Begin => "B",
-            FlowState::Continuing => "C",
-            FlowState::End => "E",
-        }
-    }
-}
+use crate::{flow_table::FlowState, hubble, proto::flow::Flow};
 
 /// Counts since the previous record of the same flow direction, so that
 /// summing every record of a flow gives its totals.
@@ -66,7 +54,7 @@ impl RecordCounts {
             ("bytes".to_owned(), number(self.bytes)),
             (
                 "flow_start_time".to_owned(),
-                string(crate::export::json::timestamp_string(&self.flow_start_time)),
+                string(hubble::rfc3339(&self.flow_start_time)),
             ),
             ("flow_state".to_owned(), string(self.state.letter().to_owned())),
             ("packets".to_owned(), number(self.packets)),

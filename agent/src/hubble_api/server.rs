@@ -28,7 +28,7 @@ use tonic::transport::{
 use tracing::{info, warn};
 
 use super::service::{ObserverService, ObserverState};
-use crate::{export::RecordContext, metrics::Metrics, proto::observer::observer_server::ObserverServer};
+use crate::{metrics::Metrics, proto::observer::observer_server::ObserverServer, record::RecordBuilder};
 
 #[derive(Debug, Clone, Default)]
 pub struct GrpcConfig {
@@ -107,7 +107,7 @@ impl GrpcServer {
     /// a bad address or a busy socket fails before capture starts.
     pub fn start(
         config: &GrpcConfig,
-        context: Arc<RecordContext>,
+        builder: Arc<RecordBuilder>,
         metrics: Arc<Metrics>,
     ) -> Result<(GrpcServer, Arc<ObserverState>), ServerError> {
         let (stop, stopping) = watch::channel(false);
@@ -124,7 +124,7 @@ impl GrpcServer {
                     }
                 };
                 runtime.block_on(async move {
-                    match Listeners::serve(&thread_config, context, metrics, stopping.clone()).await {
+                    match Listeners::serve(&thread_config, builder, metrics, stopping.clone()).await {
                         Ok((listeners, state)) => {
                             let _ = ready_tx.send(Ok(state));
                             let mut stopping = stopping;
@@ -168,7 +168,7 @@ struct Listeners {
 impl Listeners {
     async fn serve(
         config: &GrpcConfig,
-        context: Arc<RecordContext>,
+        builder: Arc<RecordBuilder>,
         metrics: Arc<Metrics>,
         stopping: watch::Receiver<bool>,
     ) -> Result<(Listeners, Arc<ObserverState>), ServerError> {
@@ -180,7 +180,7 @@ impl Listeners {
             (Some(files), Some(_)) => Some(tls_config(files)?),
             _ => None,
         };
-        let mut state = ObserverState::new(config.ring_capacity, context, metrics, stopping.clone());
+        let mut state = ObserverState::new(config.ring_capacity, builder, metrics, stopping.clone());
         state.tls = tls.is_some();
         state.address = match (&tcp, &config.socket) {
             (Some((addr, _)), _) => addr.to_string(),

@@ -1,121 +1,32 @@
-//! Builds Hubble flow records from flow-table updates.
+//! Builds a Hubble flow record from what a flow update's source fixed.
 
 #![allow(deprecated)] // `Summary`: deprecated in the proto, still written by Hubble.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
 use agent_common::{FlowKey, hook, ip_proto, tcp_flags};
 
-use prost_types::Timestamp;
-
-use super::record::{FlowRecord, RecordCounts};
-use crate::drop_reasons::{DropReasons, hubble_reason};
+use super::{FlowRecord, RecordCounts, RecordSource, source::uuid_string};
 use crate::{
-    clock::WallClock,
-    flow_table::FlowUpdate,
+    drop_reasons::{DropReasons, hubble_reason},
+    hubble::{EVENT_TYPE_DROP, EVENT_TYPE_TRACE, observation, trace_point},
     interfaces::InterfaceKind,
     proto::flow::{
-        self, CiliumEventType, Ethernet, Flow, FlowType, IpVersion, Layer4, NetworkInterface, TcpFlags,
-        TraceObservationPoint, TrafficDirection, Verdict, layer4::Protocol,
+        self, CiliumEventType, Ethernet, Flow, FlowType, IpVersion, Layer4, NetworkInterface, TcpFlags, Verdict,
+        layer4::Protocol,
     },
 };
 
-/// Hubble's event type for trace (forwarded) events.
-const EVENT_TYPE_TRACE: i32 = 4;
-
-/// Cilium's trace point number (`event_type.sub_type` of a trace event) and
-/// its name (the `subtype` label of Hubble's flow metrics).
-pub fn trace_point(point: TraceObservationPoint) -> (i32, &'static str) {
-    match point {
-        TraceObservationPoint::ToEndpoint => (0, "to-endpoint"),
-        TraceObservationPoint::FromEndpoint => (5, "from-endpoint"),
-        TraceObservationPoint::FromNetwork => (10, "from-network"),
-        TraceObservationPoint::ToNetwork => (11, "to-network"),
-        _ => (0, "unknown"),
-    }
-}
-
-/// What hubcap knows about an interface it captured on; kept after the
-/// interface goes so that its last flows still name it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InterfaceInfo {
-    pub name: Arc<str>,
-    pub kind: InterfaceKind,
-}
-
-/// What every record shares and never changes while hubcap runs.
+/// Builds records: what every record shares and never changes while
+/// hubcap runs.
 #[derive(Debug, Default)]
-pub struct RecordContext {
+pub struct RecordBuilder {
     pub node_name: String,
     /// Names of this kernel's drop reasons.
     pub drop_reasons: DropReasons,
 }
 
-/// Everything a record is built from, fixed when it is first built: about
-/// 250 bytes where the built record takes about 1.5 KB. The Observer API's
-/// ring of recent flows keeps these and builds the records a client asks
-/// for, identical to the ones written.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RecordSource {
-    pub update: FlowUpdate,
-    /// The record's uuid (random bits; see [`uuid_string`]).
-    pub uuid: u128,
-    /// Wall-clock times of the last and the first packet.
-    pub time: Timestamp,
-    pub flow_start_time: Timestamp,
-    /// The interface as it was named then.
-    pub interface: Option<InterfaceInfo>,
-}
-
-pub struct RecordBuilder {
-    pub context: Arc<RecordContext>,
-    pub interfaces: HashMap<u32, InterfaceInfo>,
-    /// For each record's uuid (as Hubble gives every flow one).
-    pub ids: fastrand::Rng,
-}
-
-/// 128 random bits as a version 4 UUID, hyphenated.
-pub fn uuid_string(random: u128) -> String {
-    let id = uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid();
-    id.hyphenated()
-        .encode_lower(&mut uuid::Uuid::encode_buffer())
-        .to_owned()
-}
-
-/// Hubble's event type for drops (sub type: the Hubble drop reason).
-const EVENT_TYPE_DROP: i32 = 1;
-
-/// Where a packet was seen, in Hubble's terms (see README, "Direction and
-/// observation point"):
-///
-/// | interface | tc ingress | tc egress |
-/// |---|---|---|
-/// | pod veth (host side) | FROM_ENDPOINT, EGRESS | TO_ENDPOINT, INGRESS |
-/// | other (uplink, bridge) | FROM_NETWORK, INGRESS | TO_NETWORK, EGRESS |
-pub fn observation(kind: InterfaceKind, hook_id: u8) -> (TraceObservationPoint, TrafficDirection) {
-    match (kind, hook_id) {
-        (InterfaceKind::Endpoint, hook::INGRESS) => (TraceObservationPoint::FromEndpoint, TrafficDirection::Egress),
-        (InterfaceKind::Endpoint, _) => (TraceObservationPoint::ToEndpoint, TrafficDirection::Ingress),
-        (InterfaceKind::Network, hook::INGRESS) => (TraceObservationPoint::FromNetwork, TrafficDirection::Ingress),
-        (InterfaceKind::Network, _) => (TraceObservationPoint::ToNetwork, TrafficDirection::Egress),
-    }
-}
-
 impl RecordBuilder {
-    /// Fixes what a record of `u` is built from (its uuid, times and
-    /// interface); [`RecordContext::build`] builds it.
-    pub fn source(&mut self, u: &FlowUpdate, clock: &WallClock) -> RecordSource {
-        RecordSource {
-            update: u.clone(),
-            uuid: self.ids.u128(..),
-            time: clock.timestamp(u.stats.last_seen_ns),
-            flow_start_time: clock.timestamp(u.stats.first_seen_ns),
-            interface: self.interfaces.get(&u.key.ifindex).cloned(),
-        }
-    }
-}
-
-impl RecordContext {
     pub fn build(&self, source: &RecordSource) -> FlowRecord {
         let u = &source.update;
         let key = &u.key;
@@ -157,6 +68,8 @@ impl RecordContext {
                 name: iface.map(|i| i.name.to_string()).unwrap_or_default(),
             }),
             summary,
+            source: source.identities.source.as_deref().cloned(),
+            destination: source.identities.destination.as_deref().cloned(),
             ..Default::default()
         };
         let mut kernel_drop_reason = None;
@@ -325,22 +238,5 @@ fn icmpv6_name(t: u32) -> String {
         136 => "NeighborAdvertisement".into(),
         143 => "MulticastListenerReportV2".into(),
         t => format!("Type{t}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uuids_are_version_4_and_distinct() {
-        let mut rng = fastrand::Rng::with_seed(7);
-        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| uuid_string(rng.u128(..))).collect();
-        assert_eq!(ids.len(), 10_000);
-        for id in ids.iter().take(100) {
-            let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
-            assert_eq!(parsed.get_version_num(), 4);
-            assert_eq!(id.len(), 36);
-        }
     }
 }

@@ -20,12 +20,12 @@ use tonic::{Request, Response, Status};
 
 use super::{
     field_mask::FieldMask,
-    ring::{Event, Feed, FlowRing, TimeWindow, nanos, pick},
+    ring::{Event, Feed, FlowRing, pick},
 };
 use crate::{
     clock::WallClock,
-    export::{FlowRecord, RecordContext, RecordSource},
     filter::FlowSelector,
+    hubble::{TimeWindow, nanos},
     metrics::Metrics,
     proto::{
         flow::{LostEvent, LostEventSource},
@@ -37,6 +37,7 @@ use crate::{
         },
         relay::NodeState,
     },
+    record::{FlowRecord, RecordBuilder, RecordSource},
 };
 
 /// The version reported in ServerStatus and GetNodes (semver, like Hubble's).
@@ -51,7 +52,7 @@ const NAMESPACE_WINDOW_SECONDS: i64 = 3600;
 pub struct ObserverState {
     ring: Mutex<FlowRing>,
     /// Builds the ring's flows into records (and has the node's name).
-    context: Arc<RecordContext>,
+    builder: Arc<RecordBuilder>,
     started: Instant,
     metrics: Arc<Metrics>,
     /// Set once when hubcap stops: every stream then ends.
@@ -64,13 +65,13 @@ pub struct ObserverState {
 impl ObserverState {
     pub fn new(
         capacity: usize,
-        context: Arc<RecordContext>,
+        builder: Arc<RecordBuilder>,
         metrics: Arc<Metrics>,
         stopping: watch::Receiver<bool>,
     ) -> ObserverState {
         ObserverState {
             ring: Mutex::new(FlowRing::new(capacity)),
-            context,
+            builder,
             started: Instant::now(),
             metrics,
             stopping,
@@ -88,7 +89,7 @@ impl ObserverState {
     }
 
     fn node_name(&self) -> &str {
-        &self.context.node_name
+        &self.builder.node_name
     }
 
     fn uptime_ns(&self) -> u64 {
@@ -118,38 +119,38 @@ struct FlowQuery {
 
 impl FlowQuery {
     /// Flows through the filters (built for that); loss reports always.
-    fn selects(&self, event: &Event, context: &RecordContext) -> bool {
+    fn selects(&self, event: &Event, builder: &RecordBuilder) -> bool {
         match event {
-            Event::Flow(source) => self.selector.selects(&context.build(source).flow),
+            Event::Flow(source) => self.selector.selects(&builder.build(source).flow),
             Event::Lost { .. } => true,
         }
     }
 
-    fn response(&self, event: &Event, context: &RecordContext) -> GetFlowsResponse {
+    fn response(&self, event: &Event, builder: &RecordBuilder) -> GetFlowsResponse {
         match event {
-            Event::Flow(source) => self.flow_response(source, context.build(source), context),
-            Event::Lost { event, time } => lost_response(*event, *time, &context.node_name),
+            Event::Flow(source) => self.flow_response(source, builder.build(source), builder),
+            Event::Lost { event, time } => lost_response(*event, *time, &builder.node_name),
         }
     }
 
     /// The response for a live event, if the client wants it: the record
     /// is built once, for the filters and the response both.
-    fn live_response(&self, event: &Event, context: &RecordContext) -> Option<GetFlowsResponse> {
+    fn live_response(&self, event: &Event, builder: &RecordBuilder) -> Option<GetFlowsResponse> {
         if !self.window.contains(event.time()) {
             return None;
         }
         match event {
             Event::Flow(source) => {
-                let record = context.build(source);
+                let record = builder.build(source);
                 self.selector
                     .selects(&record.flow)
-                    .then(|| self.flow_response(source, record, context))
+                    .then(|| self.flow_response(source, record, builder))
             }
-            Event::Lost { event, time } => Some(lost_response(*event, *time, &context.node_name)),
+            Event::Lost { event, time } => Some(lost_response(*event, *time, &builder.node_name)),
         }
     }
 
-    fn flow_response(&self, source: &RecordSource, record: FlowRecord, context: &RecordContext) -> GetFlowsResponse {
+    fn flow_response(&self, source: &RecordSource, record: FlowRecord, builder: &RecordBuilder) -> GetFlowsResponse {
         let flow = record.into_proto();
         let flow = match &self.mask {
             Some(mask) => mask.apply(&flow),
@@ -157,7 +158,7 @@ impl FlowQuery {
         };
         GetFlowsResponse {
             time: Some(source.time),
-            node_name: context.node_name.clone(),
+            node_name: builder.node_name.clone(),
             response_types: Some(ResponseTypes::Flow(flow)),
         }
     }
@@ -207,7 +208,7 @@ async fn stream_flows(
     let _gauge = StreamGauge::open(&state.metrics);
     let mut stopping = state.stopping.clone();
     for event in recent {
-        if !send(&tx, query.response(&event, &state.context), &mut stopping).await {
+        if !send(&tx, query.response(&event, &state.builder), &mut stopping).await {
             return;
         }
     }
@@ -238,7 +239,7 @@ async fn stream_flows(
                     state.node_name(),
                 )
             }
-            Some(Feed::Event(event)) => match query.live_response(&event, &state.context) {
+            Some(Feed::Event(event)) => match query.live_response(&event, &state.builder) {
                 Some(response) => response,
                 None => continue,
             },
@@ -303,7 +304,7 @@ impl Observer for ObserverService {
         };
         let number = usize::try_from(req.number).unwrap_or(usize::MAX);
         let recent = pick(&snapshot, number, req.first, query.window, |e| {
-            query.selects(e, &self.state.context)
+            query.selects(e, &self.state.builder)
         });
         drop(snapshot);
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);

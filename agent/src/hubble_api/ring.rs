@@ -15,8 +15,9 @@ use prost_types::Timestamp;
 use tokio::sync::broadcast;
 
 use crate::{
-    export::RecordSource,
-    proto::flow::{Flow, LostEvent},
+    hubble::{TimeWindow, nanos},
+    proto::flow::LostEvent,
+    record::RecordSource,
 };
 
 /// What the ring holds: flows (as what they are built from, a fifth of
@@ -58,10 +59,6 @@ pub struct FlowRing {
 /// How far a follower may fall behind before it starts missing events.
 const FOLLOW_BACKLOG: usize = 4096;
 
-pub fn nanos(t: &Timestamp) -> i128 {
-    i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
-}
-
 impl FlowRing {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
@@ -74,12 +71,13 @@ impl FlowRing {
         }
     }
 
-    /// Adds a flow (`flow` is the record built from `source`, for its
-    /// namespaces). Never blocks.
-    pub fn push_flow(&mut self, source: RecordSource, flow: &Flow) {
+    /// Adds a flow, and notes its endpoints' namespaces (from the enrich
+    /// stage) for GetNamespaces. Never blocks.
+    pub fn push_flow(&mut self, source: RecordSource) {
         self.seen += 1;
         let seconds = source.time.seconds;
-        for endpoint in [&flow.source, &flow.destination].into_iter().flatten() {
+        let identities = &source.identities;
+        for endpoint in [&identities.source, &identities.destination].into_iter().flatten() {
             if !endpoint.namespace.is_empty() {
                 match self.namespaces.get_mut(&endpoint.namespace) {
                     Some(last) => *last = (*last).max(seconds),
@@ -179,27 +177,6 @@ impl FlowRing {
     }
 }
 
-/// GetFlows' `since`/`until`: either end may be open; both are inclusive.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TimeWindow {
-    since: Option<i128>,
-    until: Option<i128>,
-}
-
-impl TimeWindow {
-    pub fn new(since: Option<&Timestamp>, until: Option<&Timestamp>) -> Self {
-        TimeWindow {
-            since: since.map(nanos),
-            until: until.map(nanos),
-        }
-    }
-
-    pub fn contains(&self, t: &Timestamp) -> bool {
-        let t = nanos(t);
-        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
-    }
-}
-
 /// The events of `events` (oldest first) within `window` that `keep`
 /// accepts: the last `number` of them, or with `first` the first `number`.
 /// `number` 0 means all.
@@ -240,9 +217,9 @@ impl Follower {
 mod tests {
     use super::*;
     use crate::{
-        export::FlowState,
-        flow_table::FlowUpdate,
-        proto::flow::{Endpoint, Flow},
+        enrich::Identities,
+        flow_table::{FlowState, FlowUpdate},
+        proto::flow::Endpoint,
     };
 
     /// A flow whose uuid is the second it was seen.
@@ -264,6 +241,7 @@ mod tests {
             },
             flow_start_time: Timestamp::default(),
             interface: None,
+            identities: Identities::default(),
         }
     }
 
@@ -273,7 +251,7 @@ mod tests {
 
     impl PushSecond for FlowRing {
         fn push_second(&mut self, second: i64) {
-            self.push_flow(source(second), &Flow::default());
+            self.push_flow(source(second));
         }
     }
 
@@ -357,17 +335,18 @@ mod tests {
         let mut ring = FlowRing::new(10);
         for (second, from, to) in [(100, "web", "db"), (5000, "app", ""), (5001, "web", "")] {
             let endpoint = |namespace: &str| {
-                Some(Endpoint {
+                Some(Arc::new(Endpoint {
                     namespace: namespace.into(),
                     ..Default::default()
-                })
+                }))
             };
-            let flow = Flow {
-                source: endpoint(from),
-                destination: endpoint(to),
-                ..Default::default()
-            };
-            ring.push_flow(source(second), &flow);
+            ring.push_flow(RecordSource {
+                identities: Identities {
+                    source: endpoint(from),
+                    destination: endpoint(to),
+                },
+                ..source(second)
+            });
         }
         assert_eq!(ring.namespaces(0), ["app", "db", "web"]);
         // "db" was last seen at second 100.

@@ -7,11 +7,12 @@ use prost_types::Timestamp;
 
 use super::*;
 use crate::{
-    export::{FlowState, RecordCounts},
+    flow_table::FlowState,
     proto::{
         flow::{self, Layer4},
         observer::{ExportEvent, export_event},
     },
+    record::RecordCounts,
 };
 
 fn pool() -> DescriptorPool {

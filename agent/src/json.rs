@@ -16,10 +16,13 @@ use std::io::Write as _;
 
 use prost_types::Timestamp;
 
-use super::record::{FlowRecord, RecordCounts, STRUCT_TYPE_URL};
 use crate::proto::flow::{
     DropReason, Endpoint, Flow, FlowType, IpVersion, LostEvent, LostEventSource, TraceObservationPoint, TraceReason,
     TrafficDirection, Verdict, layer4,
+};
+use crate::{
+    hubble::write_rfc3339,
+    record::{FlowRecord, RecordCounts, STRUCT_TYPE_URL},
 };
 
 /// What one exporter line carries.
@@ -212,7 +215,7 @@ fn write_counts(out: &mut Vec<u8>, c: &RecordCounts) {
     write_u64(v.out, c.bytes);
     v.key("flow_start_time");
     v.out.push(b'"');
-    write_timestamp_unquoted(v.out, &c.flow_start_time);
+    write_rfc3339(v.out, &c.flow_start_time);
     v.out.push(b'"');
     v.key("flow_state");
     write_str(v.out, c.state.letter());
@@ -454,49 +457,8 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 
 pub fn write_timestamp(out: &mut Vec<u8>, t: &Timestamp) {
     out.push(b'"');
-    write_timestamp_unquoted(out, t);
+    write_rfc3339(out, t);
     out.push(b'"');
-}
-
-pub fn timestamp_string(t: &Timestamp) -> String {
-    let mut out = Vec::with_capacity(32);
-    write_timestamp_unquoted(&mut out, t);
-    String::from_utf8(out).expect("ASCII")
-}
-
-/// RFC 3339 in UTC, `Z` suffix, fraction trimmed to 0/3/6/9 digits.
-fn write_timestamp_unquoted(out: &mut Vec<u8>, t: &Timestamp) {
-    let days = t.seconds.div_euclid(86_400);
-    let secs_of_day = t.seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let (h, m, s) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
-    let _ = write!(out, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}");
-    let nanos = t.nanos;
-    if nanos != 0 {
-        if nanos % 1_000_000 == 0 {
-            let _ = write!(out, ".{:03}", nanos / 1_000_000);
-        } else if nanos % 1_000 == 0 {
-            let _ = write!(out, ".{:06}", nanos / 1_000);
-        } else {
-            let _ = write!(out, ".{nanos:09}");
-        }
-    }
-    out.push(b'Z');
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -1,0 +1,154 @@
+//! Hubble's vocabulary, each piece in one place: protocol names, event
+//! types and trace points, where a packet was seen, time windows and the
+//! time format. Records, filters, metrics, the Observer API and `hubcap
+//! observe` all take these from here.
+
+use std::io::Write as _;
+
+use agent_common::hook;
+use prost_types::Timestamp;
+
+use crate::{
+    interfaces::InterfaceKind,
+    proto::flow::{self, TraceObservationPoint, TrafficDirection},
+};
+
+// ---- Event types and observation points -------------------------------
+
+/// Hubble's event type for trace (forwarded) events.
+pub const EVENT_TYPE_TRACE: i32 = 4;
+
+/// Cilium's trace point number (`event_type.sub_type` of a trace event) and
+/// its name (the `subtype` label of Hubble's flow metrics).
+pub fn trace_point(point: TraceObservationPoint) -> (i32, &'static str) {
+    match point {
+        TraceObservationPoint::ToEndpoint => (0, "to-endpoint"),
+        TraceObservationPoint::FromEndpoint => (5, "from-endpoint"),
+        TraceObservationPoint::FromNetwork => (10, "from-network"),
+        TraceObservationPoint::ToNetwork => (11, "to-network"),
+        _ => (0, "unknown"),
+    }
+}
+
+/// Hubble's event type for drops (sub type: the Hubble drop reason).
+pub const EVENT_TYPE_DROP: i32 = 1;
+
+/// Where a packet was seen, in Hubble's terms (see README, "Direction and
+/// observation point"):
+///
+/// | interface | tc ingress | tc egress |
+/// |---|---|---|
+/// | pod veth (host side) | FROM_ENDPOINT, EGRESS | TO_ENDPOINT, INGRESS |
+/// | other (uplink, bridge) | FROM_NETWORK, INGRESS | TO_NETWORK, EGRESS |
+pub fn observation(kind: InterfaceKind, hook_id: u8) -> (TraceObservationPoint, TrafficDirection) {
+    match (kind, hook_id) {
+        (InterfaceKind::Endpoint, hook::INGRESS) => (TraceObservationPoint::FromEndpoint, TrafficDirection::Egress),
+        (InterfaceKind::Endpoint, _) => (TraceObservationPoint::ToEndpoint, TrafficDirection::Ingress),
+        (InterfaceKind::Network, hook::INGRESS) => (TraceObservationPoint::FromNetwork, TrafficDirection::Ingress),
+        (InterfaceKind::Network, _) => (TraceObservationPoint::ToNetwork, TrafficDirection::Egress),
+    }
+}
+
+// ---- Layer 4 ---------------------------------------------------------
+
+/// A flow's layer 4 at a glance, for the places that name its protocol or
+/// read its ports (filters, metrics labels, printed flows).
+pub struct L4Parts<'a> {
+    /// Hubble's name (`TCP`, `UDP`, `SCTP`, `ICMPv4`, `ICMPv6`, `VRRP`,
+    /// `IGMP`), or empty without L4.
+    pub protocol: &'static str,
+    /// Source and destination ports, for TCP, UDP and SCTP.
+    pub ports: Option<(u32, u32)>,
+    pub tcp_flags: Option<&'a flow::TcpFlags>,
+}
+
+impl flow::Flow {
+    pub fn l4_parts(&self) -> L4Parts<'_> {
+        use flow::layer4::Protocol;
+        let (protocol, ports, tcp_flags) = match self.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
+            Some(Protocol::Tcp(t)) => ("TCP", Some((t.source_port, t.destination_port)), t.flags.as_ref()),
+            Some(Protocol::Udp(u)) => ("UDP", Some((u.source_port, u.destination_port)), None),
+            Some(Protocol::Sctp(s)) => ("SCTP", Some((s.source_port, s.destination_port)), None),
+            Some(Protocol::IcmPv4(_)) => ("ICMPv4", None, None),
+            Some(Protocol::IcmPv6(_)) => ("ICMPv6", None, None),
+            Some(Protocol::Vrrp(_)) => ("VRRP", None, None),
+            Some(Protocol::Igmp(_)) => ("IGMP", None, None),
+            None => ("", None, None),
+        };
+        L4Parts {
+            protocol,
+            ports,
+            tcp_flags,
+        }
+    }
+}
+
+// ---- Time ------------------------------------------------------------
+
+/// Nanoseconds since the Unix epoch.
+pub fn nanos(t: &Timestamp) -> i128 {
+    i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
+}
+
+/// GetFlows' `since`/`until`: either end may be open; both are inclusive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeWindow {
+    since: Option<i128>,
+    until: Option<i128>,
+}
+
+impl TimeWindow {
+    pub fn new(since: Option<&Timestamp>, until: Option<&Timestamp>) -> Self {
+        TimeWindow {
+            since: since.map(nanos),
+            until: until.map(nanos),
+        }
+    }
+
+    pub fn contains(&self, t: &Timestamp) -> bool {
+        let t = nanos(t);
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
+    }
+}
+
+/// A time as Hubble writes it: RFC 3339 in UTC.
+pub fn rfc3339(t: &Timestamp) -> String {
+    let mut out = Vec::with_capacity(32);
+    write_rfc3339(&mut out, t);
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// RFC 3339 in UTC, `Z` suffix, fraction trimmed to 0/3/6/9 digits.
+pub fn write_rfc3339(out: &mut Vec<u8>, t: &Timestamp) {
+    let days = t.seconds.div_euclid(86_400);
+    let secs_of_day = t.seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
+    let _ = write!(out, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}");
+    let nanos = t.nanos;
+    if nanos != 0 {
+        if nanos % 1_000_000 == 0 {
+            let _ = write!(out, ".{:03}", nanos / 1_000_000);
+        } else if nanos % 1_000 == 0 {
+            let _ = write!(out, ".{:06}", nanos / 1_000);
+        } else {
+            let _ = write!(out, ".{nanos:09}");
+        }
+    }
+    out.push(b'Z');
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}

@@ -1,0 +1,100 @@
+//! Output as a Hubble JSON flow log: one `ExportEvent` line per record or
+//! loss, written per batch to stdout or a size-rotated file.
+
+use std::sync::Arc;
+
+use prost_types::Timestamp;
+use tracing::info;
+
+use super::{Output, OutputError};
+use crate::{
+    json::{ExportPayload, write_export_event},
+    metrics::Metrics,
+    proto::flow::LostEvent,
+    record::{FlowRecord, RecordSource},
+    sink::{Sink, SinkStats},
+};
+
+/// The line buffer is shrunk back to this after a burst.
+const BUFFER_KEEP: usize = 1 << 20;
+
+pub struct JsonLog {
+    sink: Sink,
+    stats: SinkStats,
+    node_name: String,
+    /// Lines of the batch not yet written.
+    lines: Vec<u8>,
+    line_count: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl JsonLog {
+    pub fn new(sink: Sink, node_name: String, metrics: Arc<Metrics>) -> Self {
+        JsonLog {
+            sink,
+            stats: SinkStats::default(),
+            node_name,
+            lines: Vec::with_capacity(1 << 16),
+            line_count: 0,
+            metrics,
+        }
+    }
+
+    fn error(&self, source: std::io::Error) -> OutputError {
+        OutputError::Write {
+            output: self.sink.name(),
+            source,
+        }
+    }
+}
+
+impl Output for JsonLog {
+    fn flow(&mut self, _: &RecordSource, record: &FlowRecord) {
+        // The event's time is the flow's, as in Hubble's exporter.
+        let time = record.flow.time.unwrap_or_default();
+        write_export_event(&mut self.lines, ExportPayload::record(record), &self.node_name, &time);
+        self.line_count += 1;
+    }
+
+    fn lost(&mut self, lost: &LostEvent, time: &Timestamp) {
+        write_export_event(&mut self.lines, ExportPayload::LostEvents(lost), &self.node_name, time);
+        self.line_count += 1;
+    }
+
+    fn end_batch(&mut self) -> Result<(), OutputError> {
+        let name = self.sink.name();
+        let rotations_before = self.stats.rotations;
+        let written = self.sink.write_lines(&self.lines, self.line_count, &mut self.stats);
+        let m = &self.metrics;
+        m.file_rotations.inc_by(self.stats.rotations - rotations_before);
+        if let Err(e) = written {
+            m.write_errors.with_label_values(&[name]).inc();
+            return Err(self.error(e));
+        }
+        m.records_written.with_label_values(&[name]).inc_by(self.line_count);
+        m.bytes_written
+            .with_label_values(&[name])
+            .inc_by(self.lines.len() as u64);
+        self.lines.clear();
+        self.line_count = 0;
+        // A burst may have grown the buffer; do not keep that memory.
+        if self.lines.capacity() > BUFFER_KEEP {
+            self.lines.shrink_to(BUFFER_KEEP);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), OutputError> {
+        self.sink.flush().map_err(|e| self.error(e))
+    }
+
+    fn close(&mut self) {
+        info!(
+            output = self.sink.name(),
+            records = self.stats.lines,
+            bytes_written = self.stats.bytes,
+            rotations = self.stats.rotations,
+            "flow log closed"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! The output stage: from flow-table updates to every place records go.
+//!
+//! For each update it fixes the record's source (uuid, times, interface),
+//! asks the enrich stage who the endpoints are, builds the Hubble record
+//! once and hands it to each [`Output`] in turn: the JSON flow log, the
+//! metrics, the Observer API's ring. Loss reports take the same way, so
+//! every output sees every loss.
+//!
+//! An output is one type behind the [`Output`] trait, in a file of its own;
+//! adding one (a second log with its own filter, an IPFIX exporter) is that
+//! file plus one [`Outputs::add`] where `agent.rs` wires the stages.
+
+mod flow_metrics;
+mod json_log;
+mod observer_feed;
+
+use std::{io, sync::Arc};
+
+pub use flow_metrics::FlowMetrics;
+pub use json_log::JsonLog;
+pub use observer_feed::ObserverFeed;
+use prost_types::Timestamp;
+use tracing::warn;
+
+use crate::{
+    enrich::Enricher,
+    flow_table::FlowUpdate,
+    interfaces::InterfaceKind,
+    proto::flow::{LostEvent, LostEventSource},
+    record::{FlowRecord, RecordBuilder, RecordSource, Stamper},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("writing flow records to {output}")]
+    Write {
+        output: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A place records go. `flow` and `lost` may only buffer; `end_batch`
+/// writes out what a batch buffered, `flush` pushes it to its destination.
+pub trait Output: Send {
+    /// A record and what it was built from (the Observer API keeps that).
+    fn flow(&mut self, source: &RecordSource, record: &FlowRecord);
+    /// A report of `lost.num_events_lost` events lost before this stage.
+    fn lost(&mut self, lost: &LostEvent, time: &Timestamp);
+    fn end_batch(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
+    /// At exit, after the last batch: log what it did.
+    fn close(&mut self) {}
+}
+
+pub struct Outputs {
+    stamper: Stamper,
+    enricher: Box<dyn Enricher>,
+    builder: Arc<RecordBuilder>,
+    outputs: Vec<Box<dyn Output>>,
+}
+
+impl Outputs {
+    pub fn new(builder: Arc<RecordBuilder>, enricher: Box<dyn Enricher>) -> Self {
+        Outputs {
+            stamper: Stamper::default(),
+            enricher,
+            builder,
+            outputs: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, output: impl Output + 'static) {
+        self.outputs.push(Box::new(output));
+    }
+
+    /// Builds each update's record and hands it to every output; then
+    /// writes the batch out.
+    pub fn write(&mut self, updates: &[FlowUpdate]) -> Result<(), OutputError> {
+        for update in updates {
+            let identities = self.enricher.identify(update);
+            let source = self.stamper.stamp(update, identities);
+            let record = self.builder.build(&source);
+            for output in &mut self.outputs {
+                output.flow(&source, &record);
+            }
+        }
+        self.end_batch()
+    }
+
+    /// Reports `count` events lost at `source` (before records were built).
+    pub fn lost(&mut self, source: LostEventSource, count: u64) {
+        if count == 0 {
+            return;
+        }
+        warn!(?source, lost = count, "events lost");
+        let event = LostEvent {
+            source: source as i32,
+            num_events_lost: count,
+            ..Default::default()
+        };
+        let now = self.stamper.now();
+        for output in &mut self.outputs {
+            output.lost(&event, &now);
+        }
+    }
+
+    /// Writes out what every output buffered; the first error is returned
+    /// after all have tried.
+    pub fn end_batch(&mut self) -> Result<(), OutputError> {
+        let mut result = Ok(());
+        for output in &mut self.outputs {
+            let r = output.end_batch();
+            result = result.and(r);
+        }
+        result
+    }
+
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        let mut result = Ok(());
+        for output in &mut self.outputs {
+            let r = output.flush();
+            result = result.and(r);
+        }
+        result
+    }
+
+    pub fn close(&mut self) {
+        for output in &mut self.outputs {
+            output.close();
+        }
+    }
+
+    /// Names an interface in later records.
+    pub fn learn_interface(&mut self, index: u32, name: &str, kind: InterfaceKind) {
+        self.stamper.learn_interface(index, name, kind);
+    }
+
+    /// Re-reads the wall clock's offset (NTP steps show in later records).
+    pub fn refresh_clock(&mut self) {
+        self.stamper.refresh_clock();
+    }
+}

@@ -1,0 +1,40 @@
+//! Output into the Observer API's ring of recent flows (and its live feed).
+
+use std::sync::Arc;
+
+use prost_types::Timestamp;
+
+use super::Output;
+use crate::{
+    hubble_api::service::ObserverState,
+    metrics::Metrics,
+    proto::flow::LostEvent,
+    record::{FlowRecord, RecordSource},
+};
+
+pub struct ObserverFeed {
+    state: Arc<ObserverState>,
+    metrics: Arc<Metrics>,
+}
+
+impl ObserverFeed {
+    pub fn new(state: Arc<ObserverState>, metrics: Arc<Metrics>) -> Self {
+        ObserverFeed { state, metrics }
+    }
+}
+
+impl Output for ObserverFeed {
+    fn flow(&mut self, source: &RecordSource, _: &FlowRecord) {
+        // Locked per push, so the API's thread never waits for a batch.
+        self.state.ring().push_flow(source.clone());
+    }
+
+    fn lost(&mut self, lost: &LostEvent, time: &Timestamp) {
+        self.state.ring().push_lost(*lost, *time);
+    }
+
+    fn end_batch(&mut self) -> Result<(), super::OutputError> {
+        self.metrics.observer_ring_events.set(self.state.ring().len() as i64);
+        Ok(())
+    }
+}
