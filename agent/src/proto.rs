@@ -19,3 +19,11 @@ pub mod observer {
 /// The encoded `FileDescriptorSet` of these protos (plus
 /// `google/protobuf/struct.proto`), for reflection-based readers and tests.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hubble_descriptors.bin"));
+
+/// The descriptors of hubcap's protos (Hubble's), decoded once.
+pub fn descriptor_pool() -> &'static prost_reflect::DescriptorPool {
+    static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("build.rs writes valid descriptors")
+    })
+}

@@ -7,14 +7,12 @@
 //! goes through prost-reflect's dynamic messages: generic over every field of
 //! Flow, and only paid by clients that ask for a mask.
 
-use std::{collections::BTreeMap, sync::OnceLock};
+use std::collections::BTreeMap;
 
 use prost::Message as _;
-use prost_reflect::{
-    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage as _, Value,
-};
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage as _, Value};
 
-use crate::proto::{FILE_DESCRIPTOR_SET, flow::Flow};
+use crate::proto::{descriptor_pool, flow::Flow};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FieldMaskError {
@@ -39,12 +37,6 @@ pub struct FieldMask {
 struct Selection {
     whole: bool,
     fields: BTreeMap<u32, (FieldDescriptor, Selection)>,
-}
-
-/// The descriptors of hubcap's protos (Hubble's), decoded once.
-pub fn descriptor_pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("build.rs writes valid descriptors"))
 }
 
 fn flow_descriptor() -> MessageDescriptor {

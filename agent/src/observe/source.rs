@@ -18,7 +18,7 @@ use super::args::ObserveArgs;
 use crate::{
     filter::FlowSelector,
     hubble::TimeWindow,
-    hubble_api::field_mask::descriptor_pool,
+    proto::descriptor_pool,
     proto::observer::{
         ExportEvent, GetFlowsRequest, GetFlowsResponse, export_event, get_flows_response::ResponseTypes,
         observer_client::ObserverClient,

@@ -109,21 +109,21 @@ impl Outputs {
         }
     }
 
-    /// Writes out what every output buffered; the first error is returned
-    /// after all have tried.
+    /// Writes out what every output buffered.
     pub fn end_batch(&mut self) -> Result<(), OutputError> {
-        let mut result = Ok(());
-        for output in &mut self.outputs {
-            let r = output.end_batch();
-            result = result.and(r);
-        }
-        result
+        self.each(|o| o.end_batch())
     }
 
     pub fn flush(&mut self) -> Result<(), OutputError> {
+        self.each(|o| o.flush())
+    }
+
+    /// Runs `step` on every output, even after one fails; the first error
+    /// is returned.
+    fn each(&mut self, mut step: impl FnMut(&mut dyn Output) -> Result<(), OutputError>) -> Result<(), OutputError> {
         let mut result = Ok(());
         for output in &mut self.outputs {
-            let r = output.flush();
+            let r = step(output.as_mut());
             result = result.and(r);
         }
         result
@@ -145,3 +145,6 @@ impl Outputs {
         self.stamper.refresh_clock();
     }
 }
+
+#[cfg(test)]
+mod tests;
