@@ -20,6 +20,7 @@ fn compile_protos() -> Result<()> {
         "proto/flow/flow.proto",
         "proto/relay/relay.proto",
         "proto/observer/observer.proto",
+        "proto/peer/peer.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -311,6 +311,9 @@ impl Agent {
         let delta = counters.since(&self.reported_counters);
         self.metrics.count_kernel(&delta);
         for (source, lost) in delta.losses() {
+            if lost > 0 {
+                warn!(?source, lost, "kernel could not keep up");
+            }
             self.outputs.lost(source, lost);
         }
         self.reported_counters = counters;

@@ -120,6 +120,16 @@ pub struct RunArgs {
     #[arg(long, requires = "grpc_listen", conflicts_with = "grpc_tls_cert")]
     pub grpc_insecure: bool,
 
+    /// The node's IP, which the Peer service announces to Hubble Relay when
+    /// --grpc-listen binds every address. Default: $NODE_IP.
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<std::net::IpAddr>,
+
+    /// The name Hubble Relay checks the TLS certificate of --grpc-listen
+    /// against. Default: NODE.default.hubble-grpc.cilium.io, as Cilium's.
+    #[arg(long, value_name = "NAME", requires = "grpc_tls_cert")]
+    pub grpc_tls_server_name: Option<String>,
+
     /// Recent flows the Observer API keeps for GetFlows (Hubble's default).
     #[arg(long, value_name = "N", default_value_t = 4095, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub event_buffer_capacity: u32,
@@ -141,6 +151,10 @@ impl RunArgs {
                 client_ca: self.grpc_tls_client_ca.clone(),
             }),
             insecure: self.grpc_insecure,
+            node_ip: self
+                .node_ip
+                .or_else(|| std::env::var("NODE_IP").ok().and_then(|ip| ip.parse().ok())),
+            tls_server_name: self.grpc_tls_server_name.clone(),
             ring_capacity: self.event_buffer_capacity as usize,
         }
     }

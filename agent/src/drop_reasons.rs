@@ -11,11 +11,15 @@ use crate::{datapath::btf::KernelBtf, proto::flow::DropReason};
 const PREFIX: &str = "SKB_DROP_REASON_";
 
 /// Reasons that are not drops of interest, left out by default: frees with
-/// no reason given, and TCP's normal discarding of data it already has or
-/// of a closed socket's queue.
+/// no reason given, TCP's normal discarding of data it already has or of a
+/// closed socket's queues (data already delivered to the socket), and a
+/// capture socket's (tcpdump's) copy of a packet it had no room for: the
+/// packet itself went on.
 pub const NOISE: &[&str] = &[
     "NOT_SPECIFIED",
     "SOCKET_CLOSE",
+    "QUEUE_PURGE",
+    "PACKET_SOCK_ERROR",
     "TCP_OLD_DATA",
     "TCP_OLD_ACK",
     "TCP_OLD_SEQUENCE",
@@ -110,6 +114,24 @@ impl DropReasons {
 /// other policy drops become POLICY_DENIED; reasons with no Hubble
 /// equivalent stay DROP_REASON_UNKNOWN (the kernel's own name is always in
 /// the record's `kernel_drop_reason`). The table is in README.md.
+/// Every reason [`hubble_reason`] gives: the `reason` labels of
+/// `hubble_drop_total`, which exist at 0 from the start.
+pub const HUBBLE_REASONS: [DropReason; 13] = [
+    DropReason::PolicyDenied,
+    DropReason::UnsupportedL3Protocol,
+    DropReason::FibLookupFailed,
+    DropReason::InvalidSourceIp,
+    DropReason::StaleOrUnroutableIp,
+    DropReason::InvalidPacketDropped,
+    DropReason::InvalidIpv6ExtensionHeader,
+    DropReason::UnknownL4Protocol,
+    DropReason::InvalidVni,
+    DropReason::PolicyDeny,
+    DropReason::FirstLogicalDatagramFragmentNotFound,
+    DropReason::TtlExceeded,
+    DropReason::Unknown,
+];
+
 pub fn hubble_reason(kernel_name: &str) -> DropReason {
     match kernel_name {
         "NETFILTER_DROP" | "BPF_CGROUP_EGRESS" => DropReason::PolicyDenied,
@@ -181,5 +203,15 @@ mod tests {
         // Every name in the default-noise list exists on this kernel or is
         // simply not captured; none may break the filter.
         assert!(r.filter("default").is_ok());
+        assert!(
+            r.value("PACKET_SOCK_ERROR").is_some(),
+            "capture-socket frees have their own reason"
+        );
+        // Every reason this kernel can give maps to a label that exists
+        // from the start.
+        for value in 0..1024 {
+            let name = r.name(value);
+            assert!(HUBBLE_REASONS.contains(&hubble_reason(&name)), "{name}");
+        }
     }
 }

@@ -14,11 +14,36 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 
 use crate::{
     datapath::CounterValues,
+    drop_reasons::HUBBLE_REASONS,
     flow_table::FlowUpdate,
     hubble::trace_point,
     proto::flow::{LostEvent, LostEventSource},
     record::FlowRecord,
 };
+
+/// The `counter` labels of `hubcap_kernel_packets_total`.
+const KERNEL_PACKET_COUNTERS: [(&str, Counter); 7] = [
+    ("non_ip", Counter::NonIpPackets),
+    ("truncated", Counter::TruncatedPackets),
+    ("malformed", Counter::MalformedPackets),
+    ("fragments", Counter::Fragments),
+    ("map_full", Counter::MapFullPackets),
+    ("drops_not_ip", Counter::DropsNotIp),
+    ("drops_map_full", Counter::DropsMapFull),
+];
+
+/// Every source a loss can be reported from (Hubble's enum).
+const LOST_EVENT_SOURCES: [LostEventSource; 4] = [
+    LostEventSource::UnknownLostEventSource,
+    LostEventSource::PerfEventRingBuffer,
+    LostEventSource::ObserverEventsQueue,
+    LostEventSource::HubbleRingBuffer,
+];
+
+/// The `source` label of `hubble_lost_events_total`, as Hubble writes it.
+fn lost_source_label(source: LostEventSource) -> String {
+    source.as_str_name().to_lowercase()
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -78,7 +103,7 @@ impl Metrics {
             IntGaugeVec::new(Opts::new("hubcap_build_info", "hubcap's version"), &["version"]).expect("valid metric");
         registry.register(Box::new(build_info.clone())).expect("unique metric");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        Metrics {
+        let metrics = Metrics {
             flows_processed: counter_vec(
                 "hubble_flows_processed_total",
                 "Flow records processed, by type, subtype and verdict",
@@ -152,6 +177,24 @@ impl Metrics {
             ),
             build_info,
             registry,
+        };
+        metrics.start_at_zero();
+        metrics
+    }
+
+    /// Makes the series that alerts watch exist at 0 from the start, so
+    /// that "nothing lost" and "metric missing" differ.
+    fn start_at_zero(&self) {
+        for source in LOST_EVENT_SOURCES {
+            self.lost_events.with_label_values(&[&lost_source_label(source)]);
+        }
+        for reason in HUBBLE_REASONS {
+            for protocol in ["TCP", "UDP", "SCTP", "ICMPv4", "ICMPv6"] {
+                self.drops.with_label_values(&[reason.as_str_name(), protocol]);
+            }
+        }
+        for (name, _) in KERNEL_PACKET_COUNTERS {
+            self.kernel_packets.with_label_values(&[name]);
         }
     }
 
@@ -204,22 +247,14 @@ impl Metrics {
     pub fn count_lost(&self, lost: &LostEvent) {
         let source = LostEventSource::try_from(lost.source).unwrap_or(LostEventSource::UnknownLostEventSource);
         self.lost_events
-            .with_label_values(&[&source.as_str_name().to_lowercase()])
+            .with_label_values(&[&lost_source_label(source)])
             .inc_by(lost.num_events_lost);
     }
 
     /// Counts what the kernel counted since the last call (`delta`).
     pub fn count_kernel(&self, delta: &CounterValues) {
         self.ring_records_lost.inc_by(delta.get(Counter::RingBufFull));
-        for (name, counter) in [
-            ("non_ip", Counter::NonIpPackets),
-            ("truncated", Counter::TruncatedPackets),
-            ("malformed", Counter::MalformedPackets),
-            ("fragments", Counter::Fragments),
-            ("map_full", Counter::MapFullPackets),
-            ("drops_not_ip", Counter::DropsNotIp),
-            ("drops_map_full", Counter::DropsMapFull),
-        ] {
+        for (name, counter) in KERNEL_PACKET_COUNTERS {
             self.kernel_packets
                 .with_label_values(&[name])
                 .inc_by(delta.get(counter));

@@ -16,6 +16,11 @@ pub mod observer {
     include!(concat!(env!("OUT_DIR"), "/observer.rs"));
 }
 
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod peer {
+    include!(concat!(env!("OUT_DIR"), "/peer.rs"));
+}
+
 /// The encoded `FileDescriptorSet` of these protos (plus
 /// `google/protobuf/struct.proto`), for reflection-based readers and tests.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hubble_descriptors.bin"));

@@ -90,7 +90,14 @@ fn main() -> Result<()> {
                 &real_ebpf,
             )?;
             run_tests(
-                &["test", "--release", "--workspace", "--", "--test-threads=1"],
+                &[
+                    "test",
+                    "--release",
+                    "--workspace",
+                    "--no-fail-fast",
+                    "--",
+                    "--test-threads=1",
+                ],
                 &real_ebpf,
             )
         }

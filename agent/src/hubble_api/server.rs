@@ -5,7 +5,7 @@
 //! which `hubble status` checks.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
@@ -27,8 +27,19 @@ use tonic::transport::{
 };
 use tracing::{info, warn};
 
-use super::service::{ObserverService, ObserverState};
-use crate::{metrics::Metrics, proto::observer::observer_server::ObserverServer, record::RecordBuilder};
+use super::{
+    peer::{PeerService, this_node},
+    service::{ObserverService, ObserverState},
+};
+use crate::{
+    metrics::Metrics,
+    proto::{observer::observer_server::ObserverServer, peer::peer_server::PeerServer},
+    record::RecordBuilder,
+};
+
+/// The health-check service name Hubble's server registers and `hubble
+/// status` asks for.
+const HUBBLE_SERVER_HEALTH: &str = "hubble.server.Observer";
 
 #[derive(Debug, Clone, Default)]
 pub struct GrpcConfig {
@@ -41,6 +52,10 @@ pub struct GrpcConfig {
     pub insecure: bool,
     /// Capacity of the ring of recent flows.
     pub ring_capacity: usize,
+    /// Announced to Relay instead of an unspecified listen address.
+    pub node_ip: Option<IpAddr>,
+    /// Announced to Relay for TLS (default: Cilium's form of the name).
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +96,15 @@ pub enum ServerError {
 impl GrpcConfig {
     pub fn is_enabled(&self) -> bool {
         self.socket.is_some() || self.listen.is_some()
+    }
+}
+
+/// Where peers reach a listener: its own address, or the node's IP when it
+/// binds every address.
+fn announced_address(bound: SocketAddr, node_ip: Option<IpAddr>) -> SocketAddr {
+    match node_ip {
+        Some(ip) if bound.ip().is_unspecified() => SocketAddr::new(ip, bound.port()),
+        _ => bound,
     }
 }
 
@@ -183,7 +207,7 @@ impl Listeners {
         let mut state = ObserverState::new(config.ring_capacity, builder, metrics, stopping.clone());
         state.tls = tls.is_some();
         state.address = match (&tcp, &config.socket) {
-            (Some((addr, _)), _) => addr.to_string(),
+            (Some((addr, _)), _) => announced_address(*addr, config.node_ip).to_string(),
             (None, Some(path)) => format!("unix://{}", path.display()),
             (None, None) => String::new(),
         };
@@ -191,7 +215,15 @@ impl Listeners {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ObserverServer<ObserverService>>().await;
+        // The name `hubble status` checks.
+        health
+            .set_service_status(HUBBLE_SERVER_HEALTH, tonic_health::ServingStatus::Serving)
+            .await;
         let observer = ObserverServer::new(ObserverService::new(Arc::clone(&state)));
+        let peer = PeerServer::new(PeerService::new(
+            this_node(&state, config.tls_server_name.as_deref()),
+            stopping.clone(),
+        ));
         let tcp = match tcp {
             Some((addr, listener)) => {
                 let mut builder = Server::builder();
@@ -200,7 +232,8 @@ impl Listeners {
                 }
                 let router = builder
                     .add_service(health_service.clone())
-                    .add_service(observer.clone());
+                    .add_service(observer.clone())
+                    .add_service(peer.clone());
                 Some((addr, listener, router))
             }
             None => None,
@@ -210,7 +243,10 @@ impl Listeners {
         if let Some(path) = &config.socket {
             let listener = bind_socket(path)?;
             info!(socket = %path.display(), "serving Hubble's Observer API");
-            let router = Server::builder().add_service(health_service).add_service(observer);
+            let router = Server::builder()
+                .add_service(health_service)
+                .add_service(observer)
+                .add_service(peer);
             let incoming = UnixListenerStream::new(listener);
             tasks.push(spawn_serving(
                 router,
@@ -230,6 +266,9 @@ impl Listeners {
     /// Once hubcap is stopping (every stream has been told).
     async fn finish(mut self) {
         self.health.set_not_serving::<ObserverServer<ObserverService>>().await;
+        self.health
+            .set_service_status(HUBBLE_SERVER_HEALTH, tonic_health::ServingStatus::NotServing)
+            .await;
         // Streams end on the signal, and connections close once their
         // clients read that; a client that does not (stuck, or gone quiet)
         // is cut off rather than holding up the exit.

@@ -88,7 +88,7 @@ impl ObserverState {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn node_name(&self) -> &str {
+    pub fn node_name(&self) -> &str {
         &self.builder.node_name
     }
 

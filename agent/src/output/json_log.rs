@@ -30,6 +30,11 @@ pub struct JsonLog {
 
 impl JsonLog {
     pub fn new(sink: Sink, node_name: String, metrics: Arc<Metrics>) -> Self {
+        // At 0 from the start, for alerts.
+        let name = sink.name();
+        metrics.write_errors.with_label_values(&[name]);
+        metrics.records_written.with_label_values(&[name]);
+        metrics.bytes_written.with_label_values(&[name]);
         JsonLog {
             sink,
             stats: SinkStats::default(),

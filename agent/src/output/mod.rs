@@ -20,7 +20,6 @@ pub use flow_metrics::FlowMetrics;
 pub use json_log::JsonLog;
 pub use observer_feed::ObserverFeed;
 use prost_types::Timestamp;
-use tracing::warn;
 
 use crate::{
     enrich::Enricher,
@@ -97,7 +96,6 @@ impl Outputs {
         if count == 0 {
             return;
         }
-        warn!(?source, lost = count, "events lost");
         let event = LostEvent {
             source: source as i32,
             num_events_lost: count,
