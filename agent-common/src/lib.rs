@@ -16,6 +16,17 @@ pub const REPORT_INTERVAL_GLOBAL: &str = "REPORT_INTERVAL_NS";
 pub const DROP_PROGRAM: &str = "hubcap_kfree_skb";
 pub const SKB_LAYOUT_GLOBAL: &str = "SKB_LAYOUT";
 pub const DROP_FILTER_GLOBAL: &str = "DROP_FILTER";
+/// Name of the drop program's scope: the devices whose drops it reports
+/// (`HashMap<u64, u8>`, keys from [`drop_scope_key`]).
+pub const DROP_SCOPE_MAP: &str = "DROP_SCOPE";
+
+/// A drop-scope key: one device (`ifindex`) of network namespace `netns`
+/// (its inode number), or with `ifindex` 0 every device of that namespace.
+#[inline(always)]
+pub fn drop_scope_key(netns: u32, ifindex: u32) -> u64 {
+    (u64::from(netns) << 32) | u64::from(ifindex)
+}
+
 /// Names of the tc programs.
 pub const INGRESS_PROGRAM: &str = "hubcap_ingress";
 pub const EGRESS_PROGRAM: &str = "hubcap_egress";
@@ -246,10 +257,13 @@ pub enum Counter {
     /// ICMP echo replies freed as NO_SOCKET after a raw socket (iputils
     /// `ping` as root) received them: not drops, so in no drop record.
     EchoRepliesDelivered,
+    /// Dropped packets of a captured reason outside the drop scope (a
+    /// device hubcap does not watch, or none): in no drop record.
+    DropsUnwatched,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::NonIpPackets,
         Counter::NonIpBytes,
         Counter::TruncatedPackets,
@@ -261,6 +275,7 @@ impl Counter {
         Counter::DropsNotIp,
         Counter::DropsMapFull,
         Counter::EchoRepliesDelivered,
+        Counter::DropsUnwatched,
     ];
     pub const LEN: u32 = Self::ALL.len() as u32;
 }

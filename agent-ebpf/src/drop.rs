@@ -6,11 +6,11 @@
 //! forwarded flows: a flood of drops costs one event per new (flow, reason),
 //! not one per packet.
 
-use agent_common::{Counter, DropFilter, FlowKey, SkbLayout, hook};
+use agent_common::{Counter, DropFilter, FlowKey, SkbLayout, drop_scope_key, hook};
 use agent_ebpf::parse::{self, PacketBytes, ParsedPacket};
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext};
 
-use crate::maps::count;
+use crate::maps::{DROP_SCOPE, count};
 
 /// Set by user space at load time.
 #[unsafe(no_mangle)]
@@ -68,6 +68,12 @@ fn record(skb: u64, reason: u32, no_socket_reason: u32) {
     // SAFETY: reading a global of this object.
     let layout = unsafe { core::ptr::read_volatile(&SKB_LAYOUT) };
     let field = |offset: u32| skb + u64::from(offset);
+    // Only what hubcap watches is reported: its captured interfaces, and
+    // the namespaces behind its captured pod veths.
+    let Some(ifindex) = watched_ifindex(field(layout.dev), &layout) else {
+        count(Counter::DropsUnwatched, 1);
+        return;
+    };
     let (Some(head), Some(data), Some(len), Some(network_header), Some(protocol)) = (
         read::<u64>(field(layout.head)),
         read::<u64>(field(layout.data)),
@@ -120,7 +126,7 @@ fn record(skb: u64, reason: u32, no_socket_reason: u32) {
         dst_addr: parsed.dst_addr,
         src_port: parsed.src_port,
         dst_port: parsed.dst_port,
-        ifindex: own_ifindex(field(layout.dev), &layout),
+        ifindex,
         protocol: parsed.protocol,
         ip_version: parsed.ip_version,
         hook: hook::DROP,
@@ -130,18 +136,22 @@ fn record(skb: u64, reason: u32, no_socket_reason: u32) {
     crate::flow::aggregate(&key, parsed, u64::from(len));
 }
 
-/// The device's ifindex if it is in hubcap's network namespace, else 0: an
-/// index from another namespace names nothing hubcap can show.
+/// For a drop on a watched device, the ifindex its record names: the
+/// device's when it is in hubcap's network namespace, else 0 (an index from
+/// another namespace names nothing hubcap can show). `None` outside the
+/// scope, or without a device.
 #[inline(always)]
-fn own_ifindex(dev_field: u64, layout: &SkbLayout) -> u32 {
-    let Some(dev) = read::<u64>(dev_field).filter(|d| *d != 0) else {
-        return 0;
+fn watched_ifindex(dev_field: u64, layout: &SkbLayout) -> Option<u32> {
+    let dev = read::<u64>(dev_field).filter(|d| *d != 0)?;
+    let net = read::<u64>(dev + u64::from(layout.netdev_net)).filter(|n| *n != 0)?;
+    let netns = read::<u32>(net + u64::from(layout.net_inum))?;
+    let ifindex = read::<u32>(dev + u64::from(layout.netdev_ifindex))?;
+    // SAFETY: map lookups; the values are not read.
+    let watched = unsafe {
+        DROP_SCOPE.get(&drop_scope_key(netns, ifindex)).is_some() || DROP_SCOPE.get(&drop_scope_key(netns, 0)).is_some()
     };
-    let Some(net) = read::<u64>(dev + u64::from(layout.netdev_net)).filter(|n| *n != 0) else {
-        return 0;
-    };
-    match read::<u32>(net + u64::from(layout.net_inum)) {
-        Some(inum) if inum == layout.own_netns_inum => read::<u32>(dev + u64::from(layout.netdev_ifindex)).unwrap_or(0),
-        _ => 0,
+    if !watched {
+        return None;
     }
+    Some(if netns == layout.own_netns_inum { ifindex } else { 0 })
 }

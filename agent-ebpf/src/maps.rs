@@ -22,6 +22,11 @@ pub static FLOWS: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(65_536
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
+/// The devices whose drops are reported (see `agent_common::drop_scope_key`);
+/// user space keeps it in step with what it captures on.
+#[map(name = "DROP_SCOPE")]
+pub static DROP_SCOPE: HashMap<u64, u8> = HashMap::with_max_entries(16_384, 0);
+
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::LEN, 0);
 

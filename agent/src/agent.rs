@@ -27,6 +27,7 @@ use crate::{
         btf::{KernelBtf, skb_layout},
     },
     drop_reasons::DropReasons,
+    drop_scope::DropScope,
     enrich::NoIdentities,
     flow_table::{FlowTable, FlowUpdate, TableConfig},
     hubble_api::server::GrpcServer,
@@ -96,6 +97,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // instead of carrying it for the agent's lifetime.
     // SAFETY: malloc_trim only releases free memory.
     unsafe { libc::malloc_trim(0) };
+    let drop_scope = match &drops {
+        Some(capture) => Some(DropScope::new(capture.layout.own_netns_inum).context("opening a netlink socket")?),
+        None => None,
+    };
     let events = datapath.take_events().expect("ring buffer taken once");
     let reader = EventReader::new(events).context("watching the ring buffer")?;
     // Last before capture, so that no failure above leaves a socket behind
@@ -122,6 +127,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             close_linger_ns: CLOSE_LINGER.as_nanos() as u64,
         }),
         selector,
+        drop_scope,
         outputs,
         updates: Vec::new(),
         reported_counters: CounterValues::default(),
@@ -188,6 +194,8 @@ struct Agent {
     attachments: Attachments,
     /// Which interfaces to attach to.
     selector: InterfaceSelector,
+    /// Whose drops are reported (with drop capture on).
+    drop_scope: Option<DropScope>,
     table: FlowTable,
     outputs: Outputs,
     /// The flow table's output, reused across batches.
@@ -281,6 +289,15 @@ impl Agent {
             if !present.iter().any(|i| i.index == ifindex) {
                 self.attachments.detach(&mut self.datapath, ifindex);
             }
+        }
+        if let Some(scope) = &mut self.drop_scope {
+            let captured: Vec<_> = present
+                .iter()
+                .filter(|i| self.attachments.contains(i.index))
+                .map(|i| (i.index, i.kind))
+                .collect();
+            let keys = scope.keys(&captured).context("finding the pods' network namespaces")?;
+            self.datapath.set_drop_scope(keys)?;
         }
         Ok(())
     }

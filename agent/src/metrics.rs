@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// The `counter` labels of `hubcap_kernel_packets_total`.
-const KERNEL_PACKET_COUNTERS: [(&str, Counter); 7] = [
+const KERNEL_PACKET_COUNTERS: [(&str, Counter); 8] = [
     ("non_ip", Counter::NonIpPackets),
     ("truncated", Counter::TruncatedPackets),
     ("malformed", Counter::MalformedPackets),
@@ -30,6 +30,7 @@ const KERNEL_PACKET_COUNTERS: [(&str, Counter); 7] = [
     ("map_full", Counter::MapFullPackets),
     ("drops_not_ip", Counter::DropsNotIp),
     ("drops_map_full", Counter::DropsMapFull),
+    ("drops_unwatched", Counter::DropsUnwatched),
 ];
 
 /// Every source a loss can be reported from (Hubble's enum).

@@ -8,10 +8,12 @@
 
 pub mod agent;
 pub mod grpc;
+pub mod harness;
 pub mod netns;
 pub mod output;
 pub mod topology;
 pub mod traffic;
+pub mod upstream;
 
 /// Root is needed for namespaces and eBPF; say so plainly instead of
 /// failing somewhere deep inside.

@@ -32,6 +32,20 @@ pub struct Output {
     pub lost_events: Vec<Value>,
 }
 
+/// The records' uuids, in order.
+pub fn uuids<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String> {
+    records
+        .into_iter()
+        .map(|r| r.json["uuid"].as_str().expect("uuid").to_owned())
+        .collect()
+}
+
+/// A record's own time, in nanoseconds since the Unix epoch.
+pub fn time_ns(r: &Record) -> i128 {
+    let t: prost_types::Timestamp = r.json["time"].as_str().expect("time").parse().expect("RFC 3339");
+    i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
+}
+
 /// Decodes every line; panics naming the first line that is not Hubble JSON.
 pub fn parse(stdout: &str) -> Output {
     let pool = DescriptorPool::decode(hubcap::proto::FILE_DESCRIPTOR_SET).expect("descriptors");

@@ -191,6 +191,20 @@ impl Node {
         "1",
     ];
 
+    /// Waits until every flow has ended (`hubcap_flow_table_directions 0`;
+    /// the agent must serve metrics on 127.0.0.1:9965).
+    pub fn wait_for_flows_to_end(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let text = crate::agent::scrape_metrics(&self.ns, "127.0.0.1:9965");
+            if text.lines().any(|l| l == "hubcap_flow_table_directions 0") {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "flows never ended");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// Brings the host-side veths up: from here on packets flow.
     pub fn up(&self) {
         for pod in &self.pods {

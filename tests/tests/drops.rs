@@ -141,7 +141,8 @@ fn closed_port_and_missing_route_drops_have_their_reasons() {
         pod.ns
             .ip(&["route", "add", "default", "via", &node.bridge_v4().to_string()]);
     }
-    let agent = node.capture(&[]);
+    // The bridge is watched too: the unroutable packets die on it.
+    let agent = node.capture(&["--interface", &node.bridge]);
     node.up();
     let (p1, p2) = (&node.pods[0], &node.pods[1]);
     let closed = SocketAddr::new(p2.ipv4.into(), 7777);
@@ -175,6 +176,52 @@ fn closed_port_and_missing_route_drops_have_their_reasons() {
         // Dropped in hubcap's own namespace, on the bridge it arrived on.
         assert_eq!(r.json["interface"]["name"], node.bridge.as_str());
     }
+}
+
+/// Drops on an interface hubcap does not capture are counted, not written.
+#[test]
+fn drops_outside_what_is_watched_are_counted_not_written() {
+    require_root();
+    let node = Node::new(1);
+    node.ns.sysctl("net.ipv4.ip_forward", "1");
+    let pod = &node.pods[0];
+    pod.ns
+        .ip(&["route", "add", "default", "via", &node.bridge_v4().to_string()]);
+    // The pod's veth only: the bridge, where these packets die, is not.
+    let agent = node.capture(&Node::METRICS_AND_QUICK_ENDS);
+    node.up();
+    let unroutable: SocketAddr = "10.200.0.2:9999".parse().unwrap();
+    pod.ns.enter(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..5 {
+            s.send_to(&[2; 40], unroutable).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let scraped = scrape_metrics(&node.ns, "127.0.0.1:9965");
+    let finished = agent.stop();
+    assert!(finished.status.success());
+    let records = output::parse(&finished.stdout).records;
+    let forwarded = dropped_or_not(&records, "10.200.0.2", "FORWARDED");
+    assert_eq!(forwarded, 5, "the packets were seen leaving the pod");
+    assert_eq!(dropped_or_not(&records, "10.200.0.2", "DROPPED"), 0);
+    let unwatched: u64 = scraped
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"hubcap_kernel_packets_total{counter="drops_unwatched"} "#))
+        .expect("drops_unwatched counter")
+        .parse()
+        .unwrap();
+    // The machine's other drops count here too.
+    assert!(unwatched >= 5, "{unwatched} unwatched drops");
+}
+
+/// Packets to `dst` in records of `verdict`.
+fn dropped_or_not(records: &[Record], dst: &str, verdict: &str) -> u64 {
+    records
+        .iter()
+        .filter(|r| r.dst == dst && r.verdict == verdict)
+        .map(|r| r.packets)
+        .sum()
 }
 
 #[test]

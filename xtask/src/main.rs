@@ -84,7 +84,11 @@ fn main() -> Result<()> {
             // Unit tests (the eBPF crate's parser included: --workspace takes
             // non-default members too) and the end-to-end tests. They run the real
             // binary with the real eBPF object: demand it instead of a stub.
-            let real_ebpf = [("HUBCAP_REQUIRE_EBPF", "1")];
+            let tools = setup::tools_dir();
+            let real_ebpf = [
+                ("HUBCAP_REQUIRE_EBPF", "1"),
+                ("HUBCAP_TOOLS", tools.to_str().expect("UTF-8 path")),
+            ];
             cargo_env(
                 &["build", "--release", "--package", "agent", "--bin", "hubcap"],
                 &real_ebpf,

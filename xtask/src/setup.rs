@@ -1,5 +1,7 @@
 //! Idempotent machine set-up: Debian packages the tests use, nightly
-//! `rust-src`, and a bpf-linker built against the nightly rustc's own LLVM.
+//! `rust-src`, a bpf-linker built against the nightly rustc's own LLVM, and
+//! the real upstream tools the tests judge against (Hubble's CLI and Relay)
+//! unpacked from `../shared/tools` into `target/tools`.
 //!
 //! Each step first checks whether it is already done, so a second run takes
 //! well under a second. Anything that cannot be installed is named.
@@ -32,7 +34,40 @@ pub fn ensure_all() -> Result<()> {
     ensure_debian_packages()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
+    ensure_upstream_tools()?;
     Ok(())
+}
+
+/// Where the tests find the upstream tools (`hubble`, `hubble-relay`).
+pub fn tools_dir() -> PathBuf {
+    workspace_root().join("target/tools")
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Unpacks the upstream binaries no registry here has, kept beside the
+/// repository in `../shared/tools` (its `install` is idempotent).
+fn ensure_upstream_tools() -> Result<()> {
+    let install = workspace_root().join("../shared/tools/install");
+    if !install.is_file() {
+        if tools_dir().join("hubble").is_file() {
+            return Ok(());
+        }
+        bail!(
+            "the upstream tools (hubble, hubble-relay) are missing: expected {} (the shared folder beside this repository)",
+            install.display()
+        );
+    }
+    run(Command::new("bash")
+        .arg(&install)
+        .arg(tools_dir())
+        .stdout(Stdio::null()))
+    .context("unpacking the upstream tools")
 }
 
 /// `PATH` with `$CARGO_HOME/bin` in front, where `cargo install` puts bpf-linker.

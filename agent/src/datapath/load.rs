@@ -1,8 +1,10 @@
 //! Loads the eBPF object embedded at build time.
 
+use std::collections::HashSet;
+
 use agent_common::{
-    COUNTERS_MAP, DROP_FILTER_GLOBAL, DROP_PROGRAM, DropFilter, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FlowKey,
-    FlowStats, INGRESS_PROGRAM, NOOP_PROGRAM, REPORT_INTERVAL_GLOBAL, SKB_LAYOUT_GLOBAL, SkbLayout,
+    COUNTERS_MAP, DROP_FILTER_GLOBAL, DROP_PROGRAM, DROP_SCOPE_MAP, DropFilter, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP,
+    FlowKey, FlowStats, INGRESS_PROGRAM, NOOP_PROGRAM, REPORT_INTERVAL_GLOBAL, SKB_LAYOUT_GLOBAL, SkbLayout,
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -68,6 +70,9 @@ pub struct Datapath {
     pub flows: KernelFlowMap,
     pub counters: KernelCounters,
     events: Option<RingBuf<MapData>>,
+    /// The drop program's scope, and the keys it holds now.
+    drop_scope: HashMap<MapData, u64, u8>,
+    drop_scope_keys: HashSet<u64>,
     pub config: DatapathConfig,
     drop_link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
 }
@@ -109,11 +114,14 @@ impl Datapath {
         })?;
         let events = take_map(&mut ebpf, EVENTS_MAP, RingBuf::try_from)?;
         let counters = KernelCounters::new(take_map(&mut ebpf, COUNTERS_MAP, PerCpuArray::try_from)?);
+        let drop_scope = take_map(&mut ebpf, DROP_SCOPE_MAP, HashMap::try_from)?;
         let mut datapath = Datapath {
             ebpf,
             flows,
             counters,
             events: Some(events),
+            drop_scope,
+            drop_scope_keys: HashSet::new(),
             config,
             drop_link: None,
         };
@@ -151,6 +159,23 @@ impl Datapath {
         {
             let _ = program.detach(link);
         }
+    }
+
+    /// Sets which devices' drops are reported (keys from
+    /// `agent_common::drop_scope_key`), changing only what changed.
+    pub fn set_drop_scope(&mut self, keys: HashSet<u64>) -> Result<(), DatapathError> {
+        let map_error = |source| DatapathError::Map {
+            name: DROP_SCOPE_MAP,
+            source,
+        };
+        for gone in self.drop_scope_keys.difference(&keys) {
+            self.drop_scope.remove(gone).map_err(map_error)?;
+        }
+        for new in keys.difference(&self.drop_scope_keys) {
+            self.drop_scope.insert(new, 1, 0).map_err(map_error)?;
+        }
+        self.drop_scope_keys = keys;
+        Ok(())
     }
 
     /// The ring buffer, handed once to the reader stage.

@@ -114,6 +114,9 @@ pub struct ObserveArgs {
     pub ipv4: bool,
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
+    /// IPv4 or IPv6 flows (`v4`, `v6`), as hubble observe spells it.
+    #[arg(long, value_name = "v4|v6", value_parser = ["v4", "v6"])]
+    pub ip_version: Vec<String>,
 
     /// compact (one readable line per flow), json (Hubble JSON lines, as
     /// `hubble observe -o jsonpb` and exporter files), or table.
@@ -250,10 +253,10 @@ impl ObserveArgs {
             destination_port: self.to_port.clone(),
             ..Default::default()
         };
-        if self.ipv4 {
+        if self.ipv4 || self.ip_version.iter().any(|v| v == "v4") {
             common.ip_version.push(IpVersion::IPv4 as i32);
         }
-        if self.ipv6 {
+        if self.ipv6 || self.ip_version.iter().any(|v| v == "v6") {
             common.ip_version.push(IpVersion::IPv6 as i32);
         }
         // A pod name without a namespace is in --namespace's (or "default").

@@ -7,7 +7,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::Mutex,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hubcap::proto::{
@@ -15,7 +15,7 @@ use hubcap::proto::{
     observer::{GetFlowsRequest, ServerStatusRequest, observer_client::ObserverClient},
 };
 use hubcap_tests::{
-    agent::{Agent, scrape_metrics},
+    agent::Agent,
     grpc,
     output::{self, Output, Record},
     topology::{Counters, Node},
@@ -49,36 +49,13 @@ pub struct Fixture {
     pub node_name: String,
 }
 
-pub fn uuids<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String> {
-    records
-        .into_iter()
-        .map(|r| r.json["uuid"].as_str().expect("uuid").to_owned())
-        .collect()
-}
-
-pub fn time_ns(r: &Record) -> i128 {
-    let t: prost_types::Timestamp = r.json["time"].as_str().expect("time").parse().expect("RFC 3339");
-    i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
-}
+pub use hubcap_tests::output::{time_ns, uuids};
 
 pub fn request(whitelist: Vec<FlowFilter>, blacklist: Vec<FlowFilter>) -> GetFlowsRequest {
     GetFlowsRequest {
         whitelist,
         blacklist,
         ..Default::default()
-    }
-}
-
-/// Waits until every flow has ended (hubcap_flow_table_directions is 0).
-fn wait_for_flows_to_end(node: &Node) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = scrape_metrics(&node.ns, "127.0.0.1:9965");
-        if text.lines().any(|l| l == "hubcap_flow_table_directions 0") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "flows never ended");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -163,7 +140,7 @@ impl Fixture {
             }
         });
         let counters: Vec<_> = node.pods.iter().map(|p| node.settled_counters(&p.host_if)).collect();
-        wait_for_flows_to_end(&node);
+        node.wait_for_flows_to_end();
 
         let mut client_for_ring = client.clone();
         let ring = grpc::parse(&rt.block_on(grpc::get_flows(&mut client_for_ring, GetFlowsRequest::default())));

@@ -13,96 +13,43 @@ mod lifecycle;
 mod observe_cli;
 mod queries;
 
-use std::{
-    panic::{AssertUnwindSafe, catch_unwind},
-    sync::{Arc, OnceLock},
-};
-
 use fixture::Fixture;
-use libtest_mimic::{Arguments, Failed, Trial};
-
-/// The captured run, or why it could not be made.
-type Shared = Arc<OnceLock<Result<Fixture, String>>>;
-
-fn fixture(shared: &Shared) -> Result<&Fixture, Failed> {
-    shared
-        .get_or_init(|| {
-            hubcap_tests::require_root();
-            catch_unwind(AssertUnwindSafe(Fixture::capture)).map_err(|panic| {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_default();
-                format!("the captured run failed: {why}")
-            })
-        })
-        .as_ref()
-        .map_err(|why| Failed::from(why.as_str()))
-}
-
-fn case(shared: &Shared, name: &str, check: impl FnOnce(&Fixture) + Send + 'static) -> Trial {
-    let shared = Arc::clone(shared);
-    Trial::test(name, move || {
-        check(fixture(&shared)?);
-        Ok(())
-    })
-}
+use hubcap_tests::harness::Shared;
 
 fn main() {
-    let mut args = Arguments::from_args();
-    // In order: later cases change what earlier ones read.
-    args.test_threads = Some(1);
-    let shared: Shared = Arc::default();
+    let run = Shared::new(Fixture::capture);
     let mut trials = Vec::new();
     for &(name, check) in queries::CASES {
-        trials.push(case(&shared, name, check));
+        trials.push(run.case(name, check));
     }
     for &(name, selection) in filters::CASES {
-        trials.push(case(&shared, &format!("filter::{name}"), move |f| {
-            filters::check(f, name, selection)
-        }));
+        trials.push(run.case(&format!("filter::{name}"), move |f| filters::check(f, name, selection)));
     }
     for &(name, flags) in observe_cli::LIVE_VS_FILE {
-        trials.push(case(&shared, &format!("observe::{name}"), move |f| {
+        trials.push(run.case(&format!("observe::{name}"), move |f| {
             observe_cli::live_vs_file(f, flags)
         }));
     }
     trials.extend([
-        case(
-            &shared,
+        run.case(
             "observe::file_read_back_byte_for_byte",
             observe_cli::file_read_back_byte_for_byte,
         ),
-        case(
-            &shared,
+        run.case(
             "observe::stdin_read_back_byte_for_byte",
             observe_cli::stdin_read_back_byte_for_byte,
         ),
-        case(
-            &shared,
-            "observe::compact_line_has_counts",
-            observe_cli::compact_line_has_counts,
-        ),
-        case(
-            &shared,
-            "observe::follow_prints_new_flows",
-            observe_cli::follow_prints_new_flows,
-        ),
-        case(
-            &shared,
+        run.case("observe::compact_line_has_counts", observe_cli::compact_line_has_counts),
+        run.case("observe::follow_prints_new_flows", observe_cli::follow_prints_new_flows),
+        run.case(
             "socket::second_agent_is_refused",
             lifecycle::second_agent_on_the_socket_is_refused,
         ),
-        case(
-            &shared,
+        // Stops the agent: last.
+        run.case(
             "socket::exit_ends_open_follow_streams",
             lifecycle::exit_ends_open_follow_streams,
         ),
     ]);
-    let conclusion = libtest_mimic::run(&args, trials);
-    // Every trial (and its handle on the run) is gone: the run's namespaces,
-    // agent and files go now, before the process exits.
-    drop(shared);
-    conclusion.exit();
+    run.run(trials)
 }
