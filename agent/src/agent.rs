@@ -22,11 +22,8 @@ use tracing::{info, warn};
 use crate::{
     cli::RunArgs,
     clock::WallClock,
-    datapath::{
-        Attachments, CounterValues, Datapath, DatapathConfig, DropCapture, ProgramPair,
-        btf::{KernelBtf, skb_layout},
-    },
-    drop_reasons::DropReasons,
+    datapath::{Attachments, CounterValues, Datapath, DatapathConfig, ProgramPair},
+    drop_reasons,
     drop_scope::DropScope,
     enrich::NoIdentities,
     flow_table::{FlowTable, FlowUpdate, TableConfig},
@@ -63,7 +60,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         max_backups: args.output_max_backups,
     };
     let sink = Sink::open(&args.output, rotation).with_context(|| format!("cannot write to {}", args.output))?;
-    let node_name = args.node_name.clone().unwrap_or_else(default_node_name);
+    let node_name = args.node_name();
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -78,7 +75,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         });
     }
     metrics.kernel_flow_capacity.set(i64::from(args.flow_map_size));
-    let (drops, drop_reasons) = prepare_drop_capture(&args.drop_reasons)?;
+    let (drops, drop_reasons) = drop_reasons::prepare_capture(&args.drop_reasons).context("drop capture")?;
     let builder = Arc::new(RecordBuilder {
         node_name: node_name.clone(),
         drop_reasons,
@@ -142,49 +139,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         server.stop();
     }
     result.and(shutdown)
-}
-
-/// Works out drop capture before anything is loaded: the reasons this
-/// kernel has (from its BTF), which to capture, and where the drop program
-/// finds `sk_buff` fields. A kernel that cannot do it (no BTF, no drop
-/// reasons before Linux 5.17) is said once; hubcap then runs without drops.
-/// An unknown reason name is the user's mistake and an error.
-fn prepare_drop_capture(spec: &str) -> Result<(Option<DropCapture>, DropReasons)> {
-    if spec.trim() == "none" {
-        return Ok((None, DropReasons::default()));
-    }
-    let btf = match KernelBtf::from_sys_fs() {
-        Ok(btf) => btf,
-        Err(e) => {
-            warn!(error = %e, "no kernel BTF: running without drop capture");
-            return Ok((None, DropReasons::default()));
-        }
-    };
-    let Some(reasons) = DropReasons::from_btf(&btf) else {
-        warn!("this kernel has no drop reasons (Linux before 5.17): running without drop capture");
-        return Ok((None, DropReasons::default()));
-    };
-    let filter = reasons.filter(spec).context("--drop-reasons")?;
-    let netns = std::fs::metadata("/proc/self/ns/net").context("reading hubcap's network namespace")?;
-    let layout = match skb_layout(&btf, std::os::unix::fs::MetadataExt::ino(&netns) as u32) {
-        Ok(layout) => layout,
-        Err(e) => {
-            warn!(error = %e, "this kernel's sk_buff is not as expected: running without drop capture");
-            return Ok((None, reasons));
-        }
-    };
-    Ok((Some(DropCapture { layout, filter }), reasons))
-}
-
-fn default_node_name() -> String {
-    std::env::var("NODE_NAME")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "unknown".into())
-        })
 }
 
 /// The stages, in data-path order, and what the timers need.

@@ -140,6 +140,20 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// `--node-name`, else `$NODE_NAME`, else the host name.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::env::var("NODE_NAME")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map(|h| h.trim().to_owned())
+                        .unwrap_or_else(|_| "unknown".into())
+                })
+        })
+    }
+
     pub fn grpc(&self) -> GrpcConfig {
         let socket = self.grpc_socket.trim();
         GrpcConfig {

@@ -1,12 +1,20 @@
 //! The kernel's drop reasons: their names (from this kernel's BTF, `enum
-//! skb_drop_reason`), which of them `--drop-reasons` captures, and what each
-//! becomes in Hubble's `drop_reason_desc`.
+//! skb_drop_reason`), which of them `--drop-reasons` captures, what each
+//! becomes in Hubble's `drop_reason_desc`, and whether this kernel can
+//! capture drops at all.
 
 use std::collections::BTreeMap;
 
 use agent_common::DropFilter;
+use tracing::warn;
 
-use crate::{datapath::btf::KernelBtf, proto::flow::DropReason};
+use crate::{
+    datapath::{
+        DropCapture,
+        btf::{KernelBtf, skb_layout},
+    },
+    proto::flow::DropReason,
+};
 
 const PREFIX: &str = "SKB_DROP_REASON_";
 
@@ -27,8 +35,10 @@ pub const NOISE: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum DropReasonError {
-    #[error("unknown drop reason {name:?}; this kernel knows: {known}")]
+    #[error("unknown drop reason {name:?} in --drop-reasons; this kernel knows: {known}")]
     Unknown { name: String, known: String },
+    #[error("reading hubcap's network namespace: {0}")]
+    OwnNetns(std::io::Error),
 }
 
 /// Value to name, as this kernel numbers them.
@@ -151,6 +161,38 @@ pub fn hubble_reason(kernel_name: &str) -> DropReason {
         "IP_TTL_EXCEEDED" | "TTL_EXCEEDED" => DropReason::TtlExceeded,
         _ => DropReason::Unknown,
     }
+}
+
+/// Works out drop capture before anything is loaded: the reasons this
+/// kernel has (from its BTF), which to capture, and where the drop program
+/// finds `sk_buff` fields. A kernel that cannot do it (no BTF, no drop
+/// reasons before Linux 5.17) is said once; hubcap then runs without drops.
+/// An unknown reason name is the user's mistake and an error.
+pub fn prepare_capture(spec: &str) -> Result<(Option<DropCapture>, DropReasons), DropReasonError> {
+    if spec.trim() == "none" {
+        return Ok((None, DropReasons::default()));
+    }
+    let btf = match KernelBtf::from_sys_fs() {
+        Ok(btf) => btf,
+        Err(e) => {
+            warn!(error = %e, "no kernel BTF: running without drop capture");
+            return Ok((None, DropReasons::default()));
+        }
+    };
+    let Some(reasons) = DropReasons::from_btf(&btf) else {
+        warn!("this kernel has no drop reasons (Linux before 5.17): running without drop capture");
+        return Ok((None, DropReasons::default()));
+    };
+    let filter = reasons.filter(spec)?;
+    let netns = std::fs::metadata("/proc/self/ns/net").map_err(DropReasonError::OwnNetns)?;
+    let layout = match skb_layout(&btf, std::os::unix::fs::MetadataExt::ino(&netns) as u32) {
+        Ok(layout) => layout,
+        Err(e) => {
+            warn!(error = %e, "this kernel's sk_buff is not as expected: running without drop capture");
+            return Ok((None, reasons));
+        }
+    };
+    Ok((Some(DropCapture { layout, filter }), reasons))
 }
 
 #[cfg(test)]
