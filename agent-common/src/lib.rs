@@ -108,6 +108,25 @@ pub struct FlowKey {
     pub drop_reason: u32,
 }
 
+impl FlowKey {
+    /// The source address (an IPv4 one fills the first four bytes).
+    pub fn src_ip(&self) -> core::net::IpAddr {
+        self.ip(&self.src_addr)
+    }
+
+    pub fn dst_ip(&self) -> core::net::IpAddr {
+        self.ip(&self.dst_addr)
+    }
+
+    fn ip(&self, bytes: &[u8; 16]) -> core::net::IpAddr {
+        if self.ip_version == 6 {
+            core::net::IpAddr::from(*bytes)
+        } else {
+            core::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+        }
+    }
+}
+
 /// Counts the kernel keeps for a [`FlowKey`]. Totals since the entry was
 /// created; user space computes what changed since its last record.
 #[repr(C)]

@@ -25,10 +25,11 @@ use crate::{
     datapath::{Attachments, CounterValues, Datapath, DatapathConfig, ProgramPair},
     drop_reasons,
     drop_scope::DropScope,
-    enrich::NoIdentities,
+    enrich::{Enricher, NoIdentities},
     flow_table::{FlowTable, FlowUpdate, TableConfig},
     hubble_api::server::GrpcServer,
     interfaces::{self, InterfaceSelector},
+    kubernetes::Kubernetes,
     metrics::Metrics,
     metrics_server,
     output::{FlowMetrics, JsonLog, ObserverFeed, Outputs},
@@ -45,6 +46,8 @@ const TICK: Duration = Duration::from_millis(500);
 const DRAIN: Duration = Duration::from_millis(100);
 /// The updates buffer is shrunk back to this after a burst.
 const UPDATES_KEEP: usize = (1 << 20) / size_of::<FlowUpdate>();
+/// How long the first records wait for the cluster's first full list.
+const INITIAL_SYNC: Duration = Duration::from_secs(30);
 /// Closed TCP connections wait this long for their last ACKs.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -75,6 +78,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         });
     }
     metrics.kernel_flow_capacity.set(i64::from(args.flow_map_size));
+    // Before anything is loaded: with --kubernetes on, an unreachable API
+    // server stops hubcap here.
+    let kubernetes = Kubernetes::start(&args.kubernetes(), Arc::clone(&metrics)).context("Kubernetes")?;
     let (drops, drop_reasons) = drop_reasons::prepare_capture(&args.drop_reasons).context("drop capture")?;
     let builder = Arc::new(RecordBuilder {
         node_name: node_name.clone(),
@@ -103,7 +109,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Last before capture, so that no failure above leaves a socket behind
     // (a busy socket still fails before anything is attached).
     let grpc = args.grpc();
-    let mut outputs = Outputs::new(Arc::clone(&builder), Box::new(NoIdentities));
+    let enricher: Box<dyn Enricher> = match &kubernetes {
+        Some(k) => Box::new(k.enricher()),
+        None => Box::new(NoIdentities),
+    };
+    let mut outputs = Outputs::new(Arc::clone(&builder), enricher);
     outputs.add(JsonLog::new(sink, node_name, Arc::clone(&metrics)));
     outputs.add(FlowMetrics(Arc::clone(&metrics)));
     let server = if grpc.is_enabled() {
@@ -125,6 +135,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }),
         selector,
         drop_scope,
+        kubernetes,
         outputs,
         updates: Vec::new(),
         reported_counters: CounterValues::default(),
@@ -135,6 +146,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Whatever happened, take the programs off the interfaces and write out
     // every open flow.
     let shutdown = agent.shutdown();
+    if let Some(k) = agent.kubernetes.take() {
+        k.stop();
+    }
     if let Some(server) = server {
         server.stop();
     }
@@ -150,6 +164,8 @@ struct Agent {
     selector: InterfaceSelector,
     /// Whose drops are reported (with drop capture on).
     drop_scope: Option<DropScope>,
+    /// The enrich stage's source of identities, when on.
+    kubernetes: Option<Kubernetes>,
     table: FlowTable,
     outputs: Outputs,
     /// The flow table's output, reused across batches.
@@ -166,6 +182,15 @@ impl Agent {
         let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         self.sync_interfaces()?;
         info!(interfaces = self.attachments.len(), mode = ?self.attachments.mode(), "capturing");
+        if let Some(k) = &self.kubernetes {
+            // Records written before the first full list would be
+            // anonymous; the kernel keeps counting meanwhile.
+            if k.wait_synced(INITIAL_SYNC).await {
+                info!("Kubernetes metadata listed");
+            } else {
+                warn!(timeout = ?INITIAL_SYNC, "Kubernetes metadata not listed in time: early records may lack identities");
+            }
+        }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_sweep = tokio::time::Instant::now() + self.report_interval;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     datapath::AttachMode,
     hubble_api::server::{GrpcConfig, TlsFiles},
+    kubernetes::{KubeOptions, KubernetesMode},
     observe::ObserveArgs,
 };
 
@@ -130,6 +131,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", requires = "grpc_tls_cert")]
     pub grpc_tls_server_name: Option<String>,
 
+    /// Kubernetes identities on flows: `auto` when a cluster is configured
+    /// and reachable, `on` (unreachable at start is an error), or `off`.
+    #[arg(long, value_enum, default_value_t = KubernetesMode::Auto)]
+    pub kubernetes: KubernetesMode,
+
+    /// Kubeconfig to reach the API server. Default: $KUBECONFIG,
+    /// ~/.kube/config, or the in-cluster config in a pod.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The cluster's name in records (`cluster_name`).
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub cluster_name: String,
+
     /// Recent flows the Observer API keeps for GetFlows (Hubble's default).
     #[arg(long, value_name = "N", default_value_t = 4095, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub event_buffer_capacity: u32,
@@ -152,6 +167,15 @@ impl RunArgs {
                         .unwrap_or_else(|_| "unknown".into())
                 })
         })
+    }
+
+    pub fn kubernetes(&self) -> KubeOptions {
+        KubeOptions {
+            mode: self.kubernetes,
+            kubeconfig: self.kubeconfig.clone(),
+            cluster_name: self.cluster_name.clone(),
+            node_name: self.node_name(),
+        }
     }
 
     pub fn grpc(&self) -> GrpcConfig {

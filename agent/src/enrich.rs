@@ -5,8 +5,9 @@
 //! knows about each side (pod, namespace, labels, workload). What it says is
 //! fixed into the record's source, so a record rebuilt later for an
 //! Observer API client names the same endpoints as the one written at the
-//! time. Today hubcap has no identity source and [`NoIdentities`] passes
-//! every flow through unchanged; the Kubernetes enricher plugs in here.
+//! time. Without a cluster, [`NoIdentities`] passes every flow through
+//! unchanged; with one, `kubernetes::KubernetesIdentities` names pods,
+//! nodes and the world.
 
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ use crate::{flow_table::FlowUpdate, proto::flow::Endpoint};
 pub struct Identities {
     pub source: Option<Arc<Endpoint>>,
     pub destination: Option<Arc<Endpoint>>,
+    /// This node's labels (`key=value`), Hubble's `node_labels`.
+    pub node_labels: Option<Arc<Vec<String>>>,
 }
 
 /// A source of endpoint identities.

@@ -26,6 +26,7 @@ pub mod hubble;
 pub mod hubble_api;
 pub mod interfaces;
 pub mod json;
+pub mod kubernetes;
 pub mod metrics;
 pub mod metrics_server;
 pub mod netns;

@@ -79,6 +79,10 @@ pub struct Metrics {
     pub observer_ring_events: IntGauge,
     pub observer_streams: IntGauge,
     pub observer_events_missed: IntCounter,
+    /// Kubernetes enrichment: pods known, and watch failures by kind
+    /// (identities may be stale while they last).
+    pub kubernetes_pods: IntGauge,
+    pub kubernetes_watch_errors: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -176,6 +180,12 @@ impl Metrics {
                 "hubcap_observer_events_missed_total",
                 "Events GetFlows followers skipped because they read too slowly (each was sent lost_events)",
             ),
+            kubernetes_pods: gauge("hubcap_kubernetes_pods", "Pods in hubcap's Kubernetes cache"),
+            kubernetes_watch_errors: counter_vec(
+                "hubcap_kubernetes_watch_errors_total",
+                "Kubernetes watch failures, by kind; each is retried, and identities may be stale meanwhile",
+                &["kind"],
+            ),
             build_info,
             registry,
         };
@@ -193,6 +203,9 @@ impl Metrics {
             for protocol in ["TCP", "UDP", "SCTP", "ICMPv4", "ICMPv6"] {
                 self.drops.with_label_values(&[reason.as_str_name(), protocol]);
             }
+        }
+        for kind in ["pods", "nodes", "replicasets", "jobs"] {
+            self.kubernetes_watch_errors.with_label_values(&[kind]);
         }
         for (name, _) in KERNEL_PACKET_COUNTERS {
             self.kernel_packets.with_label_values(&[name]);

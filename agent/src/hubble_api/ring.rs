@@ -344,6 +344,7 @@ mod tests {
                 identities: Identities {
                     source: endpoint(from),
                     destination: endpoint(to),
+                    node_labels: None,
                 },
                 ..source(second)
             });

@@ -47,6 +47,7 @@ impl Enricher for OnePod {
                 ..Default::default()
             })),
             destination: None,
+            node_labels: None,
         }
     }
 }

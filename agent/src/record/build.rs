@@ -2,8 +2,6 @@
 
 #![allow(deprecated)] // `Summary`: deprecated in the proto, still written by Hubble.
 
-use std::net::IpAddr;
-
 use agent_common::{FlowKey, hook, ip_proto, tcp_flags};
 
 use super::{FlowRecord, RecordCounts, RecordSource, source::uuid_string};
@@ -44,8 +42,8 @@ impl RecordBuilder {
                 destination: mac(&u.stats.dst_mac),
             }),
             ip: Some(flow::Ip {
-                source: address(key, &key.src_addr).to_string(),
-                destination: address(key, &key.dst_addr).to_string(),
+                source: key.src_ip().to_string(),
+                destination: key.dst_ip().to_string(),
                 ip_version: if key.ip_version == 6 {
                     IpVersion::IPv6
                 } else {
@@ -70,6 +68,7 @@ impl RecordBuilder {
             summary,
             source: source.identities.source.as_deref().cloned(),
             destination: source.identities.destination.as_deref().cloned(),
+            node_labels: source.identities.node_labels.as_deref().cloned().unwrap_or_default(),
             ..Default::default()
         };
         let mut kernel_drop_reason = None;
@@ -106,14 +105,6 @@ impl RecordBuilder {
                 kernel_drop_reason,
             },
         }
-    }
-}
-
-fn address(key: &FlowKey, bytes: &[u8; 16]) -> IpAddr {
-    if key.ip_version == 6 {
-        IpAddr::from(*bytes)
-    } else {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
     }
 }
 

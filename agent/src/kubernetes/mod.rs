@@ -1,0 +1,216 @@
+//! Kubernetes identities for the enrich stage: pods (namespace, name,
+//! labels, workload, identity), this node and the others, and the world.
+//!
+//! One watch per kind (Pods, Nodes, and the metadata of ReplicaSets and
+//! Jobs, which name workloads) runs on a thread and runtime of its own and
+//! keeps a [`ClusterState`]; the capture thread only reads it, once per
+//! record, and never waits for the API server. A watch that breaks is
+//! retried with backoff while records keep the last known identities; a
+//! history the server no longer has (410) is listed again.
+
+mod identity;
+mod state;
+mod watch;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
+
+pub use state::{ClusterState, NodeInfo, PodInfo};
+use tokio::sync::watch as signal;
+use tracing::{info, warn};
+
+use crate::{
+    enrich::{Enricher, Identities},
+    flow_table::FlowUpdate,
+    metrics::Metrics,
+};
+
+/// `--kubernetes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubernetesMode {
+    /// Enrich when a cluster is configured and reachable; otherwise say so
+    /// once and capture without identities.
+    Auto,
+    /// A cluster must be reachable at start, or hubcap exits.
+    On,
+    Off,
+}
+
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    pub mode: KubernetesMode,
+    /// Else `$KUBECONFIG`, `~/.kube/config`, or the in-cluster config.
+    pub kubeconfig: Option<PathBuf>,
+    pub cluster_name: String,
+    /// This node's name in the cluster (for `reserved:host`, node labels).
+    pub node_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error(
+        "no Kubernetes cluster is configured (give --kubeconfig, set $KUBECONFIG, or run in a pod); \
+         --kubernetes on needs one"
+    )]
+    NotConfigured(#[source] kube::config::InferConfigError),
+    #[error("reading the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("the Kubernetes API server {server} is not reachable: {reason}")]
+    Unreachable { server: String, reason: String },
+    #[error("cannot start the Kubernetes watchers' thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Which kinds have been listed once.
+#[derive(Default)]
+struct Synced(AtomicU8);
+
+impl Synced {
+    fn mark(&self, kind: watch::Kind) {
+        self.0.fetch_or(kind.bit(), Ordering::Relaxed);
+    }
+
+    fn all(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == watch::Kind::ALL_BITS
+    }
+}
+
+pub struct Kubernetes {
+    state: Arc<RwLock<ClusterState>>,
+    synced: Arc<Synced>,
+    stop: signal::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    server: String,
+}
+
+impl Kubernetes {
+    /// Connects and starts the watches. `Ok(None)`: enrichment is off
+    /// (by choice, or in `auto` mode without a reachable cluster, which is
+    /// logged once).
+    pub fn start(options: &KubeOptions, metrics: Arc<Metrics>) -> Result<Option<Kubernetes>, KubeError> {
+        if options.mode == KubernetesMode::Off {
+            return Ok(None);
+        }
+        match Self::connect(options, metrics) {
+            Ok(k) => {
+                info!(server = %k.server, "Kubernetes enrichment on");
+                Ok(Some(k))
+            }
+            Err(e) if options.mode == KubernetesMode::Auto => {
+                match &e {
+                    KubeError::NotConfigured(_) => info!("no Kubernetes cluster configured: flows without identities"),
+                    _ => warn!(error = %e, "Kubernetes enrichment off: flows without identities"),
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn connect(options: &KubeOptions, metrics: Arc<Metrics>) -> Result<Kubernetes, KubeError> {
+        let state = Arc::new(RwLock::new(ClusterState::new(
+            &options.cluster_name,
+            &options.node_name,
+        )));
+        let synced = Arc::new(Synced::default());
+        let (stop, stopping) = signal::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_state = Arc::clone(&state);
+        let thread_synced = Arc::clone(&synced);
+        let kubeconfig = options.kubeconfig.clone();
+        let thread = std::thread::Builder::new()
+            .name("hubcap-k8s".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(KubeError::Thread(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let client = match watch::connect(kubeconfig).await {
+                        Ok((client, server)) => {
+                            let _ = ready_tx.send(Ok(server));
+                            client
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    watch::run(client, thread_state, thread_synced, metrics, stopping).await;
+                });
+            })
+            .map_err(KubeError::Thread)?;
+        let server = match ready_rx.recv() {
+            Ok(Ok(server)) => server,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => return Err(KubeError::Thread(std::io::Error::other("the watchers' thread ended"))),
+        };
+        Ok(Kubernetes {
+            state,
+            synced,
+            stop,
+            thread: Some(thread),
+            server,
+        })
+    }
+
+    /// Waits (at most `timeout`) until every kind has been listed once, so
+    /// that the first records are not anonymous. Capture goes on meanwhile.
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.synced.all() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    pub fn enricher(&self) -> KubernetesIdentities {
+        KubernetesIdentities {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The enrich stage with Kubernetes: each side of a flow is the pod that
+/// held its address when the packets were seen, a node, or the world.
+pub struct KubernetesIdentities {
+    state: Arc<RwLock<ClusterState>>,
+}
+
+impl Enricher for KubernetesIdentities {
+    fn identify(&mut self, update: &FlowUpdate) -> Identities {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let at = update.stats.last_seen_ns;
+        Identities {
+            source: Some(state.endpoint_at(update.key.src_ip(), at)),
+            destination: Some(state.endpoint_at(update.key.dst_ip(), at)),
+            node_labels: Some(state.own_node_labels()),
+        }
+    }
+}
