@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod grpc;
 pub mod harness;
+pub mod kube;
 pub mod netns;
 pub mod output;
 pub mod topology;

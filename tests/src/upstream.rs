@@ -47,9 +47,21 @@ pub struct Background(Child);
 
 impl Background {
     pub fn start(command: &mut Command) -> Background {
+        Self::start_logging(command, None)
+    }
+
+    /// Starts `command` with its output in `log` (for a test that fails).
+    pub fn start_logging(command: &mut Command, log: Option<&std::path::Path>) -> Background {
+        let (out, err) = match log {
+            Some(path) => {
+                let file = std::fs::File::create(path).expect("log file");
+                (Stdio::from(file.try_clone().expect("log file")), Stdio::from(file))
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
         let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .expect("starting a background process");
         Background(child)

@@ -25,6 +25,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     ("prometheus", "promtool"),
     ("softflowd", "softflowd"),
+    // The Kubernetes tests' etcd, under the real kube-apiserver.
+    ("etcd-server", "etcd"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

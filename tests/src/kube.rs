@@ -1,0 +1,217 @@
+//! A real Kubernetes control plane for a test: Debian's etcd, and the
+//! unmodified kube-apiserver and kube-controller-manager (1.28) from
+//! `../shared/tools`, all inside the test's node namespace on its loopback
+//! (so their fixed ports are the test's own). There is no kubelet: tests
+//! bind pods to nodes and write their status as a kubelet would.
+//!
+//! The directory layout follows envtest's convention: `KUBEBUILDER_ASSETS`,
+//! when set, names a directory holding `kube-apiserver` (and `etcd`).
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use kube::{
+    Client, Config,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+use crate::{
+    netns::Netns,
+    upstream::{Background, tool},
+};
+
+const TOKEN: &str = "hubcap-test-admin-token";
+pub const API_PORT: u16 = 6443;
+
+pub struct ControlPlane {
+    // Stopped in reverse order of start: dropped fields go first to last.
+    _controller_manager: Background,
+    _apiserver: Background,
+    _etcd: Background,
+    dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    netns: String,
+}
+
+fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS") {
+        let path = Path::new(&dir).join(name);
+        if path.is_file() {
+            return path;
+        }
+    }
+    if name == "etcd" {
+        return PathBuf::from("/usr/bin/etcd");
+    }
+    tool(name)
+}
+
+impl ControlPlane {
+    /// Starts etcd, the API server and the controller manager in `ns` and
+    /// waits until the API server answers and the `default` namespace has
+    /// its ServiceAccount (pods are refused before).
+    pub fn start(ns: &Netns) -> ControlPlane {
+        let dir = std::env::temp_dir().join(format!("hubcap-kube-{}", ns.name));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let key = rcgen::KeyPair::generate().expect("service account key");
+        std::fs::write(dir.join("sa.key"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("sa.pub"), key.public_key_pem()).unwrap();
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{TOKEN},admin,admin-uid,system:masters\n"),
+        )
+        .unwrap();
+        let path = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+        let quiet = |program: PathBuf| ns.command(program.to_str().unwrap());
+
+        let etcd = Background::start_logging(
+            quiet(binary("etcd")).args([
+                "--name",
+                "t",
+                "--data-dir",
+                &path("etcd"),
+                "--listen-client-urls",
+                "http://127.0.0.1:2379",
+                "--advertise-client-urls",
+                "http://127.0.0.1:2379",
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-cluster",
+                "t=http://127.0.0.1:2380",
+                "--log-level",
+                "warn",
+            ]),
+            Some(&dir.join("etcd.log")),
+        );
+        let apiserver = Background::start_logging(
+            quiet(binary("kube-apiserver")).args([
+                "--etcd-servers=http://127.0.0.1:2379",
+                "--bind-address=127.0.0.1",
+                &format!("--secure-port={API_PORT}"),
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+                &format!("--cert-dir={}", path("certs")),
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                &format!("--service-account-key-file={}", path("sa.pub")),
+                &format!("--service-account-signing-key-file={}", path("sa.key")),
+                &format!("--token-auth-file={}", path("tokens.csv")),
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                "--profiling=false",
+            ]),
+            Some(&dir.join("apiserver.log")),
+        );
+        let kubeconfig = dir.join("kubeconfig");
+        let plane_dir = dir.clone();
+        // The API server writes its certificate on start.
+        let cert = dir.join("certs/apiserver.crt");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cert.exists() {
+            assert!(Instant::now() < deadline, "kube-apiserver wrote no certificate");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::fs::write(&kubeconfig, kubeconfig_text(&cert, API_PORT)).unwrap();
+        let controller_manager = Background::start_logging(
+            quiet(binary("kube-controller-manager")).args([
+                &format!("--kubeconfig={}", kubeconfig.display()),
+                &format!("--service-account-private-key-file={}", path("sa.key")),
+                &format!("--root-ca-file={}", cert.display()),
+                "--leader-elect=false",
+                "--controllers=*",
+                "--bind-address=127.0.0.1",
+                "--secure-port=10257",
+                // No kubelet renews the nodes' leases: never mark them lost.
+                "--node-monitor-grace-period=1h",
+            ]),
+            Some(&dir.join("controller-manager.log")),
+        );
+        let plane = ControlPlane {
+            _controller_manager: controller_manager,
+            _apiserver: apiserver,
+            _etcd: etcd,
+            dir: plane_dir,
+            kubeconfig,
+            netns: ns.name.clone(),
+        };
+        let log_dir = plane.dir.clone();
+        plane.run(ns, move |client| async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let ready = client.apiserver_version().await.is_ok() && {
+                    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                        kube::Api::namespaced(client.clone(), "default");
+                    accounts.get_opt("default").await.ok().flatten().is_some()
+                };
+                if ready {
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    let log = std::fs::read_to_string(log_dir.join("apiserver.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    panic!("the control plane did not come up; kube-apiserver said: {tail:#?}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        plane
+    }
+
+    /// Runs `body` with a client of this API server, inside the namespace
+    /// it listens in.
+    pub fn run<T, F>(&self, ns: &Netns, body: impl FnOnce(Client) -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: Future<Output = T>,
+    {
+        assert_eq!(ns.name, self.netns, "the API server listens in its own namespace");
+        let kubeconfig = self.kubeconfig.clone();
+        ns.enter(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let file = Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+                let config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                    .await
+                    .expect("config");
+                body(Client::try_from(config).expect("client")).await
+            })
+        })
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn kubeconfig_text(ca: &Path, port: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    token: {TOKEN}
+contexts:
+- name: local
+  context: {{cluster: local, user: admin}}
+current-context: local
+",
+        ca = ca.display()
+    )
+}

@@ -1,0 +1,227 @@
+//! Every record names both of its sides as the cluster knows them.
+
+use hubcap_tests::output::Record;
+use serde_json::Value;
+
+use hubcap_tests::{
+    agent::hubcap_bin,
+    output::{self, uuids},
+    upstream::hubble,
+};
+
+use crate::fixture::{Fixture, Member};
+
+pub type Case = (&'static str, fn(&Fixture));
+
+pub const CASES: &[Case] = &[
+    ("deployment_pods_are_named_with_their_workload", deployment_pods),
+    ("statefulset_pod_is_named_with_its_workload", statefulset_pod),
+    ("bare_pod_is_its_own_workload", bare_pod),
+    ("same_labels_same_identity", same_labels_same_identity),
+    ("node_other_node_and_world_get_reserved_identities", reserved_identities),
+    ("records_carry_this_nodes_labels", node_labels),
+    ("every_pod_record_names_both_sides", every_pod_record_names_both_sides),
+    ("hubble_reads_pods_in_compact_output", hubble_compact_names_pods),
+    ("namespace_and_pod_filters_select_exactly", namespace_and_pod_filters),
+];
+
+/// The endpoint of `side` (`source` or `destination`) of the records
+/// between these addresses.
+fn endpoints<'a>(f: &'a Fixture, src: &str, dst: &str, side: &str) -> Vec<&'a Value> {
+    let found: Vec<&Value> = f
+        .output
+        .records
+        .iter()
+        .filter(|r| r.src == src && r.dst == dst)
+        .map(|r| &r.json[side])
+        .collect();
+    assert!(!found.is_empty(), "no records {src} -> {dst}");
+    found
+}
+
+fn assert_pod(endpoint: &Value, member: &Member, app: &str, workload: (&str, &str)) {
+    assert_eq!(endpoint["namespace"], member.namespace, "{endpoint}");
+    assert_eq!(endpoint["pod_name"], member.name.as_str(), "{endpoint}");
+    assert_eq!(endpoint["cluster_name"], "test-cluster");
+    let labels: Vec<&str> = endpoint["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(labels.contains(&format!("k8s:app={app}").as_str()), "{labels:?}");
+    assert!(
+        labels.contains(&format!("k8s:io.kubernetes.pod.namespace={}", member.namespace).as_str()),
+        "{labels:?}"
+    );
+    assert_eq!(
+        endpoint["workloads"],
+        serde_json::json!([{"name": workload.0, "kind": workload.1}]),
+        "{endpoint}"
+    );
+    assert!(endpoint["identity"].as_u64().unwrap() >= 256, "{endpoint}");
+}
+
+fn deployment_pods(f: &Fixture) {
+    let (web1, web2, db) = (&f.members["web-1"], &f.members["web-2"], &f.members["db-0"]);
+    for e in endpoints(f, &web1.ip.to_string(), &db.ip.to_string(), "source") {
+        assert_pod(e, web1, "web", ("web", "Deployment"));
+    }
+    for e in endpoints(f, &web2.ip.to_string(), &web1.ip.to_string(), "source") {
+        assert_pod(e, web2, "web", ("web", "Deployment"));
+    }
+}
+
+fn statefulset_pod(f: &Fixture) {
+    let (web1, db) = (&f.members["web-1"], &f.members["db-0"]);
+    for e in endpoints(f, &web1.ip.to_string(), &db.ip.to_string(), "destination") {
+        assert_pod(e, db, "db", ("db", "StatefulSet"));
+    }
+}
+
+fn bare_pod(f: &Fixture) {
+    let lone = &f.members["lone"];
+    let web2 = &f.members["web-2"];
+    let (lone_v6, web2_v6) = (lone.ip6.to_string(), web2.ip6.to_string());
+    for e in endpoints(f, &lone_v6, &web2_v6, "source") {
+        assert_pod(e, lone, "lone", ("lone", "Pod"));
+    }
+    // Its IPv6 address names the same pod as its IPv4 one.
+    for e in endpoints(f, &lone_v6, &web2_v6, "destination") {
+        assert_pod(e, web2, "web", ("web", "Deployment"));
+    }
+}
+
+fn same_labels_same_identity(f: &Fixture) {
+    let (web1, web2, db) = (&f.members["web-1"], &f.members["web-2"], &f.members["db-0"]);
+    let id = |src: &Member, dst: &Member| {
+        endpoints(f, &src.ip.to_string(), &dst.ip.to_string(), "source")[0]["identity"].clone()
+    };
+    assert_eq!(id(web1, db), id(web2, web1), "one ReplicaSet's pods share labels");
+    let db_id = endpoints(f, &web1.ip.to_string(), &db.ip.to_string(), "destination")[0]["identity"].clone();
+    assert_ne!(id(web1, db), db_id);
+}
+
+fn reserved(endpoint: &Value, identity: u64, label: &str) {
+    assert_eq!(endpoint["identity"], identity, "{endpoint}");
+    assert_eq!(endpoint["labels"], serde_json::json!([label]), "{endpoint}");
+}
+
+fn reserved_identities(f: &Fixture) {
+    let web1 = f.members["web-1"].ip.to_string();
+    for e in endpoints(f, &web1, &f.node_ip.to_string(), "destination") {
+        reserved(e, 1, "reserved:host");
+    }
+    for e in endpoints(f, &f.node_ip.to_string(), &web1, "source") {
+        reserved(e, 1, "reserved:host");
+    }
+    for e in endpoints(f, &web1, &f.other_node_ip.to_string(), "destination") {
+        reserved(e, 6, "reserved:remote-node");
+    }
+    for e in endpoints(f, &web1, &f.world_ip.to_string(), "destination") {
+        reserved(e, 2, "reserved:world");
+    }
+}
+
+fn node_labels(f: &Fixture) {
+    let with_pods: Vec<&Record> = f.output.records.iter().filter(|r| r.verdict == "FORWARDED").collect();
+    assert!(!with_pods.is_empty());
+    for r in with_pods {
+        assert_eq!(
+            r.json["node_labels"],
+            serde_json::json!(["topology.kubernetes.io/zone=a"]),
+            "{}",
+            r.json
+        );
+    }
+}
+
+/// No record between two pods leaves a side unnamed or wrongly named.
+fn every_pod_record_names_both_sides(f: &Fixture) {
+    let by_ip = |ip: &str| {
+        f.members
+            .values()
+            .find(|m| m.ip.to_string() == ip || m.ip6.to_string() == ip)
+    };
+    let mut checked = 0;
+    for r in &f.output.records {
+        let (Some(src), Some(dst)) = (by_ip(&r.src), by_ip(&r.dst)) else {
+            continue;
+        };
+        assert_eq!(r.json["source"]["pod_name"], src.name.as_str(), "{}", r.json);
+        assert_eq!(r.json["destination"]["pod_name"], dst.name.as_str(), "{}", r.json);
+        checked += 1;
+    }
+    assert!(checked > 10, "{checked} pod-to-pod records");
+}
+
+/// The real `hubble` CLI reads the log and prints `namespace/pod` names.
+fn hubble_compact_names_pods(f: &Fixture) {
+    let (web1, db) = (&f.members["web-1"], &f.members["db-0"]);
+    let out = hubble(
+        &f.node.ns,
+        &[
+            "observe",
+            "--input-file",
+            f.out_file.to_str().unwrap(),
+            "--all",
+            "--to-port",
+            "5432",
+            "-o",
+            "compact",
+        ],
+    );
+    let expected = format!("shop/{}:", web1.name);
+    let to = format!("data/{}:5432", db.name);
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.contains(&expected) && l.contains(&to)),
+        "{out}"
+    );
+}
+
+/// `hubble observe --input-file` (Hubble's own filters) and `hubcap
+/// observe` (hubcap's server-side filters) select the same flows, and
+/// exactly those of the named pods.
+fn namespace_and_pod_filters(f: &Fixture) {
+    let file = f.out_file.to_str().unwrap();
+    let web1 = &f.members["web-1"];
+    let web_pod = format!("shop/{}", web1.name);
+    for (flags, expected) in [
+        (
+            vec!["--from-namespace", "data"],
+            f.output
+                .records
+                .iter()
+                .filter(|r| r.json["source"]["namespace"] == "data")
+                .collect::<Vec<_>>(),
+        ),
+        (
+            vec!["--namespace", "shop"],
+            f.output
+                .records
+                .iter()
+                .filter(|r| r.json["source"]["namespace"] == "shop" || r.json["destination"]["namespace"] == "shop")
+                .collect(),
+        ),
+        (
+            vec!["--from-pod", web_pod.as_str()],
+            f.output
+                .records
+                .iter()
+                .filter(|r| r.json["source"]["pod_name"] == web1.name.as_str())
+                .collect(),
+        ),
+    ] {
+        assert!(!expected.is_empty(), "{flags:?}");
+        let mut args = vec!["observe", "--input-file", file, "--all", "-o", "json"];
+        args.extend(&flags);
+        let theirs = uuids(&output::parse(&hubble(&f.node.ns, &args)).records);
+        let out = std::process::Command::new(hubcap_bin()).args(&args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ours = uuids(&output::parse(&String::from_utf8(out.stdout).unwrap()).records);
+        assert_eq!(theirs, uuids(expected.iter().copied()), "hubble {flags:?}");
+        assert_eq!(ours, theirs, "hubcap {flags:?}");
+    }
+}

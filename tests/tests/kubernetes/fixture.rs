@@ -1,0 +1,298 @@
+//! One captured run with a real control plane: a Deployment (2 pods) in
+//! namespace `shop`, a StatefulSet (1 pod) in `data`, a bare pod, this node
+//! and another one. The real controller manager makes the ReplicaSet and
+//! the pods; the test binds them to the node and writes their status as a
+//! kubelet would, each with the address of one of the node's pod
+//! namespaces. Traffic between them, to the node, to the other node and to
+//! the world is captured with `--kubernetes on`.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use hubcap_tests::{
+    kube::ControlPlane,
+    output::{self, Output},
+    topology::Node,
+    traffic::{ping, tcp_transfer, udp_echo},
+};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::{Binding, Namespace, Node as KubeNode, Pod, ServiceAccount},
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+pub const THIS_NODE: &str = "node-a";
+pub const OTHER_NODE: &str = "node-b";
+
+/// A pod of the cluster and the test pod namespace that plays it.
+pub struct Member {
+    pub namespace: &'static str,
+    pub name: String,
+    pub ip: IpAddr,
+    pub ip6: IpAddr,
+}
+
+/// Fields drop in order: the control plane before the namespace it runs in.
+pub struct Fixture {
+    _plane: ControlPlane,
+    pub node: Node,
+    out_dir: PathBuf,
+    pub out_file: PathBuf,
+    pub output: Output,
+    /// By role: web-1, web-2 (Deployment `web`), db-0 (StatefulSet `db`),
+    /// lone (a bare pod).
+    pub members: BTreeMap<&'static str, Member>,
+    pub node_ip: IpAddr,
+    pub other_node_ip: IpAddr,
+    pub world_ip: IpAddr,
+}
+
+async fn create<K>(api: &Api<K>, object: serde_json::Value)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    let object: K = serde_json::from_value(object).expect("a valid object");
+    api.create(&PostParams::default(), &object).await.expect("create");
+}
+
+/// Waits for `count` pods matching `selector` in `namespace` (the
+/// controllers make them).
+async fn wait_for_pods(client: &Client, namespace: &str, selector: &str, count: usize) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(selector))
+            .await
+            .expect("list pods");
+        if list.items.len() == count {
+            let mut items = list.items;
+            items.sort_by_key(|p| p.metadata.name.clone());
+            return items;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {count} pods for {selector} in {namespace}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the scheduler and a kubelet would do: bind the pod to this node and
+/// report it running and ready at `ips`.
+async fn run_pod(client: &Client, namespace: &str, name: &str, ips: [IpAddr; 2], host_ip: IpAddr) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let binding: Binding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "target": {"kind": "Node", "name": THIS_NODE},
+    }))
+    .unwrap();
+    pods.create_subresource::<serde_json::Value>(
+        "binding",
+        name,
+        &PostParams::default(),
+        serde_json::to_vec(&binding).unwrap(),
+    )
+    .await
+    .expect("bind pod");
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": ips[0].to_string(),
+        "podIPs": [{"ip": ips[0].to_string()}, {"ip": ips[1].to_string()}],
+        "hostIP": host_ip.to_string(),
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("pod status");
+}
+
+async fn wait_for_service_account(client: &Client, namespace: &str) {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while accounts.get_opt("default").await.ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "no default ServiceAccount in {namespace}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn node_object(name: &str, ip: IpAddr, zone: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip.to_string()}]},
+    })
+}
+
+impl Fixture {
+    pub fn capture() -> Fixture {
+        let node = Node::new(4);
+        let plane = ControlPlane::start(&node.ns);
+        let node_ip: IpAddr = node.bridge_v4().into();
+        // Off the pods' subnet, so their packets go to the node's bridge
+        // (and die there: only the pod's veth records matter).
+        let other_node_ip: IpAddr = "10.201.0.2".parse().unwrap();
+        let world_ip: IpAddr = "10.200.0.1".parse().unwrap();
+        let pod_ips: Vec<[IpAddr; 2]> = node.pods.iter().map(|p| [p.ipv4.into(), p.ipv6.into()]).collect();
+
+        let names = plane.run(&node.ns, move |client| async move {
+            let nodes: Api<KubeNode> = Api::all(client.clone());
+            for (name, ip, zone) in [(THIS_NODE, node_ip, "a"), (OTHER_NODE, other_node_ip, "b")] {
+                create(&nodes, node_object(name, ip, zone)).await;
+                // Node status is a subresource: write the addresses there.
+                nodes
+                    .patch_status(name, &PatchParams::default(), &Patch::Merge(&node_object(name, ip, zone)))
+                    .await
+                    .expect("node status");
+            }
+            let namespaces: Api<Namespace> = Api::all(client.clone());
+            for ns in ["shop", "data"] {
+                create(&namespaces, json!({"metadata": {"name": ns}})).await;
+                wait_for_service_account(&client, ns).await;
+            }
+            let container = json!([{"name": "app", "image": "registry.invalid/app:1"}]);
+            create(
+                &Api::<Deployment>::namespaced(client.clone(), "shop"),
+                json!({
+                    "metadata": {"name": "web"},
+                    "spec": {
+                        "replicas": 2,
+                        "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web", "tier": "front"}}, "spec": {"containers": container}},
+                    },
+                }),
+            )
+            .await;
+            create(
+                &Api::<StatefulSet>::namespaced(client.clone(), "data"),
+                json!({
+                    "metadata": {"name": "db"},
+                    "spec": {
+                        "replicas": 1,
+                        "serviceName": "db",
+                        "selector": {"matchLabels": {"app": "db"}},
+                        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": container}},
+                    },
+                }),
+            )
+            .await;
+            create(
+                &Api::<Pod>::namespaced(client.clone(), "shop"),
+                json!({
+                    "metadata": {"name": "lone", "labels": {"app": "lone"}},
+                    "spec": {"containers": container},
+                }),
+            )
+            .await;
+            let web = wait_for_pods(&client, "shop", "app=web", 2).await;
+            let db = wait_for_pods(&client, "data", "app=db", 1).await;
+            let mut names = Vec::new();
+            for (i, (namespace, pod)) in web
+                .iter()
+                .map(|p| ("shop", p))
+                .chain(db.iter().map(|p| ("data", p)))
+                .enumerate()
+            {
+                let name = pod.metadata.name.clone().unwrap();
+                run_pod(&client, namespace, &name, pod_ips[i], node_ip).await;
+                names.push(name);
+            }
+            run_pod(&client, "shop", "lone", pod_ips[3], node_ip).await;
+            names.push("lone".into());
+            names
+        });
+
+        let out_dir = std::env::temp_dir().join(format!("hubcap-k8s-{}", node.id));
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let out_file = out_dir.join("flows.json");
+        let kubeconfig = plane.kubeconfig.to_str().unwrap().to_owned();
+        let agent = node.capture(&[
+            "--kubernetes",
+            "on",
+            "--kubeconfig",
+            &kubeconfig,
+            "--node-name",
+            THIS_NODE,
+            "--cluster-name",
+            "test-cluster",
+            "--output",
+            out_file.to_str().unwrap(),
+            "--report-interval",
+            "1",
+            "--idle-timeout",
+            "1",
+        ]);
+        agent.wait_for_log("Kubernetes metadata listed", Duration::from_secs(30));
+        node.up();
+        // Pods reach the node, the other node and the world through the bridge.
+        for pod in &node.pods {
+            pod.ns
+                .ip(&["route", "add", "default", "via", &node.bridge_v4().to_string()]);
+        }
+        let p = &node.pods;
+        tcp_transfer(
+            &p[0].ns,
+            &p[2].ns,
+            SocketAddr::new(p[2].ipv4.into(), 5432),
+            20_000,
+            5_000,
+        );
+        udp_echo(&p[1].ns, &p[0].ns, SocketAddr::new(p[0].ipv4.into(), 8080), 5, 100);
+        udp_echo(&p[3].ns, &p[1].ns, SocketAddr::new(p[1].ipv6.into(), 8081), 3, 100);
+        ping(&p[0].ns, &node_ip.to_string(), 1);
+        for target in [other_node_ip, world_ip] {
+            p[0].ns.enter(move || {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                s.send_to(b"hello", SocketAddr::new(target, 9999)).unwrap();
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let finished = agent.stop();
+        assert!(finished.status.success());
+        let output = output::parse(&std::fs::read_to_string(&out_file).unwrap());
+
+        let roles = ["web-1", "web-2", "db-0", "lone"];
+        let namespaces = ["shop", "shop", "data", "shop"];
+        let members = roles
+            .iter()
+            .zip(names)
+            .zip(namespaces)
+            .zip(&node.pods)
+            .map(|(((role, name), namespace), pod)| {
+                (
+                    *role,
+                    Member {
+                        namespace,
+                        name,
+                        ip: pod.ipv4.into(),
+                        ip6: pod.ipv6.into(),
+                    },
+                )
+            })
+            .collect();
+        Fixture {
+            node,
+            _plane: plane,
+            out_dir,
+            out_file,
+            output,
+            members,
+            node_ip,
+            other_node_ip,
+            world_ip,
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.out_dir);
+    }
+}
