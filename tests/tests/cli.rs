@@ -93,3 +93,85 @@ fn bad_metrics_address_is_an_error() {
     assert!(text.contains("cannot serve metrics on not-an-address"), "{text}");
     assert!(!text.contains("attached"), "{text}");
 }
+
+#[test]
+fn kubernetes_on_with_an_unreachable_api_server_is_an_error() {
+    require_root();
+    // In a namespace of its own: nothing listens on its loopback.
+    let ns = hubcap_tests::netns::Netns::new(format!("hubcap-{}-cli", hubcap_tests::unique_id()));
+    let kubeconfig = std::env::temp_dir().join(format!("hubcap-kubeconfig-{}", ns.name));
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: gone
+  cluster: {server: 'https://127.0.0.1:7443', insecure-skip-tls-verify: true}
+users:
+- name: u
+  user: {token: t}
+contexts:
+- name: c
+  context: {cluster: gone, user: u}
+current-context: c
+",
+    )
+    .unwrap();
+    let out = ns
+        .command(hubcap_bin().to_str().unwrap())
+        .args([
+            "run",
+            "-i",
+            "lo",
+            "--grpc-socket",
+            "none",
+            "--kubernetes",
+            "on",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&kubeconfig);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("the Kubernetes API server https://127.0.0.1:7443/ is not reachable"),
+        "{text}"
+    );
+    assert!(!text.contains("attached"), "{text}");
+}
+
+#[test]
+fn kubernetes_on_without_a_cluster_is_an_error_and_auto_runs_without() {
+    require_root();
+    // An unknown drop reason fails right after the Kubernetes step.
+    let run = |mode: &str| {
+        Command::new(hubcap_bin())
+            .args([
+                "run",
+                "-i",
+                "lo",
+                "--grpc-socket",
+                "none",
+                "--kubernetes",
+                mode,
+                "--drop-reasons",
+                "NO_SUCH",
+            ])
+            .env("HOME", "/nonexistent")
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap()
+    };
+    let on = run("on");
+    let text = String::from_utf8_lossy(&on.stderr);
+    assert_eq!(on.status.code(), Some(1));
+    assert!(text.contains("no Kubernetes cluster is configured"), "{text}");
+    // auto gets past Kubernetes, and fails later.
+    let auto = run("auto");
+    let text = String::from_utf8_lossy(&auto.stderr);
+    assert_eq!(auto.status.code(), Some(1));
+    assert!(text.contains("unknown drop reason \"NO_SUCH\""), "{text}");
+}
