@@ -188,6 +188,16 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// A kubeconfig for this API server that authenticates with `token`.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        let text = kubeconfig_text(&self.dir.join("certs/apiserver.crt"), API_PORT).replace(TOKEN, token);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);

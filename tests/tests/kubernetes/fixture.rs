@@ -21,7 +21,9 @@ use hubcap_tests::{
 };
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
+    authentication::v1::TokenRequest,
     core::v1::{Binding, Namespace, Node as KubeNode, Pod, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use kube::{
     Api, Client,
@@ -131,6 +133,37 @@ fn node_object(name: &str, ip: IpAddr, zone: &str) -> serde_json::Value {
     })
 }
 
+/// Applies `deploy/kubernetes/rbac.yaml` as shipped and returns a token of
+/// its ServiceAccount: hubcap runs with exactly the access it grants.
+async fn deployed_service_account_token(client: &Client) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/rbac.yaml");
+    let text = std::fs::read_to_string(path).expect("rbac.yaml");
+    create(
+        &Api::<Namespace>::all(client.clone()),
+        json!({"metadata": {"name": "hubcap"}}),
+    )
+    .await;
+    wait_for_service_account(client, "hubcap").await;
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let object: serde_json::Value = serde::Deserialize::deserialize(document).expect("YAML");
+        match object["kind"].as_str() {
+            Some("ServiceAccount") => {
+                create(&Api::<ServiceAccount>::namespaced(client.clone(), "hubcap"), object).await
+            }
+            Some("ClusterRole") => create(&Api::<ClusterRole>::all(client.clone()), object).await,
+            Some("ClusterRoleBinding") => create(&Api::<ClusterRoleBinding>::all(client.clone()), object).await,
+            other => panic!("unexpected kind {other:?} in rbac.yaml"),
+        }
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "hubcap");
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    let token = accounts
+        .create_token_request("hubcap", &PostParams::default(), &request)
+        .await
+        .expect("token for hubcap's ServiceAccount");
+    token.status.expect("token").token
+}
+
 impl Fixture {
     pub fn capture() -> Fixture {
         let node = Node::new(4);
@@ -206,13 +239,15 @@ impl Fixture {
             }
             run_pod(&client, "shop", "lone", pod_ips[3], node_ip).await;
             names.push("lone".into());
-            names
+            (names, deployed_service_account_token(&client).await)
         });
+        let (names, token) = names;
 
         let out_dir = std::env::temp_dir().join(format!("hubcap-k8s-{}", node.id));
         std::fs::create_dir_all(&out_dir).unwrap();
         let out_file = out_dir.join("flows.json");
-        let kubeconfig = plane.kubeconfig.to_str().unwrap().to_owned();
+        let kubeconfig = plane.kubeconfig_with_token("hubcap-kubeconfig", &token);
+        let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
         let agent = node.capture(&[
             "--kubernetes",
             "on",
