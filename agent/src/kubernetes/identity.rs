@@ -15,10 +15,31 @@ const FIRST_LABELED: u32 = 256;
 /// One cluster's identity space in Cilium: 24 bits.
 const IDENTITY_SPACE: u32 = 1 << 24;
 
-/// A pod's labels as Cilium writes them: `k8s:KEY=VALUE`, plus the
-/// namespace label Cilium adds, sorted.
+/// Whether a pod label says who the pod is, as Cilium's default label
+/// filter has it: not the per-pod or per-revision labels controllers add
+/// (`pod-template-hash`, `statefulset.kubernetes.io/pod-name`, ...), which
+/// would give every pod or rollout an identity of its own.
+fn is_identity_label(key: &str) -> bool {
+    const PER_REVISION: [&str; 3] = [
+        "pod-template-hash",
+        "controller-revision-hash",
+        "pod-template-generation",
+    ];
+    let domain = key.split_once('/').map(|(d, _)| d);
+    !PER_REVISION.contains(&key)
+        && !domain.is_some_and(|d| {
+            d == "kubernetes.io" || d.ends_with(".kubernetes.io") || d == "k8s.io" || d.ends_with(".k8s.io")
+        })
+}
+
+/// A pod's labels as Cilium writes them: `k8s:KEY=VALUE` for those that
+/// say who it is, plus the namespace label Cilium adds, sorted.
 pub fn hubble_labels(namespace: &str, labels: &BTreeMap<String, String>) -> Vec<String> {
-    let mut out: Vec<String> = labels.iter().map(|(k, v)| format!("k8s:{k}={v}")).collect();
+    let mut out: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| is_identity_label(k))
+        .map(|(k, v)| format!("k8s:{k}={v}"))
+        .collect();
     out.push(format!("k8s:io.kubernetes.pod.namespace={namespace}"));
     out.sort();
     out
@@ -87,6 +108,26 @@ mod tests {
         assert_eq!(
             hubble_labels("shop", &labels(&[("tier", "db"), ("app", "cart")])),
             ["k8s:app=cart", "k8s:io.kubernetes.pod.namespace=shop", "k8s:tier=db"]
+        );
+    }
+
+    #[test]
+    fn per_pod_and_per_revision_labels_are_left_out() {
+        let pod = labels(&[
+            ("app", "db"),
+            ("pod-template-hash", "f85d64866"),
+            ("controller-revision-hash", "db-7d466964f9"),
+            ("statefulset.kubernetes.io/pod-name", "db-0"),
+            ("apps.kubernetes.io/pod-index", "0"),
+            ("example.com/team", "data"),
+        ]);
+        assert_eq!(
+            hubble_labels("data", &pod),
+            [
+                "k8s:app=db",
+                "k8s:example.com/team=data",
+                "k8s:io.kubernetes.pod.namespace=data"
+            ]
         );
     }
 
