@@ -11,7 +11,10 @@
 
 use std::sync::Arc;
 
-use crate::{flow_table::FlowUpdate, proto::flow::Endpoint};
+use crate::{
+    flow_table::FlowUpdate,
+    proto::flow::{Endpoint, Service},
+};
 
 /// What is known about the two sides of a flow: Hubble's `source` and
 /// `destination` endpoints. Shared (`Arc`): many flows name the same pod.
@@ -21,6 +24,10 @@ pub struct Identities {
     pub destination: Option<Arc<Endpoint>>,
     /// This node's labels (`key=value`), Hubble's `node_labels`.
     pub node_labels: Option<Arc<Vec<String>>>,
+    /// The Services the two sides are (a cluster IP, or a backend on the
+    /// port it serves).
+    pub source_service: Option<Arc<Service>>,
+    pub destination_service: Option<Arc<Service>>,
 }
 
 /// A source of endpoint identities.

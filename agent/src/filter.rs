@@ -4,17 +4,21 @@
 //! Semantics, as Hubble's: every field set in one filter must match (within
 //! a field, any listed value may); a list of filters matches when any of its
 //! filters does; the result is the whitelist (everything when empty) minus
-//! the blacklist. IPs take CIDRs; pods take `namespace/` or
-//! `namespace/pod-prefix`.
+//! the blacklist. IPs take CIDRs; pods and services take `namespace/` or
+//! `namespace/name-prefix`; labels take Hubble's selectors (`endpoint`).
 //!
 //! Filters are compiled once (CIDRs, ports and globs parsed) and then
-//! applied to every flow. Fields hubcap cannot evaluate yet (labels,
-//! services, FQDNs, L7) are refused with an error naming them, rather than
-//! silently matching nothing.
+//! applied to every flow. Fields hubcap cannot evaluate (FQDNs, L7,
+//! translated IPs, node labels, trace ids) are refused with an error naming
+//! them, rather than silently matching nothing.
 
 use std::net::IpAddr;
 
-use crate::proto::flow::{EventTypeFilter, Flow, FlowFilter, NetworkInterface, TcpFlags};
+mod endpoint;
+
+use endpoint::{LabelSelector, NameMatch, workload_matches};
+
+use crate::proto::flow::{EventTypeFilter, Flow, FlowFilter, NetworkInterface, TcpFlags, Workload};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -26,6 +30,8 @@ pub enum FilterError {
     NodeName(String),
     #[error("unknown protocol {0:?} (tcp, udp, sctp, icmpv4, icmpv6)")]
     Protocol(String),
+    #[error("invalid label selector {0:?} (key=value, key!=value, key, !key; comma-separated)")]
+    Label(String),
     #[error("hubcap cannot filter on {0} yet")]
     Unsupported(&'static str),
 }
@@ -69,43 +75,24 @@ impl IpMatch {
     }
 }
 
-/// `namespace/` (any pod there) or `namespace/pod-prefix`; without a `/`,
-/// a pod-name prefix in any namespace.
-#[derive(Debug, Clone)]
-struct PodMatch {
-    namespace: Option<String>,
-    pod_prefix: String,
-}
-
-impl PodMatch {
-    fn parse(s: &str) -> Self {
-        match s.split_once('/') {
-            Some((ns, pod)) => PodMatch {
-                namespace: Some(ns.to_owned()),
-                pod_prefix: pod.to_owned(),
-            },
-            None => PodMatch {
-                namespace: None,
-                pod_prefix: s.to_owned(),
-            },
-        }
-    }
-
-    fn matches(&self, namespace: &str, pod: &str) -> bool {
-        !pod.is_empty()
-            && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
-            && pod.starts_with(&self.pod_prefix)
-    }
-}
-
 /// One compiled filter; empty lists match everything.
 #[derive(Debug, Default)]
 struct Compiled {
     uuid: Vec<String>,
     source_ip: Vec<IpMatch>,
     destination_ip: Vec<IpMatch>,
-    source_pod: Vec<PodMatch>,
-    destination_pod: Vec<PodMatch>,
+    source_pod: Vec<NameMatch>,
+    destination_pod: Vec<NameMatch>,
+    source_service: Vec<NameMatch>,
+    destination_service: Vec<NameMatch>,
+    source_label: Vec<LabelSelector>,
+    destination_label: Vec<LabelSelector>,
+    source_workload: Vec<Workload>,
+    destination_workload: Vec<Workload>,
+    source_identity: Vec<u32>,
+    destination_identity: Vec<u32>,
+    source_cluster_name: Vec<String>,
+    destination_cluster_name: Vec<String>,
     traffic_direction: Vec<i32>,
     verdict: Vec<i32>,
     drop_reason_desc: Vec<i32>,
@@ -137,22 +124,12 @@ impl Compiled {
             ("source_ip_xlated", f.source_ip_xlated.is_empty()),
             ("source_fqdn", f.source_fqdn.is_empty()),
             ("destination_fqdn", f.destination_fqdn.is_empty()),
-            ("source_label", f.source_label.is_empty()),
-            ("destination_label", f.destination_label.is_empty()),
-            ("source_service", f.source_service.is_empty()),
-            ("destination_service", f.destination_service.is_empty()),
-            ("source_workload", f.source_workload.is_empty()),
-            ("destination_workload", f.destination_workload.is_empty()),
-            ("source_cluster_name", f.source_cluster_name.is_empty()),
-            ("destination_cluster_name", f.destination_cluster_name.is_empty()),
             ("http_status_code", f.http_status_code.is_empty()),
             ("http_method", f.http_method.is_empty()),
             ("http_path", f.http_path.is_empty()),
             ("http_url", f.http_url.is_empty()),
             ("http_header", f.http_header.is_empty()),
             ("dns_query", f.dns_query.is_empty()),
-            ("source_identity", f.source_identity.is_empty()),
-            ("destination_identity", f.destination_identity.is_empty()),
             ("node_labels", f.node_labels.is_empty()),
             ("trace_id", f.trace_id.is_empty()),
             ("experimental", f.experimental.is_none()),
@@ -161,6 +138,12 @@ impl Compiled {
             return Err(FilterError::Unsupported(name));
         }
         let ips = |list: &[String]| list.iter().map(|s| IpMatch::parse(s)).collect::<Result<Vec<_>, _>>();
+        let names = |list: &[String]| list.iter().map(|s| NameMatch::parse(s)).collect::<Vec<_>>();
+        let labels = |list: &[String]| {
+            list.iter()
+                .map(|s| LabelSelector::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+        };
         let protocol = f
             .protocol
             .iter()
@@ -182,8 +165,18 @@ impl Compiled {
             uuid: f.uuid.clone(),
             source_ip: ips(&f.source_ip)?,
             destination_ip: ips(&f.destination_ip)?,
-            source_pod: f.source_pod.iter().map(|p| PodMatch::parse(p)).collect(),
-            destination_pod: f.destination_pod.iter().map(|p| PodMatch::parse(p)).collect(),
+            source_pod: names(&f.source_pod),
+            destination_pod: names(&f.destination_pod),
+            source_service: names(&f.source_service),
+            destination_service: names(&f.destination_service),
+            source_label: labels(&f.source_label)?,
+            destination_label: labels(&f.destination_label)?,
+            source_workload: f.source_workload.clone(),
+            destination_workload: f.destination_workload.clone(),
+            source_identity: f.source_identity.clone(),
+            destination_identity: f.destination_identity.clone(),
+            source_cluster_name: f.source_cluster_name.clone(),
+            destination_cluster_name: f.destination_cluster_name.clone(),
             traffic_direction: f.traffic_direction.clone(),
             verdict: f.verdict.clone(),
             drop_reason_desc: f.drop_reason_desc.clone(),
@@ -212,11 +205,25 @@ impl Compiled {
             && any(&self.destination_ip, |m| {
                 ip.is_some_and(|ip| m.contains(&ip.destination))
             })
-            && any(&self.source_pod, |m| {
-                source.is_some_and(|e| m.matches(&e.namespace, &e.pod_name))
+            && any(&self.source_pod, |m| m.pod(source))
+            && any(&self.destination_pod, |m| m.pod(destination))
+            && any(&self.source_service, |m| m.service(flow.source_service.as_ref()))
+            && any(&self.destination_service, |m| {
+                m.service(flow.destination_service.as_ref())
             })
-            && any(&self.destination_pod, |m| {
-                destination.is_some_and(|e| m.matches(&e.namespace, &e.pod_name))
+            && any(&self.source_label, |s| s.matches(source))
+            && any(&self.destination_label, |s| s.matches(destination))
+            && any(&self.source_workload, |w| workload_matches(w, source))
+            && any(&self.destination_workload, |w| workload_matches(w, destination))
+            && any(&self.source_identity, |i| source.is_some_and(|e| e.identity == *i))
+            && any(&self.destination_identity, |i| {
+                destination.is_some_and(|e| e.identity == *i)
+            })
+            && any(&self.source_cluster_name, |c| {
+                source.is_some_and(|e| e.cluster_name == *c)
+            })
+            && any(&self.destination_cluster_name, |c| {
+                destination.is_some_and(|e| e.cluster_name == *c)
             })
             && any(&self.traffic_direction, |d| *d == flow.traffic_direction)
             && any(&self.verdict, |v| *v == flow.verdict)

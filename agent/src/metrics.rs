@@ -204,7 +204,7 @@ impl Metrics {
                 self.drops.with_label_values(&[reason.as_str_name(), protocol]);
             }
         }
-        for kind in ["pods", "nodes", "replicasets", "jobs"] {
+        for kind in ["pods", "nodes", "replicasets", "jobs", "services", "endpointslices"] {
             self.kubernetes_watch_errors.with_label_values(&[kind]);
         }
         for (name, _) in KERNEL_PACKET_COUNTERS {

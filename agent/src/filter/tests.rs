@@ -308,8 +308,12 @@ fn bad_and_unsupported_filters_are_errors() {
         FilterError::Protocol("gre".into())
     );
     assert_eq!(
-        err(f(|x| x.source_label = vec!["k8s:app=web".into()])),
-        FilterError::Unsupported("source_label")
+        err(f(|x| x.source_label = vec!["app=web,".into()])),
+        FilterError::Label("app=web,".into())
+    );
+    assert_eq!(
+        err(f(|x| x.source_fqdn = vec!["example.com".into()])),
+        FilterError::Unsupported("source_fqdn")
     );
     assert_eq!(
         err(f(|x| x.dns_query = vec!["*.example.com".into()])),

@@ -345,6 +345,8 @@ mod tests {
                     source: endpoint(from),
                     destination: endpoint(to),
                     node_labels: None,
+                    source_service: None,
+                    destination_service: None,
                 },
                 ..source(second)
             });

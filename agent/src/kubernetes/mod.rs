@@ -25,6 +25,8 @@ pub use state::{ClusterState, NodeInfo, PodInfo};
 use tokio::sync::watch as signal;
 use tracing::{info, warn};
 
+use agent_common::ip_proto;
+
 use crate::{
     enrich::{Enricher, Identities},
     flow_table::FlowUpdate,
@@ -206,11 +208,17 @@ pub struct KubernetesIdentities {
 impl Enricher for KubernetesIdentities {
     fn identify(&mut self, update: &FlowUpdate) -> Identities {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let key = &update.key;
         let at = update.stats.last_seen_ns;
+        // Ports name services for TCP, UDP and SCTP only.
+        let ports = matches!(key.protocol, ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP);
+        let (src, dst) = (key.src_ip(), key.dst_ip());
         Identities {
-            source: Some(state.endpoint_at(update.key.src_ip(), at)),
-            destination: Some(state.endpoint_at(update.key.dst_ip(), at)),
+            source: Some(state.endpoint_at(src, at)),
+            destination: Some(state.endpoint_at(dst, at)),
             node_labels: Some(state.own_node_labels()),
+            source_service: ports.then(|| state.service_at(src, key.src_port)).flatten(),
+            destination_service: ports.then(|| state.service_at(dst, key.dst_port)).flatten(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::identity::{IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD, PodIdentity, reserved};
-use crate::proto::flow::{Endpoint, Workload};
+use crate::proto::flow::{Endpoint, Service, Workload};
 
 /// A pod, reduced to what flows need.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +56,14 @@ pub struct ClusterState {
     /// owner (`kind`, `name`): a Deployment, a CronJob.
     owners: HashMap<(String, String, String), (String, String)>,
     nodes: HashMap<String, NodeInfo>,
+    /// Services by cluster IP, with their ports (none: any port).
+    cluster_ips: HashMap<IpAddr, (Vec<u16>, Arc<Service>)>,
+    /// Each service's cluster IPs, to forget them.
+    service_ips: HashMap<(String, String), Vec<IpAddr>>,
+    /// The service a backend address and port serve (EndpointSlices).
+    backends: HashMap<(IpAddr, u16), Arc<Service>>,
+    /// Each EndpointSlice's backends, to forget them.
+    slice_backends: HashMap<(String, String), Vec<(IpAddr, u16)>>,
     host: Arc<Endpoint>,
     remote_node: Arc<Endpoint>,
     world: Arc<Endpoint>,
@@ -71,6 +79,10 @@ impl ClusterState {
             holdings: HashMap::new(),
             owners: HashMap::new(),
             nodes: HashMap::new(),
+            cluster_ips: HashMap::new(),
+            service_ips: HashMap::new(),
+            backends: HashMap::new(),
+            slice_backends: HashMap::new(),
             host: Arc::new(reserved(IDENTITY_HOST, "host", cluster)),
             remote_node: Arc::new(reserved(IDENTITY_REMOTE_NODE, "remote-node", cluster)),
             world: Arc::new(reserved(IDENTITY_WORLD, "world", cluster)),
@@ -264,6 +276,66 @@ impl ClusterState {
             }
         }
         Arc::clone(&self.world)
+    }
+
+    /// A Service and its cluster IPs and ports.
+    pub fn apply_service(&mut self, namespace: &str, name: &str, cluster_ips: Vec<IpAddr>, ports: Vec<u16>) {
+        self.delete_service(namespace, name);
+        let service = Arc::new(Service {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+        });
+        for ip in &cluster_ips {
+            self.cluster_ips.insert(*ip, (ports.clone(), Arc::clone(&service)));
+        }
+        self.service_ips
+            .insert((namespace.to_owned(), name.to_owned()), cluster_ips);
+    }
+
+    pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        for ip in self
+            .service_ips
+            .remove(&(namespace.to_owned(), name.to_owned()))
+            .unwrap_or_default()
+        {
+            self.cluster_ips.remove(&ip);
+        }
+    }
+
+    /// An EndpointSlice of service `service`: the backends' addresses and
+    /// ports.
+    pub fn apply_endpoint_slice(&mut self, namespace: &str, slice: &str, service: &str, backends: Vec<(IpAddr, u16)>) {
+        self.delete_endpoint_slice(namespace, slice);
+        let service = Arc::new(Service {
+            name: service.to_owned(),
+            namespace: namespace.to_owned(),
+        });
+        for backend in &backends {
+            self.backends.insert(*backend, Arc::clone(&service));
+        }
+        self.slice_backends
+            .insert((namespace.to_owned(), slice.to_owned()), backends);
+    }
+
+    pub fn delete_endpoint_slice(&mut self, namespace: &str, slice: &str) {
+        for backend in self
+            .slice_backends
+            .remove(&(namespace.to_owned(), slice.to_owned()))
+            .unwrap_or_default()
+        {
+            self.backends.remove(&backend);
+        }
+    }
+
+    /// The service that `ip:port` is: a cluster IP on one of its ports, or
+    /// a backend serving it on that port.
+    pub fn service_at(&self, ip: IpAddr, port: u16) -> Option<Arc<Service>> {
+        if let Some((ports, service)) = self.cluster_ips.get(&ip)
+            && (ports.is_empty() || ports.contains(&port))
+        {
+            return Some(Arc::clone(service));
+        }
+        self.backends.get(&(ip, port)).cloned()
     }
 
     /// This node's labels as `key=value` (Hubble's `node_labels`).

@@ -15,7 +15,8 @@ use futures::{StreamExt as _, pin_mut};
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
     batch::v1::Job,
-    core::v1::{Node, Pod},
+    core::v1::{Node, Pod, Service},
+    discovery::v1::EndpointSlice,
 };
 use kube::{
     Api, Client, Config, Resource, ResourceExt,
@@ -40,10 +41,12 @@ pub enum Kind {
     Nodes,
     ReplicaSets,
     Jobs,
+    Services,
+    EndpointSlices,
 }
 
 impl Kind {
-    pub const ALL_BITS: u8 = 0b1111;
+    pub const ALL_BITS: u8 = 0b11_1111;
 
     pub fn bit(self) -> u8 {
         1 << self as u8
@@ -55,6 +58,8 @@ impl Kind {
             Kind::Nodes => "nodes",
             Kind::ReplicaSets => "replicasets",
             Kind::Jobs => "jobs",
+            Kind::Services => "services",
+            Kind::EndpointSlices => "endpointslices",
         }
     }
 }
@@ -101,6 +106,8 @@ pub async fn run(
             watch_nodes(client.clone(), &state, &synced, &metrics),
             watch_owners::<ReplicaSet>(client.clone(), Kind::ReplicaSets, &state, &synced, &metrics),
             watch_owners::<Job>(client.clone(), Kind::Jobs, &state, &synced, &metrics),
+            watch_services(client.clone(), &state, &synced, &metrics),
+            watch_endpoint_slices(client.clone(), &state, &synced, &metrics),
             expire(&state),
         )
     };
@@ -265,6 +272,95 @@ where
             Ok(Event::InitDone) => synced.mark(kind),
             Ok(Event::Init) => {}
             Err(e) => watch_error(metrics, kind, &e),
+        }
+    }
+}
+
+/// A Service's cluster IPs (none for a headless one) and ports.
+fn service_info(service: &Service) -> (Vec<IpAddr>, Vec<u16>) {
+    let Some(spec) = &service.spec else {
+        return (Vec::new(), Vec::new());
+    };
+    let ips = spec
+        .cluster_ips
+        .clone()
+        .or_else(|| spec.cluster_ip.clone().map(|ip| vec![ip]))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| u16::try_from(p.port).ok())
+        .collect();
+    (ips, ports)
+}
+
+async fn watch_services(client: Client, state: &RwLock<ClusterState>, synced: &Synced, metrics: &Metrics) {
+    let stream = watcher(Api::<Service>::all(client), watcher::Config::default()).default_backoff();
+    pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::InitApply(service)) | Ok(Event::Apply(service)) => {
+                let (ips, ports) = service_info(&service);
+                let namespace = service.namespace().unwrap_or_default();
+                write(state).apply_service(&namespace, &service.name_any(), ips, ports);
+            }
+            Ok(Event::Delete(service)) => {
+                let namespace = service.namespace().unwrap_or_default();
+                write(state).delete_service(&namespace, &service.name_any());
+            }
+            Ok(Event::InitDone) => synced.mark(Kind::Services),
+            Ok(Event::Init) => {}
+            Err(e) => watch_error(metrics, Kind::Services, &e),
+        }
+    }
+}
+
+/// The service an EndpointSlice belongs to, and its backends (address and
+/// port) that are not known to be unready.
+fn slice_info(slice: &EndpointSlice) -> Option<(String, Vec<(IpAddr, u16)>)> {
+    let service = slice.labels().get("kubernetes.io/service-name")?.clone();
+    let ports: Vec<u16> = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.port.and_then(|p| u16::try_from(p).ok()))
+        .collect();
+    let backends = slice
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()))
+        .flat_map(|ip| ports.iter().map(move |port| (ip, *port)))
+        .collect();
+    Some((service, backends))
+}
+
+async fn watch_endpoint_slices(client: Client, state: &RwLock<ClusterState>, synced: &Synced, metrics: &Metrics) {
+    let stream = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()).default_backoff();
+    pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::InitApply(slice)) | Ok(Event::Apply(slice)) => {
+                let namespace = slice.namespace().unwrap_or_default();
+                let mut state = write(state);
+                match slice_info(&slice) {
+                    Some((service, backends)) => {
+                        state.apply_endpoint_slice(&namespace, &slice.name_any(), &service, backends)
+                    }
+                    None => state.delete_endpoint_slice(&namespace, &slice.name_any()),
+                }
+            }
+            Ok(Event::Delete(slice)) => {
+                let namespace = slice.namespace().unwrap_or_default();
+                write(state).delete_endpoint_slice(&namespace, &slice.name_any());
+            }
+            Ok(Event::InitDone) => synced.mark(Kind::EndpointSlices),
+            Ok(Event::Init) => {}
+            Err(e) => watch_error(metrics, Kind::EndpointSlices, &e),
         }
     }
 }

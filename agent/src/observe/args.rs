@@ -87,6 +87,21 @@ pub struct ObserveArgs {
     pub from_namespace: Vec<String>,
     #[arg(long, value_name = "NS")]
     pub to_namespace: Vec<String>,
+    /// Flows from or to endpoints with these labels (Hubble's selector:
+    /// `app=web`, `k8s:app=web,tier!=db`, `reserved:world`).
+    #[arg(long, value_name = "SELECTOR")]
+    pub label: Vec<String>,
+    #[arg(long, value_name = "SELECTOR")]
+    pub from_label: Vec<String>,
+    #[arg(long, value_name = "SELECTOR")]
+    pub to_label: Vec<String>,
+    /// Flows from or to this Service (`[namespace/]name-prefix`).
+    #[arg(long, value_name = "SERVICE")]
+    pub service: Vec<String>,
+    #[arg(long, value_name = "SERVICE")]
+    pub from_service: Vec<String>,
+    #[arg(long, value_name = "SERVICE")]
+    pub to_service: Vec<String>,
     /// Flows from or to this port.
     #[arg(long, value_name = "PORT")]
     pub port: Vec<String>,
@@ -283,6 +298,12 @@ impl ObserveArgs {
             common.destination_pod = prefixes(&self.to_namespace);
         }
 
+        common.source_label = self.from_label.clone();
+        common.destination_label = self.to_label.clone();
+        common.source_service = qualify(&self.from_service, &[]);
+        common.destination_service = qualify(&self.to_service, &[]);
+        let either_services = qualify(&self.service, &[]);
+
         let either_pods = if self.pod.is_empty() {
             // --namespace alone: every pod of it, on either side.
             if self.from_pod.is_empty() && self.to_pod.is_empty() {
@@ -293,7 +314,12 @@ impl ObserveArgs {
         } else {
             qualify(&self.pod, &[])
         };
-        if self.ip.is_empty() && either_pods.is_empty() && self.port.is_empty() {
+        if self.ip.is_empty()
+            && either_pods.is_empty()
+            && self.port.is_empty()
+            && self.label.is_empty()
+            && either_services.is_empty()
+        {
             return Ok(if common == FlowFilter::default() {
                 Vec::new()
             } else {
@@ -304,10 +330,14 @@ impl ObserveArgs {
         from.source_ip.extend(self.ip.iter().cloned());
         from.source_pod.extend(either_pods.iter().cloned());
         from.source_port.extend(self.port.iter().cloned());
+        from.source_label.extend(self.label.iter().cloned());
+        from.source_service.extend(either_services.iter().cloned());
         let mut to = common;
         to.destination_ip.extend(self.ip.iter().cloned());
         to.destination_pod.extend(either_pods);
         to.destination_port.extend(self.port.iter().cloned());
+        to.destination_label.extend(self.label.iter().cloned());
+        to.destination_service.extend(either_services);
         Ok(vec![from, to])
     }
 }

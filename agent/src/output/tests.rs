@@ -48,6 +48,8 @@ impl Enricher for OnePod {
             })),
             destination: None,
             node_labels: None,
+            source_service: None,
+            destination_service: None,
         }
     }
 }

@@ -68,6 +68,8 @@ impl RecordBuilder {
             summary,
             source: source.identities.source.as_deref().cloned(),
             destination: source.identities.destination.as_deref().cloned(),
+            source_service: source.identities.source_service.as_deref().cloned(),
+            destination_service: source.identities.destination_service.as_deref().cloned(),
             node_labels: source.identities.node_labels.as_deref().cloned().unwrap_or_default(),
             ..Default::default()
         };

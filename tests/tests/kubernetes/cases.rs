@@ -23,6 +23,8 @@ pub const CASES: &[Case] = &[
     ("every_pod_record_names_both_sides", every_pod_record_names_both_sides),
     ("hubble_reads_pods_in_compact_output", hubble_compact_names_pods),
     ("namespace_and_pod_filters_select_exactly", namespace_and_pod_filters),
+    ("backends_and_cluster_ips_name_their_service", services),
+    ("label_and_service_filters_select_exactly", label_and_service_filters),
 ];
 
 /// The endpoint of `side` (`source` or `destination`) of the records
@@ -181,39 +183,131 @@ fn hubble_compact_names_pods(f: &Fixture) {
     );
 }
 
+fn services(f: &Fixture) {
+    let (web1, web2, lone) = (&f.members["web-1"], &f.members["web-2"], &f.members["lone"]);
+    let web = serde_json::json!({"name": "web", "namespace": "shop"});
+    // web-2 -> web-1:8080 (a backend on the service's port), and its replies.
+    let to_backend: Vec<&Record> = f
+        .output
+        .records
+        .iter()
+        .filter(|r| r.src == web2.ip.to_string() && r.dst == web1.ip.to_string() && r.dst_port == 8080)
+        .collect();
+    assert!(!to_backend.is_empty());
+    for r in to_backend {
+        assert_eq!(r.json["destination_service"], web, "{}", r.json);
+        assert!(r.json.get("source_service").is_none(), "{}", r.json);
+    }
+    for e in f
+        .output
+        .records
+        .iter()
+        .filter(|r| r.src == web1.ip.to_string() && r.src_port == 8080)
+    {
+        assert_eq!(e.json["source_service"], web, "{}", e.json);
+    }
+    // lone -> the service's cluster IP.
+    for e in endpoints(f, &lone.ip.to_string(), &f.web_service_ip.to_string(), "destination") {
+        assert_eq!(e["identity"], 2, "no pod holds a cluster IP");
+    }
+    let to_cluster_ip: Vec<&Record> = f
+        .output
+        .records
+        .iter()
+        .filter(|r| r.dst == f.web_service_ip.to_string())
+        .collect();
+    assert!(to_cluster_ip.iter().all(|r| r.json["destination_service"] == web));
+    // TCP to db-0:5432 names the db service.
+    let db = &f.members["db-0"];
+    let db_service = serde_json::json!({"name": "db", "namespace": "data"});
+    for r in f
+        .output
+        .records
+        .iter()
+        .filter(|r| r.dst == db.ip.to_string() && r.dst_port == 5432)
+    {
+        assert_eq!(r.json["destination_service"], db_service, "{}", r.json);
+    }
+}
+
+fn label_and_service_filters(f: &Fixture) {
+    let has_label = |side: &str, label: &str, r: &Record| {
+        r.json[side]["labels"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x == label))
+    };
+    check_filters(
+        f,
+        vec![
+            (
+                vec!["--to-service", "shop/web"],
+                f.output
+                    .records
+                    .iter()
+                    .filter(|r| r.json["destination_service"]["name"] == "web")
+                    .collect(),
+            ),
+            (
+                vec!["--label", "app=db"],
+                f.output
+                    .records
+                    .iter()
+                    .filter(|r| has_label("source", "k8s:app=db", r) || has_label("destination", "k8s:app=db", r))
+                    .collect(),
+            ),
+            (
+                vec!["--from-label", "k8s:app=web"],
+                f.output
+                    .records
+                    .iter()
+                    .filter(|r| has_label("source", "k8s:app=web", r))
+                    .collect(),
+            ),
+        ],
+    );
+}
+
 /// `hubble observe --input-file` (Hubble's own filters) and `hubcap
 /// observe` (hubcap's server-side filters) select the same flows, and
 /// exactly those of the named pods.
 fn namespace_and_pod_filters(f: &Fixture) {
-    let file = f.out_file.to_str().unwrap();
     let web1 = &f.members["web-1"];
     let web_pod = format!("shop/{}", web1.name);
-    for (flags, expected) in [
-        (
-            vec!["--from-namespace", "data"],
-            f.output
-                .records
-                .iter()
-                .filter(|r| r.json["source"]["namespace"] == "data")
-                .collect::<Vec<_>>(),
-        ),
-        (
-            vec!["--namespace", "shop"],
-            f.output
-                .records
-                .iter()
-                .filter(|r| r.json["source"]["namespace"] == "shop" || r.json["destination"]["namespace"] == "shop")
-                .collect(),
-        ),
-        (
-            vec!["--from-pod", web_pod.as_str()],
-            f.output
-                .records
-                .iter()
-                .filter(|r| r.json["source"]["pod_name"] == web1.name.as_str())
-                .collect(),
-        ),
-    ] {
+    check_filters(
+        f,
+        vec![
+            (
+                vec!["--from-namespace", "data"],
+                f.output
+                    .records
+                    .iter()
+                    .filter(|r| r.json["source"]["namespace"] == "data")
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                vec!["--namespace", "shop"],
+                f.output
+                    .records
+                    .iter()
+                    .filter(|r| r.json["source"]["namespace"] == "shop" || r.json["destination"]["namespace"] == "shop")
+                    .collect(),
+            ),
+            (
+                vec!["--from-pod", web_pod.as_str()],
+                f.output
+                    .records
+                    .iter()
+                    .filter(|r| r.json["source"]["pod_name"] == web1.name.as_str())
+                    .collect(),
+            ),
+        ],
+    );
+}
+
+/// For each set of flags: Hubble and hubcap select exactly `expected`.
+fn check_filters(f: &Fixture, cases: Vec<(Vec<&str>, Vec<&Record>)>) {
+    let file = f.out_file.to_str().unwrap();
+    for (flags, expected) in cases {
         assert!(!expected.is_empty(), "{flags:?}");
         let mut args = vec!["observe", "--input-file", file, "--all", "-o", "json"];
         args.extend(&flags);

@@ -22,7 +22,8 @@ use hubcap_tests::{
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     authentication::v1::TokenRequest,
-    core::v1::{Binding, Namespace, Node as KubeNode, Pod, ServiceAccount},
+    core::v1::{Binding, Namespace, Node as KubeNode, Pod, Service, ServiceAccount},
+    discovery::v1::EndpointSlice,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use kube::{
@@ -53,6 +54,8 @@ pub struct Fixture {
     /// lone (a bare pod).
     pub members: BTreeMap<&'static str, Member>,
     pub node_ip: IpAddr,
+    /// Service `shop/web`'s cluster IP (UDP 8080).
+    pub web_service_ip: IpAddr,
     pub other_node_ip: IpAddr,
     pub world_ip: IpAddr,
 }
@@ -115,6 +118,34 @@ async fn run_pod(client: &Client, namespace: &str, name: &str, ips: [IpAddr; 2],
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .expect("pod status");
+}
+
+/// Waits until the EndpointSlice controller lists `count` ready backends
+/// of `service`.
+async fn wait_for_backends(client: &Client, namespace: &str, service: &str, count: usize) {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("kubernetes.io/service-name={service}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = slices
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .expect("list EndpointSlices");
+        let ready = list
+            .items
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+            .count();
+        if ready == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service}: {ready} of {count} backends ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_for_service_account(client: &Client, namespace: &str) {
@@ -239,9 +270,32 @@ impl Fixture {
             }
             run_pod(&client, "shop", "lone", pod_ips[3], node_ip).await;
             names.push("lone".into());
-            (names, deployed_service_account_token(&client).await)
+            // Services: the real EndpointSlice controller lists their backends.
+            let services = |ns| Api::<Service>::namespaced(client.clone(), ns);
+            for (ns, name, protocol, port) in [("shop", "web", "UDP", 8080), ("data", "db", "TCP", 5432)] {
+                create(
+                    &services(ns),
+                    json!({"metadata": {"name": name}, "spec": {
+                        "selector": {"app": name},
+                        "ports": [{"protocol": protocol, "port": port, "targetPort": port}],
+                    }}),
+                )
+                .await;
+            }
+            wait_for_backends(&client, "shop", "web", 2).await;
+            wait_for_backends(&client, "data", "db", 1).await;
+            let web_service_ip: IpAddr = services("shop")
+                .get("web")
+                .await
+                .expect("service")
+                .spec
+                .and_then(|s| s.cluster_ip)
+                .expect("cluster IP")
+                .parse()
+                .unwrap();
+            (names, web_service_ip, deployed_service_account_token(&client).await)
         });
-        let (names, token) = names;
+        let (names, web_service_ip, token) = names;
 
         let out_dir = std::env::temp_dir().join(format!("hubcap-k8s-{}", node.id));
         std::fs::create_dir_all(&out_dir).unwrap();
@@ -282,10 +336,10 @@ impl Fixture {
         udp_echo(&p[1].ns, &p[0].ns, SocketAddr::new(p[0].ipv4.into(), 8080), 5, 100);
         udp_echo(&p[3].ns, &p[1].ns, SocketAddr::new(p[1].ipv6.into(), 8081), 3, 100);
         ping(&p[0].ns, &node_ip.to_string(), 1);
-        for target in [other_node_ip, world_ip] {
-            p[0].ns.enter(move || {
+        for (from, target, port) in [(0, other_node_ip, 9999), (0, world_ip, 9999), (3, web_service_ip, 8080)] {
+            p[from].ns.enter(move || {
                 let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-                s.send_to(b"hello", SocketAddr::new(target, 9999)).unwrap();
+                s.send_to(b"hello", SocketAddr::new(target, port)).unwrap();
             });
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -320,6 +374,7 @@ impl Fixture {
             output,
             members,
             node_ip,
+            web_service_ip,
             other_node_ip,
             world_ip,
         }

@@ -53,7 +53,7 @@ pub const CASES: &[Case] = &[
             f,
             request(
                 vec![FlowFilter {
-                    source_label: vec!["app=x".into()],
+                    source_fqdn: vec!["example.com".into()],
                     ..Default::default()
                 }],
                 vec![],
