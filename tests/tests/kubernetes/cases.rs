@@ -25,7 +25,19 @@ pub const CASES: &[Case] = &[
     ("namespace_and_pod_filters_select_exactly", namespace_and_pod_filters),
     ("backends_and_cluster_ips_name_their_service", services),
     ("label_and_service_filters_select_exactly", label_and_service_filters),
+    ("hubble_lists_the_namespaces_with_flows", namespaces_listed),
 ];
+
+/// GetNamespaces, as `hubble list namespaces` shows it.
+fn namespaces_listed(f: &Fixture) {
+    let listed: Value = serde_json::from_str(&f.namespaces_listed).expect("JSON");
+    assert_eq!(
+        listed,
+        serde_json::json!([{"namespace": "data"}, {"namespace": "shop"}]),
+        "{}",
+        f.namespaces_listed
+    );
+}
 
 /// The endpoint of `side` (`source` or `destination`) of the records
 /// between these addresses.

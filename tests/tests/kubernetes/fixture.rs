@@ -50,6 +50,8 @@ pub struct Fixture {
     out_dir: PathBuf,
     pub out_file: PathBuf,
     pub output: Output,
+    /// `hubble list namespaces` against the running agent.
+    pub namespaces_listed: String,
     /// By role: web-1, web-2 (Deployment `web`), db-0 (StatefulSet `db`),
     /// lone (a bare pod).
     pub members: BTreeMap<&'static str, Member>,
@@ -343,6 +345,9 @@ impl Fixture {
             });
         }
         std::thread::sleep(Duration::from_millis(300));
+        let socket = format!("unix://{}", agent.grpc_socket.as_ref().expect("socket").display());
+        let namespaces_listed =
+            hubcap_tests::upstream::hubble(&node.ns, &["list", "namespaces", "--server", &socket, "-o", "json"]);
         let finished = agent.stop();
         assert!(finished.status.success());
         let output = output::parse(&std::fs::read_to_string(&out_file).unwrap());
@@ -372,6 +377,7 @@ impl Fixture {
             out_dir,
             out_file,
             output,
+            namespaces_listed,
             members,
             node_ip,
             web_service_ip,
