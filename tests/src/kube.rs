@@ -9,14 +9,18 @@
 
 use std::{
     future::Future,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
+use k8s_openapi::api::core::v1::{Binding, Pod, ServiceAccount};
 use kube::{
-    Client, Config,
+    Api, Client, Config,
+    api::{Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
+use serde_json::json;
 
 use crate::{
     netns::Netns,
@@ -29,7 +33,7 @@ pub const API_PORT: u16 = 6443;
 pub struct ControlPlane {
     // Stopped in reverse order of start: dropped fields go first to last.
     _controller_manager: Background,
-    _apiserver: Background,
+    apiserver: Option<Background>,
     _etcd: Background,
     dir: PathBuf,
     pub kubeconfig: PathBuf,
@@ -89,25 +93,7 @@ impl ControlPlane {
             ]),
             Some(&dir.join("etcd.log")),
         );
-        let apiserver = Background::start_logging(
-            quiet(binary("kube-apiserver")).args([
-                "--etcd-servers=http://127.0.0.1:2379",
-                "--bind-address=127.0.0.1",
-                &format!("--secure-port={API_PORT}"),
-                "--advertise-address=127.0.0.1",
-                "--endpoint-reconciler-type=none",
-                &format!("--cert-dir={}", path("certs")),
-                "--service-cluster-ip-range=10.96.0.0/16",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                &format!("--service-account-key-file={}", path("sa.pub")),
-                &format!("--service-account-signing-key-file={}", path("sa.key")),
-                &format!("--token-auth-file={}", path("tokens.csv")),
-                "--authorization-mode=RBAC",
-                "--allow-privileged=true",
-                "--profiling=false",
-            ]),
-            Some(&dir.join("apiserver.log")),
-        );
+        let apiserver = start_apiserver(ns, &dir);
         let kubeconfig = dir.join("kubeconfig");
         let plane_dir = dir.clone();
         // The API server writes its certificate on start.
@@ -134,14 +120,21 @@ impl ControlPlane {
         );
         let plane = ControlPlane {
             _controller_manager: controller_manager,
-            _apiserver: apiserver,
+            apiserver: Some(apiserver),
             _etcd: etcd,
             dir: plane_dir,
             kubeconfig,
             netns: ns.name.clone(),
         };
-        let log_dir = plane.dir.clone();
-        plane.run(ns, move |client| async move {
+        plane.wait_ready(ns);
+        plane
+    }
+
+    /// Waits until the API server answers and the `default` namespace has
+    /// its ServiceAccount (pods are refused before).
+    fn wait_ready(&self, ns: &Netns) {
+        let log_dir = self.dir.clone();
+        self.run(ns, move |client| async move {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 let ready = client.apiserver_version().await.is_ok() && {
@@ -160,7 +153,17 @@ impl ControlPlane {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        plane
+    }
+
+    /// Stops the API server (SIGKILL), as an outage.
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver = None;
+    }
+
+    /// Starts it again, on the same storage, and waits until it answers.
+    pub fn start_apiserver(&mut self, ns: &Netns) {
+        self.apiserver = Some(start_apiserver(ns, &self.dir));
+        self.wait_ready(ns);
     }
 
     /// Runs `body` with a client of this API server, inside the namespace
@@ -202,6 +205,78 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Creates `object` (JSON) through `api`.
+pub async fn create<K>(api: &Api<K>, object: serde_json::Value)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    let object: K = serde_json::from_value(object).expect("a valid object");
+    api.create(&PostParams::default(), &object).await.expect("create");
+}
+
+/// What the scheduler and a kubelet would do: bind the pod to `node` and
+/// report it running and ready at `ips`.
+pub async fn run_pod(client: &Client, namespace: &str, name: &str, ips: [IpAddr; 2], node: &str, host_ip: IpAddr) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let binding: Binding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "target": {"kind": "Node", "name": node},
+    }))
+    .unwrap();
+    pods.create_subresource::<serde_json::Value>(
+        "binding",
+        name,
+        &PostParams::default(),
+        serde_json::to_vec(&binding).unwrap(),
+    )
+    .await
+    .expect("bind pod");
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": ips[0].to_string(),
+        "podIPs": [{"ip": ips[0].to_string()}, {"ip": ips[1].to_string()}],
+        "hostIP": host_ip.to_string(),
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("pod status");
+}
+
+/// Waits for the `default` ServiceAccount the controller manager makes in
+/// a new namespace (pods are refused before).
+pub async fn wait_for_service_account(client: &Client, namespace: &str) {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while accounts.get_opt("default").await.ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "no default ServiceAccount in {namespace}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn start_apiserver(ns: &Netns, dir: &Path) -> Background {
+    let path = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+    Background::start_logging(
+        ns.command(binary("kube-apiserver").to_str().unwrap()).args([
+            "--etcd-servers=http://127.0.0.1:2379",
+            "--bind-address=127.0.0.1",
+            &format!("--secure-port={API_PORT}"),
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+            &format!("--cert-dir={}", path("certs")),
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            &format!("--service-account-key-file={}", path("sa.pub")),
+            &format!("--service-account-signing-key-file={}", path("sa.key")),
+            &format!("--token-auth-file={}", path("tokens.csv")),
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ]),
+        Some(&dir.join("apiserver.log")),
+    )
 }
 
 fn kubeconfig_text(ca: &Path, port: u16) -> String {

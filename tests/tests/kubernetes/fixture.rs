@@ -14,7 +14,7 @@ use std::{
 };
 
 use hubcap_tests::{
-    kube::ControlPlane,
+    kube::{ControlPlane, create, run_pod, wait_for_service_account},
     output::{self, Output},
     topology::Node,
     traffic::{ping, tcp_transfer, udp_echo},
@@ -22,7 +22,7 @@ use hubcap_tests::{
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     authentication::v1::TokenRequest,
-    core::v1::{Binding, Namespace, Node as KubeNode, Pod, Service, ServiceAccount},
+    core::v1::{Namespace, Node as KubeNode, Pod, Service, ServiceAccount},
     discovery::v1::EndpointSlice,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
@@ -62,14 +62,6 @@ pub struct Fixture {
     pub world_ip: IpAddr,
 }
 
-async fn create<K>(api: &Api<K>, object: serde_json::Value)
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
-{
-    let object: K = serde_json::from_value(object).expect("a valid object");
-    api.create(&PostParams::default(), &object).await.expect("create");
-}
-
 /// Waits for `count` pods matching `selector` in `namespace` (the
 /// controllers make them).
 async fn wait_for_pods(client: &Client, namespace: &str, selector: &str, count: usize) -> Vec<Pod> {
@@ -91,35 +83,6 @@ async fn wait_for_pods(client: &Client, namespace: &str, selector: &str, count: 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// What the scheduler and a kubelet would do: bind the pod to this node and
-/// report it running and ready at `ips`.
-async fn run_pod(client: &Client, namespace: &str, name: &str, ips: [IpAddr; 2], host_ip: IpAddr) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let binding: Binding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "target": {"kind": "Node", "name": THIS_NODE},
-    }))
-    .unwrap();
-    pods.create_subresource::<serde_json::Value>(
-        "binding",
-        name,
-        &PostParams::default(),
-        serde_json::to_vec(&binding).unwrap(),
-    )
-    .await
-    .expect("bind pod");
-    let status = json!({"status": {
-        "phase": "Running",
-        "podIP": ips[0].to_string(),
-        "podIPs": [{"ip": ips[0].to_string()}, {"ip": ips[1].to_string()}],
-        "hostIP": host_ip.to_string(),
-        "conditions": [{"type": "Ready", "status": "True"}],
-    }});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("pod status");
 }
 
 /// Waits until the EndpointSlice controller lists `count` ready backends
@@ -146,15 +109,6 @@ async fn wait_for_backends(client: &Client, namespace: &str, service: &str, coun
             Instant::now() < deadline,
             "{service}: {ready} of {count} backends ready"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_for_service_account(client: &Client, namespace: &str) {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while accounts.get_opt("default").await.ok().flatten().is_none() {
-        assert!(Instant::now() < deadline, "no default ServiceAccount in {namespace}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -267,10 +221,10 @@ impl Fixture {
                 .enumerate()
             {
                 let name = pod.metadata.name.clone().unwrap();
-                run_pod(&client, namespace, &name, pod_ips[i], node_ip).await;
+                run_pod(&client, namespace, &name, pod_ips[i], THIS_NODE, node_ip).await;
                 names.push(name);
             }
-            run_pod(&client, "shop", "lone", pod_ips[3], node_ip).await;
+            run_pod(&client, "shop", "lone", pod_ips[3], THIS_NODE, node_ip).await;
             names.push("lone".into());
             // Services: the real EndpointSlice controller lists their backends.
             let services = |ns| Api::<Service>::namespaced(client.clone(), ns);
