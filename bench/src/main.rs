@@ -5,12 +5,16 @@
 //! measured minutes apart on the same machine, never against stored numbers.
 
 mod contender;
+mod heap;
 mod load;
 mod procfs;
 mod report;
 mod scenarios;
 
 use std::{path::PathBuf, time::Duration};
+
+#[global_allocator]
+static HEAP: heap::Counting = heap::Counting;
 
 use hubcap_tests::{require_root, topology::Node};
 use report::{Report, Target};
@@ -35,7 +39,7 @@ fn main() {
     let out = PathBuf::from(std::env::var("HUBCAP_BENCH_OUT").unwrap_or_else(|_| "target/bench/report.json".into()));
     let mut report = Report::default();
 
-    // HUBCAP_BENCH_ONLY=udp,tcp,churn,memory,output runs a subset (for
+    // HUBCAP_BENCH_ONLY=udp,tcp,churn,memory,output,kube runs a subset (for
     // working on one scenario); the default is all of them.
     let only = std::env::var("HUBCAP_BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
@@ -72,6 +76,11 @@ fn main() {
             },
             &mut report,
         );
+    }
+
+    if wanted("kube") {
+        eprintln!("bench: Kubernetes cache");
+        output::kube_cache(&mut report);
     }
 
     report.targets = targets(&report);
@@ -180,6 +189,20 @@ fn targets(r: &Report) -> Vec<Target> {
             get(output::OUTPUT, hub, "records/s"),
             |v| format!("{v:.0}"),
             |v| v >= 1_000_000.0,
+        ),
+        target(
+            "Hubble JSON records/s with identities on one core",
+            ">= 1,000,000",
+            get(output::OUTPUT, "hubcap, with identities", "records/s"),
+            |v| format!("{v:.0}"),
+            |v| v >= 1_000_000.0,
+        ),
+        target(
+            "Kubernetes cache, 10k pods + 1k services",
+            "<= 32 MB more",
+            get(output::KUBE_CACHE, hub, "heap MB"),
+            |v| format!("{v:.1} MB"),
+            |v| v <= 32.0,
         ),
     ]
 }
