@@ -188,3 +188,29 @@ pub fn scrape_metrics(ns: &Netns, addr: &'static str) -> String {
         body.to_owned()
     })
 }
+
+/// Starts `follower` (a command printing one line per flow as it comes),
+/// lets it settle, runs `trigger`, and returns the first `count` lines it
+/// prints; panics if they do not come within 10 s.
+pub fn first_lines(follower: &mut std::process::Command, count: usize, trigger: impl FnOnce()) -> Vec<String> {
+    let mut child = follower.stdout(Stdio::piped()).spawn().expect("starting the follower");
+    let out = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(out)
+            .lines()
+            .take(count)
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    trigger();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let finished = reader.is_finished();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(finished, "the follower printed fewer than {count} lines within 10 s");
+    reader.join().expect("reader")
+}

@@ -76,3 +76,14 @@ pub fn ping(from: &Netns, to: &str, count: u32) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Sends `count` UDP datagrams from `from` to `to`, where nobody listens:
+/// the kernel drops them (NO_SOCKET) in the receiving namespace.
+pub fn udp_to_closed_port(from: &Netns, to: SocketAddr, count: usize) {
+    from.enter(move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..count {
+            s.send_to(b"nobody", to).unwrap();
+        }
+    });
+}

@@ -257,47 +257,27 @@ pub fn observe_matches_file(f: &Fixture, flags: fn(&Fixture) -> Vec<String>, exp
 /// `hubble observe -f` prints new flows as they come. Sends new traffic:
 /// runs last.
 pub fn follow_prints_new_flows(f: &Fixture) {
-    use std::io::BufRead;
     let (p1, p2) = (&f.node.pods[0], &f.node.pods[1]);
     let mut following = f
         .node
         .ns
-        .command(hubcap_tests::upstream::tool("hubble").to_str().unwrap())
-        .args([
-            "observe",
-            "--server",
-            &f.socket_server(),
-            "-f",
-            "--protocol",
-            "icmpv4",
-            "--interface",
-            &p1.host_if,
-            "-o",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = following.stdout.take().unwrap();
+        .command(hubcap_tests::upstream::tool("hubble").to_str().unwrap());
+    following.args([
+        "observe",
+        "--server",
+        &f.socket_server(),
+        "-f",
+        "--protocol",
+        "icmpv4",
+        "--interface",
+        &p1.host_if,
+        "-o",
+        "json",
+    ]);
     // The echo requests' and replies' directions on p1's veth: 4 records.
-    let reader = std::thread::spawn(move || {
-        std::io::BufReader::new(out)
-            .lines()
-            .take(4)
-            .map(Result::unwrap)
-            .collect::<Vec<_>>()
+    let lines = hubcap_tests::agent::first_lines(&mut following, 4, || {
+        hubcap_tests::traffic::ping(&p2.ns, &p1.ipv4.to_string(), 2)
     });
-    std::thread::sleep(Duration::from_millis(500));
-    hubcap_tests::traffic::ping(&p2.ns, &p1.ipv4.to_string(), 2);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !reader.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let finished = reader.is_finished();
-    following.kill().unwrap();
-    following.wait().unwrap();
-    assert!(finished, "hubble observe -f printed no new flows");
-    let lines = reader.join().unwrap();
     let records = output::parse(&(lines.join("\n") + "\n")).records;
     // The request and reply directions begin (B) and, idle, end (E).
     assert!(

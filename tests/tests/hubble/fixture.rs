@@ -16,7 +16,7 @@ use hubcap_tests::{
     agent::{Agent, scrape_metrics},
     output::{self, Output, Record},
     topology::{Counters, Node},
-    traffic::{ping, tcp_transfer, udp_echo},
+    traffic::{ping, tcp_transfer, udp_echo, udp_to_closed_port},
     upstream::{Background, hubble, relay, tool},
 };
 
@@ -95,13 +95,7 @@ impl Fixture {
         udp_echo(&p2.ns, &p3.ns, SocketAddr::new(p3.ipv6.into(), 5003), 5, 200);
         ping(&p1.ns, &p3.ipv4.to_string(), 2);
         // Real drops: into a closed port in p2 (NO_SOCKET, in p2's namespace).
-        let closed = SocketAddr::new(p2.ipv4.into(), 5999);
-        p1.ns.enter(move || {
-            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..3 {
-                s.send_to(b"nobody", closed).unwrap();
-            }
-        });
+        udp_to_closed_port(&p1.ns, SocketAddr::new(p2.ipv4.into(), 5999), 3);
         clients_come_and_go(&node);
         drop(tcpdumps);
         let counters: Vec<_> = node.pods.iter().map(|p| node.settled_counters(&p.host_if)).collect();

@@ -19,7 +19,7 @@ use hubcap_tests::{
     grpc,
     output::{self, Output, Record},
     topology::{Counters, Node},
-    traffic::{ping, tcp_transfer, udp_echo},
+    traffic::{ping, tcp_transfer, udp_echo, udp_to_closed_port},
 };
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
@@ -131,14 +131,8 @@ impl Fixture {
         udp_echo(&p1.ns, &p3.ns, SocketAddr::new(p3.ipv4.into(), 5002), 10, 100);
         udp_echo(&p2.ns, &p3.ns, SocketAddr::new(p3.ipv6.into(), 5003), 5, 200);
         ping(&p1.ns, &p3.ipv4.to_string(), 2);
-        // Into a closed port: NO_SOCKET drops in p2.
-        let closed = SocketAddr::new(p2.ipv4.into(), 5999);
-        p1.ns.enter(move || {
-            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..3 {
-                s.send_to(b"nobody", closed).unwrap();
-            }
-        });
+        // Real drops: into a closed port in p2 (NO_SOCKET, in p2's namespace).
+        udp_to_closed_port(&p1.ns, SocketAddr::new(p2.ipv4.into(), 5999), 3);
         let counters: Vec<_> = node.pods.iter().map(|p| node.settled_counters(&p.host_if)).collect();
         node.wait_for_flows_to_end();
 

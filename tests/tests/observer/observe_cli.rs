@@ -2,10 +2,7 @@
 //! output for the same flags; the file read back byte for byte; `-f`
 //! printing new flows as they come.
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::Command;
 
 use hubcap_tests::{
     agent::hubcap_bin,
@@ -142,41 +139,19 @@ pub fn compact_line_has_counts(f: &Fixture) {
 /// runs after the cases that compare with the captured run.
 pub fn follow_prints_new_flows(f: &Fixture) {
     let (p1, p2) = (&f.node.pods[0], &f.node.pods[1]);
-    let mut following = Command::new(hubcap_bin())
-        .args([
-            "observe",
-            "--server",
-            &f.server(),
-            "-f",
-            "-o",
-            "json",
-            "--protocol",
-            "icmpv4",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let follow_out = following.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        // The two echo requests and two replies, on both veths: 4 B records.
-        std::io::BufReader::new(follow_out)
-            .lines()
-            .take(4)
-            .map(Result::unwrap)
-            .collect::<Vec<_>>()
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    ping(&p2.ns, &p1.ipv4.to_string(), 2);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !reader.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let finished = reader.is_finished();
-    following.kill().unwrap();
-    following.wait().unwrap();
-    assert!(finished, "observe -f printed no new flows");
-    let lines = reader.join().unwrap();
+    let mut following = Command::new(hubcap_bin());
+    following.args([
+        "observe",
+        "--server",
+        &f.server(),
+        "-f",
+        "-o",
+        "json",
+        "--protocol",
+        "icmpv4",
+    ]);
+    // The two echo requests and two replies, on both veths: 4 B records.
+    let lines = hubcap_tests::agent::first_lines(&mut following, 4, || ping(&p2.ns, &p1.ipv4.to_string(), 2));
     let followed = output::parse(&(lines.join("\n") + "\n"));
     assert_eq!(followed.records.len(), 4);
     assert!(
