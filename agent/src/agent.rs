@@ -30,7 +30,7 @@ use crate::{
     hubble_api::server::GrpcServer,
     interfaces::{self, InterfaceSelector},
     kubernetes::Kubernetes,
-    metrics::Metrics,
+    metrics::{Contexts, Metrics},
     metrics_server,
     output::{FlowMetrics, JsonLog, ObserverFeed, Outputs},
     privileges,
@@ -64,7 +64,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let sink = Sink::open(&args.output, rotation).with_context(|| format!("cannot write to {}", args.output))?;
     let node_name = args.node_name();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_contexts(Contexts::new(
+        args.metrics_source_context,
+        args.metrics_destination_context,
+        args.metrics_context_limit,
+    )));
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -8,6 +8,7 @@ use crate::{
     datapath::AttachMode,
     hubble_api::server::{GrpcConfig, TlsFiles},
     kubernetes::{KubeOptions, KubernetesMode},
+    metrics::ContextKind,
     observe::ObserveArgs,
 };
 
@@ -130,6 +131,21 @@ pub struct RunArgs {
     /// against. Default: NODE.default.hubble-grpc.cilium.io, as Cilium's.
     #[arg(long, value_name = "NAME", requires = "grpc_tls_cert")]
     pub grpc_tls_server_name: Option<String>,
+
+    /// Add a `source` label naming each flow's source (namespace, pod,
+    /// workload or app) to the flow, drop and TCP-flag metrics, as Hubble's
+    /// `sourceContext` does. Off by default.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub metrics_source_context: Option<ContextKind>,
+
+    /// The same for each flow's destination (`destinationContext`).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub metrics_destination_context: Option<ContextKind>,
+
+    /// Distinct values each context label takes at most; later ones count
+    /// as `other`.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub metrics_context_limit: usize,
 
     /// Kubernetes identities on flows: `auto` when a cluster is configured
     /// and reachable, `on` (unreachable at start is an error), or `off`.

@@ -26,7 +26,26 @@ pub const CASES: &[Case] = &[
     ("backends_and_cluster_ips_name_their_service", services),
     ("label_and_service_filters_select_exactly", label_and_service_filters),
     ("hubble_lists_the_namespaces_with_flows", namespaces_listed),
+    ("metrics_carry_source_and_destination_contexts", metric_contexts),
 ];
+
+/// `--metrics-source-context namespace --metrics-destination-context
+/// workload`: Hubble's flow metric by namespace and workload.
+fn metric_contexts(f: &Fixture) {
+    let series: Vec<&str> = f
+        .metrics
+        .lines()
+        .filter(|l| l.starts_with("hubble_flows_processed_total{"))
+        .collect();
+    let has = |source: &str, destination: &str| {
+        series.iter().any(|l| {
+            l.contains(&format!("source=\"{source}\"")) && l.contains(&format!("destination=\"{destination}\""))
+        })
+    };
+    assert!(has("shop", "data/db"), "web -> db: {series:#?}");
+    assert!(has("shop", "shop/web"), "web -> web: {series:#?}");
+    assert!(has("data", "shop/web"), "db's replies: {series:#?}");
+}
 
 /// GetNamespaces, as `hubble list namespaces` shows it.
 fn namespaces_listed(f: &Fixture) {

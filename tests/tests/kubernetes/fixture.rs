@@ -52,6 +52,8 @@ pub struct Fixture {
     pub output: Output,
     /// `hubble list namespaces` against the running agent.
     pub namespaces_listed: String,
+    /// `/metrics` at the end of the run.
+    pub metrics: String,
     /// By role: web-1, web-2 (Deployment `web`), db-0 (StatefulSet `db`),
     /// lone (a bare pod).
     pub members: BTreeMap<&'static str, Member>,
@@ -273,6 +275,12 @@ impl Fixture {
             "1",
             "--idle-timeout",
             "1",
+            "--metrics-listen",
+            "127.0.0.1:9965",
+            "--metrics-source-context",
+            "namespace",
+            "--metrics-destination-context",
+            "workload",
         ]);
         agent.wait_for_log("Kubernetes metadata listed", Duration::from_secs(30));
         node.up();
@@ -302,6 +310,7 @@ impl Fixture {
         let socket = format!("unix://{}", agent.grpc_socket.as_ref().expect("socket").display());
         let namespaces_listed =
             hubcap_tests::upstream::hubble(&node.ns, &["list", "namespaces", "--server", &socket, "-o", "json"]);
+        let metrics = hubcap_tests::agent::scrape_metrics(&node.ns, "127.0.0.1:9965");
         let finished = agent.stop();
         assert!(finished.status.success());
         let output = output::parse(&std::fs::read_to_string(&out_file).unwrap());
@@ -332,6 +341,7 @@ impl Fixture {
             out_file,
             output,
             namespaces_listed,
+            metrics,
             members,
             node_ip,
             web_service_ip,

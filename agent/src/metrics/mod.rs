@@ -9,7 +9,10 @@
 //! Written in the classic Prometheus text format, which every scraper and
 //! `promtool check metrics` read.
 
+mod context;
+
 use agent_common::{Counter, hook, ip_proto, tcp_flags};
+pub use context::{ContextKind, Contexts};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::{
@@ -41,6 +44,11 @@ const LOST_EVENT_SOURCES: [LostEventSource; 4] = [
     LostEventSource::HubbleRingBuffer,
 ];
 
+/// A metric's own label values followed by the context labels' values.
+fn labels<'a>(own: &[&'a str], context: &'a [String]) -> Vec<&'a str> {
+    own.iter().copied().chain(context.iter().map(String::as_str)).collect()
+}
+
 /// The `source` label of `hubble_lost_events_total`, as Hubble writes it.
 fn lost_source_label(source: LostEventSource) -> String {
     source.as_str_name().to_lowercase()
@@ -48,6 +56,9 @@ fn lost_source_label(source: LostEventSource) -> String {
 
 pub struct Metrics {
     registry: Registry,
+    /// Extra `source`/`destination` labels on the flow, drop and TCP-flag
+    /// metrics (Hubble's context options), when asked for.
+    contexts: Contexts,
     /// Labels `type`, `subtype`, `verdict`, as Hubble.
     pub flows_processed: IntCounterVec,
     /// Labels `reason`, `protocol`.
@@ -88,6 +99,14 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Self::with_contexts(Contexts::default())
+    }
+
+    pub fn with_contexts(contexts: Contexts) -> Metrics {
+        let extra = contexts.label_names();
+        let with_context = |labels: &[&'static str]| -> Vec<&'static str> {
+            labels.iter().copied().chain(extra.iter().copied()).collect()
+        };
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
@@ -112,17 +131,17 @@ impl Metrics {
             flows_processed: counter_vec(
                 "hubble_flows_processed_total",
                 "Flow records processed, by type, subtype and verdict",
-                &["type", "subtype", "verdict"],
+                &with_context(&["type", "subtype", "verdict"]),
             ),
             drops: counter_vec(
                 "hubble_drop_total",
                 "Dropped flow records, by reason and protocol",
-                &["reason", "protocol"],
+                &with_context(&["reason", "protocol"]),
             ),
             tcp_flags: counter_vec(
                 "hubble_tcp_flags_total",
                 "TCP flags in flow records, by flag and IP family",
-                &["flag", "family"],
+                &with_context(&["flag", "family"]),
             ),
             lost_events: counter_vec(
                 "hubble_lost_events_total",
@@ -188,6 +207,7 @@ impl Metrics {
             ),
             build_info,
             registry,
+            contexts,
         };
         metrics.start_at_zero();
         metrics
@@ -199,9 +219,11 @@ impl Metrics {
         for source in LOST_EVENT_SOURCES {
             self.lost_events.with_label_values(&[&lost_source_label(source)]);
         }
+        let empty = self.contexts.empty();
         for reason in HUBBLE_REASONS {
             for protocol in ["TCP", "UDP", "SCTP", "ICMPv4", "ICMPv6"] {
-                self.drops.with_label_values(&[reason.as_str_name(), protocol]);
+                self.drops
+                    .with_label_values(&labels(&[reason.as_str_name(), protocol], &empty));
             }
         }
         for kind in ["pods", "nodes", "replicasets", "jobs", "services", "endpointslices"] {
@@ -214,18 +236,21 @@ impl Metrics {
 
     /// Counts a record of `update` in Hubble's and hubcap's flow metrics.
     pub fn count_record(&self, update: &FlowUpdate, record: &FlowRecord) {
+        let context = self.contexts.values(&record.flow);
         if update.key.hook == hook::DROP {
             // Hubble counts each dropped packet once, by its reason.
             let reason = record.flow.drop_reason_desc().as_str_name();
-            self.flows_processed.with_label_values(&["Drop", "", "DROPPED"]).inc();
+            self.flows_processed
+                .with_label_values(&labels(&["Drop", "", "DROPPED"], &context))
+                .inc();
             self.drops
-                .with_label_values(&[reason, record.flow.l4_parts().protocol])
+                .with_label_values(&labels(&[reason, record.flow.l4_parts().protocol], &context))
                 .inc_by(update.packets);
             return;
         }
         let point = record.flow.trace_observation_point();
         self.flows_processed
-            .with_label_values(&["Trace", trace_point(point).1, "FORWARDED"])
+            .with_label_values(&labels(&["Trace", trace_point(point).1, "FORWARDED"], &context))
             .inc();
         let family = if update.key.ip_version == 6 { "IPv6" } else { "IPv4" };
         let flags = update.tcp_flags;
@@ -239,7 +264,9 @@ impl Metrics {
                 (flags & tcp_flags::RST != 0, "RST"),
             ] {
                 if set {
-                    self.tcp_flags.with_label_values(&[name, family]).inc();
+                    self.tcp_flags
+                        .with_label_values(&labels(&[name, family], &context))
+                        .inc();
                 }
             }
         }
