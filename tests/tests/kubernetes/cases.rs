@@ -9,7 +9,7 @@ use hubcap_tests::{
     upstream::hubble,
 };
 
-use crate::fixture::{Fixture, Member};
+use crate::fixture::{Fixture, LIVE_QUERIES, Member};
 
 pub type Case = (&'static str, fn(&Fixture));
 
@@ -336,10 +336,24 @@ fn namespace_and_pod_filters(f: &Fixture) {
 }
 
 /// For each set of flags: Hubble and hubcap select exactly `expected`.
+///
+/// Where the flags are among [`LIVE_QUERIES`], the real `hubble observe`
+/// against the running agent (hubcap's server-side filters) selected
+/// exactly the expected flows among those the agent held then.
 fn check_filters(f: &Fixture, cases: Vec<(Vec<&str>, Vec<&Record>)>) {
     let file = f.out_file.to_str().unwrap();
+    let held = uuids(&output::parse(&f.live_all).records);
     for (flags, expected) in cases {
         assert!(!expected.is_empty(), "{flags:?}");
+        if let Some(i) = LIVE_QUERIES.iter().position(|q| *q == flags.as_slice()) {
+            let live = uuids(&output::parse(&f.live[i]).records);
+            let expected_live: Vec<String> = uuids(expected.iter().copied())
+                .into_iter()
+                .filter(|u| held.contains(u))
+                .collect();
+            assert!(!live.is_empty(), "live {flags:?}");
+            assert_eq!(live, expected_live, "live {flags:?}");
+        }
         let mut args = vec!["observe", "--input-file", file, "--all", "-o", "json"];
         args.extend(&flags);
         let theirs = uuids(&output::parse(&hubble(&f.node.ns, &args)).records);

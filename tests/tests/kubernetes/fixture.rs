@@ -33,6 +33,15 @@ use kube::{
 use serde_json::json;
 
 pub const THIS_NODE: &str = "node-a";
+
+/// Filters asked of the running agent with the real `hubble observe`.
+pub const LIVE_QUERIES: &[&[&str]] = &[
+    &["--namespace", "shop"],
+    &["--from-namespace", "data"],
+    &["--label", "app=db"],
+    &["--from-label", "k8s:app=web"],
+    &["--to-service", "shop/web"],
+];
 pub const OTHER_NODE: &str = "node-b";
 
 /// A pod of the cluster and the test pod namespace that plays it.
@@ -54,6 +63,10 @@ pub struct Fixture {
     pub namespaces_listed: String,
     /// `/metrics` at the end of the run.
     pub metrics: String,
+    /// `hubble observe --all` against the running agent, unfiltered and
+    /// with each of [`LIVE_QUERIES`].
+    pub live_all: String,
+    pub live: Vec<String>,
     /// By role: web-1, web-2 (Deployment `web`), db-0 (StatefulSet `db`),
     /// lone (a bare pod).
     pub members: BTreeMap<&'static str, Member>,
@@ -311,6 +324,16 @@ impl Fixture {
         let namespaces_listed =
             hubcap_tests::upstream::hubble(&node.ns, &["list", "namespaces", "--server", &socket, "-o", "json"]);
         let metrics = hubcap_tests::agent::scrape_metrics(&node.ns, "127.0.0.1:9965");
+        // Everything the agent holds, then each filter, in a quiet moment
+        // (the flows have ended; only the final records at exit follow).
+        std::thread::sleep(Duration::from_millis(1500));
+        let observe = |flags: &[&str]| {
+            let mut args = vec!["observe", "--server", &socket, "--all", "-o", "json"];
+            args.extend(flags);
+            hubcap_tests::upstream::hubble(&node.ns, &args)
+        };
+        let live_all = observe(&[]);
+        let live: Vec<String> = LIVE_QUERIES.iter().map(|q| observe(q)).collect();
         let finished = agent.stop();
         assert!(finished.status.success());
         let output = output::parse(&std::fs::read_to_string(&out_file).unwrap());
@@ -342,6 +365,8 @@ impl Fixture {
             output,
             namespaces_listed,
             metrics,
+            live_all,
+            live,
             members,
             node_ip,
             web_service_ip,
