@@ -63,10 +63,11 @@ pub struct Fixture {
     pub namespaces_listed: String,
     /// `/metrics` at the end of the run.
     pub metrics: String,
-    /// `hubble observe --all` against the running agent, unfiltered and
-    /// with each of [`LIVE_QUERIES`].
+    /// `hubble observe --all` against the running agent: unfiltered before
+    /// and after the filtered ones, and with each of [`LIVE_QUERIES`].
     pub live_all: String,
     pub live: Vec<String>,
+    pub live_all_after: String,
     /// By role: web-1, web-2 (Deployment `web`), db-0 (StatefulSet `db`),
     /// lone (a bare pod).
     pub members: BTreeMap<&'static str, Member>,
@@ -324,9 +325,8 @@ impl Fixture {
         let namespaces_listed =
             hubcap_tests::upstream::hubble(&node.ns, &["list", "namespaces", "--server", &socket, "-o", "json"]);
         let metrics = hubcap_tests::agent::scrape_metrics(&node.ns, "127.0.0.1:9965");
-        // Everything the agent holds, then each filter, in a quiet moment
-        // (the flows have ended; only the final records at exit follow).
-        std::thread::sleep(Duration::from_millis(1500));
+        // Everything the agent holds, each filter, and everything again:
+        // records still being written (flows ending) fall between the two.
         let observe = |flags: &[&str]| {
             let mut args = vec!["observe", "--server", &socket, "--all", "-o", "json"];
             args.extend(flags);
@@ -334,6 +334,7 @@ impl Fixture {
         };
         let live_all = observe(&[]);
         let live: Vec<String> = LIVE_QUERIES.iter().map(|q| observe(q)).collect();
+        let live_all_after = observe(&[]);
         let finished = agent.stop();
         assert!(finished.status.success());
         let output = output::parse(&std::fs::read_to_string(&out_file).unwrap());
@@ -367,6 +368,7 @@ impl Fixture {
             metrics,
             live_all,
             live,
+            live_all_after,
             members,
             node_ip,
             web_service_ip,
