@@ -8,7 +8,7 @@
 
 use agent_common::{Counter, FlowKey, FlowStats, hook, report_reason};
 
-use crate::parse::ParsedPacket;
+use crate::parse::{Macs, ParsedPacket};
 
 /// Why a new entry could not be created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +34,7 @@ pub trait FlowMaps {
 /// updates the entry, or creates it (and tells user space), or counts the
 /// packet as lost when the map is full. An active flow is reported at most
 /// once per `report_interval_ns`, and whenever it shows new TCP flags.
+/// `macs` reads the packet's Ethernet addresses, for a new flow only.
 #[inline(always)]
 pub fn aggregate<M: FlowMaps>(
     maps: &mut M,
@@ -42,18 +43,20 @@ pub fn aggregate<M: FlowMaps>(
     len: u64,
     now: u64,
     report_interval_ns: u64,
+    macs: impl FnOnce() -> Macs,
 ) {
     if update_existing(maps, key, packet, len, now, report_interval_ns) {
         return;
     }
+    let macs = macs();
     let stats = FlowStats {
         first_seen_ns: now,
         last_seen_ns: now,
         last_report_ns: now,
         packets: 1,
         bytes: len,
-        src_mac: packet.src_mac,
-        dst_mac: packet.dst_mac,
+        src_mac: macs.src,
+        dst_mac: macs.dst,
         tcp_flags_seen: packet.tcp_flags,
         tcp_flags_recent: 0,
     };

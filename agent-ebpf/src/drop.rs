@@ -7,7 +7,7 @@
 //! not one per packet.
 
 use agent_common::{Counter, DropFilter, FlowKey, SkbLayout, drop_scope_key, hook};
-use agent_ebpf::parse::{self, PacketBytes, ParsedPacket};
+use agent_ebpf::parse::{self, Macs, PacketBytes, ParsedPacket};
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::maps::{DROP_SCOPE, count};
@@ -114,12 +114,13 @@ fn record(skb: u64, reason: u32, no_socket_reason: u32) {
         count(Counter::EchoRepliesDelivered, 1);
         return;
     }
+    let mut macs = Macs::default();
     if let Some(mac_header) = read::<u16>(field(layout.mac_header))
         && mac_header != UNSET_HEADER
         && let Some(eth) = read::<[u8; 12]>(head + u64::from(mac_header))
     {
-        parsed.dst_mac.copy_from_slice(&eth[..6]);
-        parsed.src_mac.copy_from_slice(&eth[6..]);
+        macs.dst.copy_from_slice(&eth[..6]);
+        macs.src.copy_from_slice(&eth[6..]);
     }
     let key = FlowKey {
         src_addr: parsed.src_addr,
@@ -133,7 +134,9 @@ fn record(skb: u64, reason: u32, no_socket_reason: u32) {
         _pad: 0,
         drop_reason: reason,
     };
-    crate::flow::aggregate(&key, parsed, u64::from(len));
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    crate::flow::aggregate(&key, parsed, u64::from(len), now, || macs);
 }
 
 /// For a drop on a watched device, the ifindex its record names: the

@@ -3,9 +3,9 @@
 use agent_common::{Counter, FlowKey};
 use agent_ebpf::{
     aggregate,
-    parse::{self, Note, PacketBytes, ParseError, ParsedPacket},
+    parse::{self, Macs, Note, PacketBytes, ParseError, ParsedPacket},
 };
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 
 use crate::maps::{KernelMaps, count};
 
@@ -68,16 +68,20 @@ pub fn account(ctx: &TcContext, hook: u8) {
         _pad: 0,
         drop_reason: 0,
     };
-    aggregate(&key, packet, len);
+    // The coarse clock (the last tick, 4 ms at HZ=250) is ample for flow
+    // times and timeouts, and reading it is a load where the precise clock
+    // reads the hardware counter on every packet.
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    aggregate(&key, packet, len, now, || parse::macs(&Skb(ctx)));
 }
 
-/// Counts a packet of `len` bytes in its flow (see `agent_ebpf::aggregate`).
-/// Shared by the tc programs and the drop program.
+/// Counts a packet of `len` bytes, seen at kernel time `now`, in its flow
+/// (see `agent_ebpf::aggregate`). Shared by the tc programs and the drop
+/// program.
 #[inline(always)]
-pub fn aggregate(key: &FlowKey, packet: &ParsedPacket, len: u64) {
-    // SAFETY: a helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+pub fn aggregate(key: &FlowKey, packet: &ParsedPacket, len: u64, now: u64, macs: impl FnOnce() -> Macs) {
     // SAFETY: a global written by user space only before load.
     let interval = unsafe { core::ptr::read_volatile(&REPORT_INTERVAL_NS) };
-    aggregate::aggregate(&mut KernelMaps, key, packet, len, now, interval);
+    aggregate::aggregate(&mut KernelMaps, key, packet, len, now, interval, macs);
 }

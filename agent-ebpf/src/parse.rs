@@ -49,10 +49,28 @@ pub struct ParsedPacket {
     pub protocol: u8,
     pub ip_version: u8,
     pub tcp_flags: u16,
-    pub src_mac: [u8; 6],
-    pub dst_mac: [u8; 6],
     /// What was unusual about a packet that still counts in a flow.
     pub note: Note,
+}
+
+/// The Ethernet addresses of a packet. Read only for a flow's first packet
+/// (see [`macs`]): every other packet would pay for copying them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Macs {
+    pub src: [u8; 6],
+    pub dst: [u8; 6],
+}
+
+/// The Ethernet addresses of a packet that starts with its L2 header.
+#[inline(always)]
+pub fn macs<P: PacketBytes + ?Sized>(packet: &P) -> Macs {
+    match packet.load::<[u8; 12]>(0) {
+        Some(b) => Macs {
+            dst: [b[0], b[1], b[2], b[3], b[4], b[5]],
+            src: [b[6], b[7], b[8], b[9], b[10], b[11]],
+        },
+        None => Macs::default(),
+    }
 }
 
 impl ParsedPacket {
@@ -98,18 +116,16 @@ pub enum ParseError {
 }
 
 pub fn parse<P: PacketBytes + ?Sized>(packet: &P, out: &mut ParsedPacket) -> Result<(), ParseError> {
-    let eth: EthHdr = packet.load(0).ok_or(ParseError::Truncated)?;
-    out.src_mac = eth.src_addr;
-    out.dst_mac = eth.dst_addr;
-    let mut ether_type = eth.ether_type;
+    // Only the EtherType: the addresses before it are read for new flows
+    // alone ([`macs`]).
+    let mut ether_type: u16 = packet.load(12).ok_or(ParseError::Truncated)?;
     let mut offset = EthHdr::LEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ether_type != EtherType::Ieee8021q as u16 && ether_type != EtherType::Ieee8021ad as u16 {
             break;
         }
         // A tag is 2 bytes of TCI then the next EtherType.
-        let tag: [u8; 4] = packet.load(offset).ok_or(ParseError::Truncated)?;
-        ether_type = u16::from_ne_bytes([tag[2], tag[3]]);
+        ether_type = packet.load(offset + 2).ok_or(ParseError::Truncated)?;
         offset += 4;
     }
     if ether_type == EtherType::Ipv4 as u16 {
@@ -128,20 +144,27 @@ pub fn parse_ipv4<P: PacketBytes + ?Sized>(
     offset: usize,
     out: &mut ParsedPacket,
 ) -> Result<(), ParseError> {
-    let ip: Ipv4Hdr = packet.load(offset).ok_or(ParseError::Truncated)?;
-    if ip.vihl >> 4 != 4 {
+    // The fields one by one: copying the whole header costs more than the
+    // fields it would save reading.
+    let (vihl, frags, proto, addrs): (u8, [u8; 2], u8, [[u8; 4]; 2]) = (
+        packet.load(offset).ok_or(ParseError::Truncated)?,
+        packet.load(offset + 6).ok_or(ParseError::Truncated)?,
+        packet.load(offset + 9).ok_or(ParseError::Truncated)?,
+        packet.load(offset + 12).ok_or(ParseError::Truncated)?,
+    );
+    if vihl >> 4 != 4 {
         return Err(ParseError::Malformed);
     }
-    let header_len = usize::from(ip.vihl & 0x0f) * 4;
+    let header_len = usize::from(vihl & 0x0f) * 4;
     if header_len < Ipv4Hdr::LEN {
         return Err(ParseError::Malformed);
     }
     out.ip_version = 4;
-    out.protocol = ip.proto;
-    out.src_addr[..4].copy_from_slice(&ip.src_addr);
-    out.dst_addr[..4].copy_from_slice(&ip.dst_addr);
+    out.protocol = proto;
+    out.src_addr[..4].copy_from_slice(&addrs[0]);
+    out.dst_addr[..4].copy_from_slice(&addrs[1]);
     // Only the first fragment carries the L4 header.
-    let fragment_offset = u16::from_be_bytes(ip.frags) & 0x1fff;
+    let fragment_offset = u16::from_be_bytes(frags) & 0x1fff;
     if fragment_offset != 0 {
         out.note = Note::Fragment;
         return Ok(());
@@ -156,14 +179,18 @@ pub fn parse_ipv6<P: PacketBytes + ?Sized>(
     offset: usize,
     out: &mut ParsedPacket,
 ) -> Result<(), ParseError> {
-    let ip: Ipv6Hdr = packet.load(offset).ok_or(ParseError::Truncated)?;
-    if ip.vcf[0] >> 4 != 6 {
+    let (version, next_header, addrs): (u8, u8, [[u8; 16]; 2]) = (
+        packet.load(offset).ok_or(ParseError::Truncated)?,
+        packet.load(offset + 6).ok_or(ParseError::Truncated)?,
+        packet.load(offset + 8).ok_or(ParseError::Truncated)?,
+    );
+    if version >> 4 != 6 {
         return Err(ParseError::Malformed);
     }
     out.ip_version = 6;
-    out.src_addr = ip.src_addr;
-    out.dst_addr = ip.dst_addr;
-    let mut next = ip.next_hdr;
+    out.src_addr = addrs[0];
+    out.dst_addr = addrs[1];
+    let mut next = next_header;
     let mut offset = offset + Ipv6Hdr::LEN;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         if !is_ipv6_extension(next) {
@@ -206,14 +233,14 @@ fn is_ipv6_extension(next_header: u8) -> bool {
 /// accounting.
 fn parse_l4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut ParsedPacket) {
     let ok = match out.protocol {
-        ip_proto::TCP => match packet.load::<[u8; 14]>(offset) {
-            Some(h) => {
-                out.src_port = u16::from_be_bytes([h[0], h[1]]);
-                out.dst_port = u16::from_be_bytes([h[2], h[3]]);
-                out.tcp_flags = u16::from(h[13]) | (u16::from(h[12] & 1) << 8);
+        ip_proto::TCP => match (packet.load::<[u8; 4]>(offset), packet.load::<[u8; 2]>(offset + 12)) {
+            (Some(ports), Some(flags)) => {
+                out.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+                out.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+                out.tcp_flags = u16::from(flags[1]) | (u16::from(flags[0] & 1) << 8);
                 true
             }
-            None => false,
+            _ => false,
         },
         ip_proto::UDP | ip_proto::SCTP => match packet.load::<[u8; 4]>(offset) {
             Some(h) => {

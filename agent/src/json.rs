@@ -429,6 +429,16 @@ fn write_i64(out: &mut Vec<u8>, v: i64) {
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Names, labels and addresses almost never need escaping: one pass to
+    // check, one copy. A fold without early exit, so the check vectorises.
+    let plain = !bytes
+        .iter()
+        .fold(false, |any, &b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if plain {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {

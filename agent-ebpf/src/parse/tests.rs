@@ -73,8 +73,14 @@ fn tcp_over_ipv4_gives_five_tuple_macs_and_flags() {
         (40000, 80, ip_proto::TCP, 4)
     );
     assert_eq!(p.tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
-    assert_eq!((p.src_mac, p.dst_mac), (SRC_MAC, DST_MAC));
     assert_eq!(p.note, Note::None);
+}
+
+#[test]
+fn macs_are_read_from_the_ethernet_header() {
+    let m = macs(tcp_v4(|_| {}).as_slice());
+    assert_eq!((m.src, m.dst), (SRC_MAC, DST_MAC));
+    assert_eq!(macs([0u8; 11].as_slice()), Macs::default(), "too short for both");
 }
 
 #[test]

@@ -20,6 +20,10 @@ mod tests;
 
 use std::collections::HashMap;
 
+/// Seeded per process, so flows chosen by whoever sends the packets cannot
+/// be made to collide.
+type Hasher = foldhash::quality::RandomState;
+
 use agent_common::{FlowEvent, FlowKey, FlowStats, report_reason, tcp_flags};
 pub use connection::ConnKey;
 use connection::Connection;
@@ -108,8 +112,8 @@ pub struct TableStats {
 
 pub struct FlowTable {
     config: TableConfig,
-    directions: HashMap<FlowKey, Direction>,
-    connections: HashMap<ConnKey, Connection>,
+    directions: HashMap<FlowKey, Direction, Hasher>,
+    connections: HashMap<ConnKey, Connection, Hasher>,
     sweep_epoch: u32,
     pub stats: TableStats,
 }
@@ -118,8 +122,8 @@ impl FlowTable {
     pub fn new(config: TableConfig) -> Self {
         FlowTable {
             config,
-            directions: HashMap::new(),
-            connections: HashMap::new(),
+            directions: HashMap::default(),
+            connections: HashMap::default(),
             sweep_epoch: 0,
             stats: TableStats::default(),
         }

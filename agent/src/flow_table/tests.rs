@@ -1,7 +1,7 @@
 use agent_common::{Counter, FlowEvent, FlowKey, FlowStats, hook, report_reason, tcp_flags};
 use agent_ebpf::{
     aggregate::{aggregate, host::HostMaps},
-    parse::ParsedPacket,
+    parse::{Macs, ParsedPacket},
 };
 
 use super::*;
@@ -46,7 +46,7 @@ impl HostKernel {
             tcp_flags: flags,
             ..Default::default()
         };
-        aggregate(&mut self.0, &key, &packet, len, now, 5 * SEC);
+        aggregate(&mut self.0, &key, &packet, len, now, 5 * SEC, Macs::default);
         let event = self.0.events.pop();
         assert!(self.0.events.is_empty(), "one packet, at most one event");
         event

@@ -63,6 +63,9 @@ pub struct Outputs {
     outputs: Vec<Box<dyn Output>>,
 }
 
+/// Records built and buffered before the outputs write them out.
+pub const WRITE_CHUNK: usize = 4096;
+
 impl Outputs {
     pub fn new(builder: Arc<RecordBuilder>, enricher: Box<dyn Enricher>) -> Self {
         Outputs {
@@ -78,17 +81,26 @@ impl Outputs {
     }
 
     /// Builds each update's record and hands it to every output; then
-    /// writes the batch out.
+    /// writes the batch out, at most [`WRITE_CHUNK`] records at a time (a
+    /// sweep or shutdown with a million flows would otherwise hold every
+    /// line in memory at once).
     pub fn write(&mut self, updates: &[FlowUpdate]) -> Result<(), OutputError> {
-        for update in updates {
-            let identities = self.enricher.identify(update);
-            let source = self.stamper.stamp(update, identities);
-            let record = self.builder.build(&source);
-            for output in &mut self.outputs {
-                output.flow(&source, &record);
+        for chunk in updates.chunks(WRITE_CHUNK) {
+            for update in chunk {
+                let identities = self.enricher.identify(update);
+                let source = self.stamper.stamp(update, identities);
+                let record = self.builder.build(&source);
+                for output in &mut self.outputs {
+                    output.flow(&source, &record);
+                }
             }
+            self.end_batch()?;
         }
-        self.end_batch()
+        if updates.is_empty() {
+            // Still a batch: it writes out losses reported since the last.
+            self.end_batch()?;
+        }
+        Ok(())
     }
 
     /// Reports `count` events lost at `source` (before records were built).

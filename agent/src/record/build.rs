@@ -111,10 +111,16 @@ impl RecordBuilder {
 }
 
 fn mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(17);
+    for (i, byte) in m.iter().enumerate() {
+        if i > 0 {
+            text.push(':');
+        }
+        text.push(HEX[usize::from(byte >> 4)] as char);
+        text.push(HEX[usize::from(byte & 0xf)] as char);
+    }
+    text
 }
 
 const FLAG_NAMES: [(u16, &str); 9] = [

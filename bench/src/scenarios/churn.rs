@@ -4,9 +4,8 @@
 use hubcap_tests::topology::Node;
 use serde_json::Value;
 
-use super::{Settings, Traffic, run_one};
+use super::{Run, Settings, Traffic, mean, median, rounds, run_one, spread};
 use crate::{
-    contender::Kind,
     load::{SMALL_PAYLOAD, blast, ports, sinks},
     report::{Report, num},
 };
@@ -36,9 +35,8 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
         "--report-interval",
         "1",
     ];
-    let mut baseline_rate = 1.0;
-    for kind in Kind::ALL {
-        let run = run_one(kind, node, &hubcap_args, || {
+    let all = rounds(settings, |kind| {
+        run_one(kind, node, &hubcap_args, || {
             let (sent, elapsed) = blast(
                 &sender.ns,
                 targets.clone(),
@@ -52,32 +50,42 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
                 elapsed,
                 throughput_bps: None,
             }
+        })
+    });
+    let rate = |r: &Run| r.traffic.sent as f64 / r.traffic.elapsed.as_secs_f64();
+    let baseline = median(&all[0].1, |r| Some(rate(r))).unwrap_or(1.0);
+    for (kind, runs) in &all {
+        let rates: Vec<f64> = runs.iter().map(rate).collect();
+        let (median_rate, low, high) = spread(&rates);
+        // Every run must account for every flow and packet: the worst run
+        // is the figure.
+        let worst = |f: fn(&Run) -> Option<f64>| {
+            runs.iter()
+                .map(f)
+                .collect::<Option<Vec<f64>>>()
+                .map_or(Value::Null, |v| num(v.into_iter().fold(f64::INFINITY, f64::min), 2))
+        };
+        let flows_percent = |r: &Run| r.outcome.flows.map(|f| 100.0 * f as f64 / r.traffic.sent.max(1) as f64);
+        let records = mean(runs, |r| {
+            r.outcome.records.map(|n| n as f64 / r.traffic.elapsed.as_secs_f64())
         });
-        let secs = run.traffic.elapsed.as_secs_f64();
-        let rate = run.traffic.sent as f64 / secs;
-        if kind == Kind::Baseline {
-            baseline_rate = rate;
-        }
-        let flows_percent = run
-            .outcome
-            .flows
-            .map(|f| 100.0 * f as f64 / run.traffic.sent.max(1) as f64);
+        let cpu_share = mean(runs, |r| {
+            r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64())
+        });
+        let lost: Option<u64> = runs.iter().map(|r| r.outcome.lost).sum();
         report.add(
             CHURN,
             kind.name(),
             vec![
-                ("new flows/s sent", num(rate, 0)),
-                ("ratio to baseline", num(rate / baseline_rate, 3)),
-                ("flows accounted %", flows_percent.map_or(Value::Null, |p| num(p, 2))),
-                (
-                    "packets accounted %",
-                    run.packets_percent().map_or(Value::Null, |p| num(p, 2)),
-                ),
-                (
-                    "records/s",
-                    run.outcome.records.map_or(Value::Null, |n| num(n as f64 / secs, 0)),
-                ),
-                ("lost", run.outcome.lost.map_or(Value::Null, Value::from)),
+                ("new flows/s sent (median)", num(median_rate, 0)),
+                ("min", num(low, 0)),
+                ("max", num(high, 0)),
+                ("ratio to baseline", num(median_rate / baseline, 3)),
+                ("flows accounted % (worst run)", worst(flows_percent)),
+                ("packets accounted % (worst run)", worst(Run::packets_percent)),
+                ("records/s", records.map_or(Value::Null, |v| num(v, 0))),
+                ("CPU % of a core", cpu_share.map_or(Value::Null, |v| num(v, 1))),
+                ("lost", lost.map_or(Value::Null, Value::from)),
             ],
         );
     }

@@ -2,6 +2,7 @@
 //! the other on one topology, and adds a row per contender.
 
 pub mod churn;
+pub mod hook;
 pub mod memory;
 pub mod output;
 pub mod throughput;
@@ -108,17 +109,43 @@ impl Run {
     }
 }
 
+/// Runs every contender `rounds` times, interleaved and in a rotated order
+/// each round, so that drift in the machine's speed and the position in a
+/// round spread over all of them.
+pub fn rounds(settings: Settings, mut one: impl FnMut(Kind) -> Run) -> Vec<(Kind, Vec<Run>)> {
+    let mut runs: Vec<(Kind, Vec<Run>)> = Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();
+    let n = runs.len();
+    for round in 0..settings.rounds as usize {
+        for i in 0..n {
+            let (kind, list) = &mut runs[(i + round) % n];
+            list.push(one(*kind));
+        }
+    }
+    runs
+}
+
 /// The median of `f` over runs (robust to one disturbed run), skipping
 /// runs where it is unknown.
 pub fn median(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
-    let mut values: Vec<f64> = runs.iter().filter_map(f).collect();
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(values[n / 2]),
-        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    let values: Vec<f64> = runs.iter().filter_map(f).collect();
+    (!values.is_empty()).then(|| spread(&values).0)
+}
+
+/// The median, minimum and maximum of `values` (the spread of a
+/// scenario's rounds, printed next to its median).
+pub fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
     }
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    (median, sorted[0], sorted[n - 1])
 }
 
 /// The mean of `f` over runs, skipping runs where it is unknown.

@@ -9,31 +9,14 @@ use std::{
 use hubcap_tests::topology::Node;
 use serde_json::Value;
 
-use super::{Run, Settings, Traffic, mean, median, run_one};
+use super::{Run, Settings, Traffic, mean, median, rounds, run_one, spread};
 use crate::{
-    contender::{self, Kind},
     load::{Drain, SMALL_PAYLOAD, blast, ports, sinks},
-    procfs,
     report::{Report, num},
 };
 
 pub const UDP: &str = "1. small-packet UDP, 1,000 flows";
 pub const TCP: &str = "2. TCP bulk";
-
-/// Runs every contender `rounds` times, interleaved and in a rotated order
-/// each round, so that drift in the machine's speed and the position in a
-/// round spread over all of them.
-fn rounds(settings: Settings, mut one: impl FnMut(Kind) -> Run) -> Vec<(Kind, Vec<Run>)> {
-    let mut runs: Vec<(Kind, Vec<Run>)> = Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();
-    let n = runs.len();
-    for round in 0..settings.rounds as usize {
-        for i in 0..n {
-            let (kind, list) = &mut runs[(i + round) % n];
-            list.push(one(*kind));
-        }
-    }
-    runs
-}
 
 /// What the contender says it lost over all runs (`None` if it cannot say).
 fn lost(runs: &[Run]) -> Value {
@@ -81,12 +64,17 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
             }
         })
     });
-    let hook_ns = hook_cost(node, &targets);
     drain.stop();
     let baseline = median(&all[0].1, |r| Some(r.delivered_pps())).unwrap_or(1.0);
     for (kind, runs) in &all {
-        let pps = median(runs, |r| Some(r.delivered_pps())).unwrap_or(0.0);
-        let mut figures = vec![("pps", num(pps, 0)), ("ratio to baseline", num(pps / baseline, 3))];
+        let pps: Vec<f64> = runs.iter().map(Run::delivered_pps).collect();
+        let (pps, low, high) = spread(&pps);
+        let mut figures = vec![
+            ("pps (median)", num(pps, 0)),
+            ("min", num(low, 0)),
+            ("max", num(high, 0)),
+            ("ratio to baseline", num(pps / baseline, 3)),
+        ];
         figures.extend(accounting(runs));
         let cpu_per_mpkt = mean(runs, |r| {
             r.cpu_seconds.map(|c| c / (r.wire_packets().max(1) as f64 / 1e6))
@@ -101,47 +89,8 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
         });
         figures.push(("records per packet", per_packet.map_or(Value::Null, |v| num(v, 6))));
         figures.push(("lost", lost(runs)));
-        let cost = hook_ns.iter().find(|(k, _, _)| k == kind);
-        figures.push((
-            "tc program ns/packet",
-            cost.map_or(Value::Null, |(_, ns, _)| num(*ns, 0)),
-        ));
-        let drop_runs = cost
-            .filter(|(k, _, _)| *k == Kind::Hubcap)
-            .and_then(|(_, _, runs)| *runs);
-        figures.push(("drop program runs", drop_runs.map_or(Value::Null, Value::from)));
         report.add(UDP, kind.name(), figures);
     }
-}
-
-/// The kernel's own measure of what the tc programs cost per packet
-/// (`kernel.bpf_stats_enabled`), for the trivial classifier and hubcap: a
-/// figure that host noise does not blur the way it blurs pps. Measured in
-/// separate runs because the statistics add their own cost to every program.
-fn hook_cost(node: &Node, targets: &[std::net::SocketAddrV4]) -> Vec<(Kind, f64, Option<u64>)> {
-    procfs::with_bpf_stats(|| {
-        [Kind::Trivial, Kind::Hubcap]
-            .into_iter()
-            .map(|kind| {
-                let running = contender::start(kind, node, &node.pods[0].host_if, &[]);
-                blast(
-                    &node.pods[0].ns,
-                    targets.to_vec(),
-                    1,
-                    SMALL_PAYLOAD,
-                    Duration::from_secs(1),
-                    u64::MAX,
-                );
-                let pid = running.pid().expect("a process");
-                let (time, count) = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_SCHED_CLS).unwrap_or_default();
-                // The drop program (kfree_skb): nothing is dropped here, so it
-                // should be there and not run at all.
-                let drop_runs = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_TRACING).map(|(_, runs)| runs);
-                contender::stop(running, node);
-                (kind, time as f64 / count.max(1) as f64, drop_runs)
-            })
-            .collect()
-    })
 }
 
 fn iperf3_server(node: &Node) -> Child {
@@ -190,8 +139,14 @@ pub fn tcp_bulk(node: &Node, settings: Settings, report: &mut Report) {
     let gbps = |r: &Run| r.traffic.throughput_bps.map(|b| b / 1e9);
     let baseline = median(&all[0].1, gbps).unwrap_or(1.0);
     for (kind, runs) in &all {
-        let g = median(runs, gbps).unwrap_or(0.0);
-        let mut figures = vec![("Gbit/s", num(g, 2)), ("ratio to baseline", num(g / baseline, 3))];
+        let g: Vec<f64> = runs.iter().filter_map(gbps).collect();
+        let (g, low, high) = spread(&g);
+        let mut figures = vec![
+            ("Gbit/s (median)", num(g, 2)),
+            ("min", num(low, 2)),
+            ("max", num(high, 2)),
+            ("ratio to baseline", num(g / baseline, 3)),
+        ];
         figures.extend(accounting(runs));
         let cpu_share = mean(runs, |r| {
             r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64())

@@ -1,0 +1,104 @@
+//! Scenario 0: what the tc programs cost per packet, by the kernel's own
+//! measure (`kernel.bpf_stats_enabled`): the trivial classifier against
+//! hubcap, with one flow and with 1,000 flows (consecutive packets in
+//! different flows, the worst case for caches). Host noise blurs pps; it
+//! barely moves this figure.
+
+use std::time::Duration;
+
+use hubcap_tests::topology::Node;
+use serde_json::Value;
+
+use super::{Settings, spread};
+use crate::{
+    contender::{self, Kind},
+    load::{Drain, SMALL_PAYLOAD, blast, ports, sinks},
+    procfs,
+    report::{Report, num},
+};
+
+pub fn scenario_name(flows: u16) -> String {
+    let flows = if flows == 1 {
+        "1 flow".to_owned()
+    } else {
+        format!("{flows} flows")
+    };
+    format!("0. tc program ns/packet, {flows}")
+}
+
+/// One measured run: the programs' ns per run, and how often the drop
+/// program ran (`None` for a contender without one).
+struct Sample {
+    ns_per_packet: f64,
+    drop_runs: Option<u64>,
+}
+
+pub fn run(node: &Node, settings: Settings, flows: u16, report: &mut Report) {
+    let receiver = &node.pods[1];
+    let targets = ports(receiver.ipv4, 30_000, flows);
+    // Read everything: nothing is dropped, so the drop program should not
+    // run at all ("drop program runs" shows it).
+    let drain = Drain::start(sinks(&receiver.ns, &targets));
+    let kinds = [Kind::Trivial, Kind::Hubcap];
+    let mut samples: Vec<Vec<Sample>> = kinds.iter().map(|_| Vec::new()).collect();
+    procfs::with_bpf_stats(|| {
+        for round in 0..settings.rounds as usize {
+            for i in 0..kinds.len() {
+                let k = (i + round) % kinds.len();
+                samples[k].push(one(node, kinds[k], &targets));
+            }
+        }
+    });
+    drain.stop();
+    let name = scenario_name(flows);
+    for (kind, runs) in kinds.iter().zip(&samples) {
+        let ns: Vec<f64> = runs.iter().map(|s| s.ns_per_packet).collect();
+        let (median, low, high) = spread(&ns);
+        let drop_runs: Option<u64> = runs.iter().map(|s| s.drop_runs).sum();
+        report.add(
+            &name,
+            kind.name(),
+            vec![
+                ("ns/packet (median)", num(median, 0)),
+                ("min", num(low, 0)),
+                ("max", num(high, 0)),
+                ("rounds", Value::from(runs.len())),
+                ("drop program runs", drop_runs.map_or(Value::Null, Value::from)),
+            ],
+        );
+    }
+}
+
+fn one(node: &Node, kind: Kind, targets: &[std::net::SocketAddrV4]) -> Sample {
+    let running = contender::start(kind, node, &node.pods[0].host_if, &[]);
+    let pid = running.pid().expect("a process");
+    // Flows are created in the first lap: measure the steady state after it.
+    blast(
+        &node.pods[0].ns,
+        targets.to_vec(),
+        1,
+        SMALL_PAYLOAD,
+        Duration::from_millis(200),
+        u64::MAX,
+    );
+    let before = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_SCHED_CLS).unwrap_or_default();
+    let drop_before = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_TRACING).map(|(_, runs)| runs);
+    blast(
+        &node.pods[0].ns,
+        targets.to_vec(),
+        1,
+        SMALL_PAYLOAD,
+        Duration::from_secs(1),
+        u64::MAX,
+    );
+    let after = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_SCHED_CLS).unwrap_or_default();
+    // The drop program (kfree_skb): nothing is dropped here, so it should
+    // be there and not run at all.
+    let drop_after = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_TRACING).map(|(_, runs)| runs);
+    contender::stop(running, node);
+    let (time, count) = (after.0 - before.0, after.1 - before.1);
+    Sample {
+        ns_per_packet: time as f64 / count.max(1) as f64,
+        drop_runs: drop_before.zip(drop_after).map(|(b, a)| a - b),
+    }
+}
