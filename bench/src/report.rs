@@ -32,7 +32,13 @@ pub struct Target {
 pub struct Report {
     pub rows: Vec<Row>,
     pub targets: Vec<Target>,
+    /// Remarks printed under a scenario's table: (scenario, text).
+    pub notes: Vec<(String, String)>,
 }
+
+/// Rounds of one contender whose slowest and fastest differ by more than
+/// this (relative to the median) are too noisy to rank contenders by.
+pub const NOISY_SPREAD: f64 = 0.10;
 
 /// A figure rounded for reading (JSON keeps it as a number).
 pub fn num(x: f64, decimals: i32) -> Value {
@@ -47,6 +53,30 @@ impl Report {
             contender,
             figures,
         });
+    }
+
+    /// Notes under `scenario` whether its rounds were steady enough to
+    /// compare contenders: `spreads` are each contender's (max - min) /
+    /// median.
+    pub fn judge_noise(&mut self, scenario: &str, spreads: &[(&str, f64)]) {
+        let noisy: Vec<String> = spreads
+            .iter()
+            .filter(|(_, s)| *s > NOISY_SPREAD)
+            .map(|(name, s)| format!("{name} {:.0}%", s * 100.0))
+            .collect();
+        let text = if noisy.is_empty() {
+            format!(
+                "Every contender's rounds were within {:.0}% of its median: steady enough to compare.",
+                NOISY_SPREAD * 100.0
+            )
+        } else {
+            format!(
+                "Too noisy to judge small differences: rounds spread more than {:.0}% of the median for {}.",
+                NOISY_SPREAD * 100.0,
+                noisy.join(", ")
+            )
+        };
+        self.notes.push((scenario.to_owned(), text));
     }
 
     pub fn find(&self, scenario: &str, contender: &str) -> Option<&Row> {
@@ -90,6 +120,9 @@ impl Report {
                     .collect();
                 out += &format!("| {} | {} |\n", r.contender, cells.join(" | "));
             }
+            for (_, note) in self.notes.iter().filter(|(s, _)| s == scenario) {
+                out += &format!("\n{note}\n");
+            }
         }
         out += "\n### Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n";
         for t in &self.targets {
@@ -123,7 +156,12 @@ impl Report {
             .iter()
             .map(|t| json!({"target": t.name, "goal": t.goal, "measured": t.value, "met": t.met}))
             .collect();
-        let doc = json!({"machine": machine, "results": results, "targets": targets});
+        let notes: Vec<Value> = self
+            .notes
+            .iter()
+            .map(|(scenario, note)| json!({"scenario": scenario, "note": note}))
+            .collect();
+        let doc = json!({"machine": machine, "results": results, "targets": targets, "notes": notes});
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }

@@ -69,7 +69,10 @@ impl KernelFlowMap {
         }
     }
 
-    fn lookup_batch(&self, out: &mut Vec<(FlowKey, FlowStats)>) -> io::Result<()> {
+    /// Hands every entry to `visit`, up to [`BATCH`] at a time. On an error,
+    /// `visited` says whether some were handed out already.
+    fn lookup_batch(&self, visit: &mut dyn FnMut(&[(FlowKey, FlowStats)]), visited: &mut bool) -> io::Result<()> {
+        let mut pairs = Vec::with_capacity(BATCH);
         let mut keys = vec![FlowKey::default(); BATCH];
         let mut values = vec![FlowStats::default(); BATCH];
         // For hash maps the cursor is a bucket index.
@@ -88,7 +91,12 @@ impl KernelFlowMap {
             };
             let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
             let n = attr.count as usize;
-            out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+            pairs.clear();
+            pairs.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+            if !pairs.is_empty() {
+                *visited = true;
+                visit(&pairs);
+            }
             match result {
                 Ok(()) => {}
                 // The end of the map (with the last entries in this batch).
@@ -157,25 +165,37 @@ impl KernelFlows for KernelFlowMap {
         }
     }
 
-    fn entries(&mut self) -> Vec<(FlowKey, FlowStats)> {
+    fn visit_entries(&mut self, visit: &mut dyn FnMut(&[(FlowKey, FlowStats)])) -> bool {
         self.flush();
-        let mut out = Vec::new();
         if self.batch_supported {
-            match self.lookup_batch(&mut out) {
-                Ok(()) => return out,
-                Err(e) if unsupported(&e) => self.batch_supported = false,
+            let mut visited = false;
+            match self.lookup_batch(visit, &mut visited) {
+                Ok(()) => return true,
+                Err(e) if unsupported(&e) && !visited => self.batch_supported = false,
+                // Going through again would hand out entries twice.
+                Err(e) if visited => {
+                    warn!(error = %e, "reading the flow map in batches: stopped part way");
+                    return false;
+                }
                 Err(e) => warn!(error = %e, "reading the flow map in batches"),
             }
-            out.clear();
         }
+        let mut pairs = Vec::with_capacity(BATCH);
         for entry in self.map.iter() {
             match entry {
-                Ok(kv) => out.push(kv),
+                Ok(kv) => pairs.push(kv),
                 // A key deleted while iterating; the next call goes on.
                 Err(e) => warn!(error = %e, "reading the flow map"),
             }
+            if pairs.len() == BATCH {
+                visit(&pairs);
+                pairs.clear();
+            }
         }
-        out
+        if !pairs.is_empty() {
+            visit(&pairs);
+        }
+        true
     }
 }
 

@@ -56,8 +56,10 @@ pub trait KernelFlows {
     fn remove(&mut self, key: &FlowKey);
     /// Carries out deferred deletions.
     fn flush(&mut self) {}
-    /// Every entry, copied out (the table changes the map while going through).
-    fn entries(&mut self) -> Vec<(FlowKey, FlowStats)>;
+    /// Every entry, copied out a batch at a time (a million flows are not
+    /// copied at once). Deletions wait until the visit is over. False when
+    /// the map could not be read to the end.
+    fn visit_entries(&mut self, visit: &mut dyn FnMut(&[(FlowKey, FlowStats)])) -> bool;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -188,34 +190,24 @@ impl FlowTable {
     pub fn sweep(&mut self, kernel: &mut impl KernelFlows, now_ns: u64, out: &mut Vec<FlowUpdate>) {
         self.sweep_epoch = self.sweep_epoch.wrapping_add(1);
         let epoch = self.sweep_epoch;
-        let entries = kernel.entries();
-        self.stats.kernel_entries = entries.len() as u64;
-        for (key, stats) in entries {
-            let known = self
-                .directions
-                .get(&key)
-                .map(|d| d.latest.first_seen_ns == stats.first_seen_ns);
-            match known {
-                None | Some(false) => {
-                    if known == Some(false) {
-                        self.end(&key, None, now_ns, out);
-                    }
-                    self.stats.adopted_from_map += 1;
-                    self.begin(&key, &stats, None, now_ns, out);
+        let mut entries = 0;
+        let mut idle = Vec::new();
+        let complete = kernel.visit_entries(&mut |batch| {
+            entries += batch.len();
+            for (key, stats) in batch {
+                if self.sweep_entry(key, stats, epoch, now_ns, out) {
+                    idle.push(*key);
                 }
-                Some(true) => self.update(&key, &stats, stats.tcp_flags_recent, now_ns),
             }
-            if now_ns.saturating_sub(stats.last_seen_ns) >= self.config.idle_timeout_ns {
-                self.end(&key, Some(&stats), now_ns, out);
-                kernel.remove(&key);
-                continue;
-            }
-            let d = self.directions.get_mut(&key).expect("begun above");
-            d.swept = epoch;
-            let unreported = d.latest.packets > d.reported_packets;
-            if unreported && now_ns.saturating_sub(d.last_record_ns) >= self.config.report_interval_ns {
-                self.emit(&key, FlowState::Continuing, now_ns, out);
-            }
+        });
+        self.stats.kernel_entries = entries as u64;
+        for key in &idle {
+            kernel.remove(key);
+        }
+        if !complete {
+            // Unvisited directions are not gone; the next sweep decides.
+            kernel.flush();
+            return;
         }
         // Directions whose kernel entry is gone (not by us): end them with
         // what was last known.
@@ -231,23 +223,66 @@ impl FlowTable {
         kernel.flush();
     }
 
+    /// One kernel entry in a sweep; true when it ended idle (its entry is
+    /// then to be deleted).
+    fn sweep_entry(
+        &mut self,
+        key: &FlowKey,
+        stats: &FlowStats,
+        epoch: u32,
+        now_ns: u64,
+        out: &mut Vec<FlowUpdate>,
+    ) -> bool {
+        let known = self
+            .directions
+            .get(key)
+            .map(|d| d.latest.first_seen_ns == stats.first_seen_ns);
+        match known {
+            None | Some(false) => {
+                if known == Some(false) {
+                    self.end(key, None, now_ns, out);
+                }
+                self.stats.adopted_from_map += 1;
+                self.begin(key, stats, None, now_ns, out);
+            }
+            Some(true) => self.update(key, stats, stats.tcp_flags_recent, now_ns),
+        }
+        if now_ns.saturating_sub(stats.last_seen_ns) >= self.config.idle_timeout_ns {
+            self.end(key, Some(stats), now_ns, out);
+            return true;
+        }
+        let d = self.directions.get_mut(key).expect("begun above");
+        d.swept = epoch;
+        let unreported = d.latest.packets > d.reported_packets;
+        if unreported && now_ns.saturating_sub(d.last_record_ns) >= self.config.report_interval_ns {
+            self.emit(key, FlowState::Continuing, now_ns, out);
+        }
+        false
+    }
+
     /// Shutdown, after the programs are detached and the ring buffer is
     /// drained: every direction gets its final record and the map is emptied.
     pub fn finish(&mut self, kernel: &mut impl KernelFlows, now_ns: u64, out: &mut Vec<FlowUpdate>) {
-        for (key, stats) in kernel.entries() {
-            match self.directions.get(&key) {
-                Some(d) if d.latest.first_seen_ns == stats.first_seen_ns => {}
-                Some(_) => {
-                    self.end(&key, None, now_ns, out);
-                    self.begin(&key, &stats, None, now_ns, out);
+        let mut seen = Vec::new();
+        kernel.visit_entries(&mut |batch| {
+            for (key, stats) in batch {
+                match self.directions.get(key) {
+                    Some(d) if d.latest.first_seen_ns == stats.first_seen_ns => {}
+                    Some(_) => {
+                        self.end(key, None, now_ns, out);
+                        self.begin(key, stats, None, now_ns, out);
+                    }
+                    None => {
+                        self.stats.adopted_from_map += 1;
+                        self.begin(key, stats, None, now_ns, out);
+                    }
                 }
-                None => {
-                    self.stats.adopted_from_map += 1;
-                    self.begin(&key, &stats, None, now_ns, out);
-                }
+                self.end(key, Some(stats), now_ns, out);
+                seen.push(*key);
             }
-            self.end(&key, Some(&stats), now_ns, out);
-            kernel.remove(&key);
+        });
+        for key in &seen {
+            kernel.remove(key);
         }
         let rest: Vec<FlowKey> = self.directions.keys().copied().collect();
         for key in rest {

@@ -19,11 +19,13 @@ fn config() -> TableConfig {
 /// The kernel side on the host: the kernel's own aggregation code
 /// (`agent_ebpf::aggregate`) over host maps, so these tests follow the
 /// kernel's rules and cannot drift from them.
-struct HostKernel(HostMaps);
+/// The second field, when set, makes a visit of the map stop after that
+/// many entries, as when the kernel refuses a batch part way.
+struct HostKernel(HostMaps, Option<usize>);
 
 impl Default for HostKernel {
     fn default() -> Self {
-        HostKernel(HostMaps::new(1 << 16))
+        HostKernel(HostMaps::new(1 << 16), None)
     }
 }
 
@@ -34,8 +36,15 @@ impl KernelFlows for HostKernel {
     fn remove(&mut self, key: &FlowKey) {
         self.0.flows.remove(key);
     }
-    fn entries(&mut self) -> Vec<(FlowKey, FlowStats)> {
-        self.0.flows.iter().map(|(k, v)| (*k, *v)).collect()
+    fn visit_entries(&mut self, visit: &mut dyn FnMut(&[(FlowKey, FlowStats)])) -> bool {
+        let mut all: Vec<_> = self.0.flows.iter().map(|(k, v)| (*k, *v)).collect();
+        let complete = self.1.is_none_or(|limit| limit >= all.len());
+        all.truncate(self.1.unwrap_or(usize::MAX));
+        // In small batches, as the kernel map hands them out.
+        for batch in all.chunks(3) {
+            visit(batch);
+        }
+        complete
     }
 }
 
@@ -234,6 +243,27 @@ fn directions_whose_new_event_was_lost_are_adopted_from_the_map() {
     assert_eq!(h.totals(&k), (3, 300));
     assert_eq!(h.out.first().unwrap().state, FlowState::Begin);
     assert_eq!(h.out.last().unwrap().state, FlowState::End);
+}
+
+#[test]
+fn a_sweep_that_could_not_read_the_whole_map_ends_nothing_it_did_not_see() {
+    let mut h = Harness::new();
+    let flows: Vec<FlowKey> = (1..=10).map(|i| key(1, 1000 + i, 2, 53, UDP, hook::EGRESS)).collect();
+    for k in &flows {
+        h.send(*k, 100, 0, SEC);
+    }
+    h.out.clear();
+    h.kernel.1 = Some(4);
+    h.table.sweep(&mut h.kernel, 2 * SEC, &mut h.out);
+    assert!(
+        h.out.iter().all(|u| u.state != FlowState::End),
+        "nothing ended: {:?}",
+        h.out
+    );
+    assert_eq!(h.table.len(), 10);
+    h.kernel.1 = None;
+    h.table.sweep(&mut h.kernel, 3 * SEC, &mut h.out);
+    assert_eq!(h.table.len(), 10, "a whole sweep finds every one still there");
 }
 
 #[test]

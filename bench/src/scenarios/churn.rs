@@ -4,7 +4,7 @@
 use hubcap_tests::topology::Node;
 use serde_json::Value;
 
-use super::{Run, Settings, Traffic, mean, median, rounds, run_one, spread};
+use super::{Run, Settings, Traffic, mean, median, relative_spread, rounds, run_one, spread};
 use crate::{
     load::{SMALL_PAYLOAD, blast, ports, sinks},
     report::{Report, num},
@@ -54,6 +54,11 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
     });
     let rate = |r: &Run| r.traffic.sent as f64 / r.traffic.elapsed.as_secs_f64();
     let baseline = median(&all[0].1, |r| Some(rate(r))).unwrap_or(1.0);
+    let spreads: Vec<(&str, f64)> = all
+        .iter()
+        .map(|(kind, runs)| (kind.name(), relative_spread(&runs.iter().map(rate).collect::<Vec<_>>())))
+        .collect();
+    report.judge_noise(CHURN, &spreads);
     for (kind, runs) in &all {
         let rates: Vec<f64> = runs.iter().map(rate).collect();
         let (median_rate, low, high) = spread(&rates);

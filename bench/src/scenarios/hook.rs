@@ -9,7 +9,7 @@ use std::time::Duration;
 use hubcap_tests::topology::Node;
 use serde_json::Value;
 
-use super::{Settings, spread};
+use super::{Settings, relative_spread, spread};
 use crate::{
     contender::{self, Kind},
     load::{Drain, SMALL_PAYLOAD, blast, ports, sinks},
@@ -51,6 +51,15 @@ pub fn run(node: &Node, settings: Settings, flows: u16, report: &mut Report) {
     });
     drain.stop();
     let name = scenario_name(flows);
+    let spreads: Vec<(&str, f64)> = kinds
+        .iter()
+        .zip(&samples)
+        .map(|(kind, runs)| {
+            let ns: Vec<f64> = runs.iter().map(|s| s.ns_per_packet).collect();
+            (kind.name(), relative_spread(&ns))
+        })
+        .collect();
+    report.judge_noise(&name, &spreads);
     for (kind, runs) in kinds.iter().zip(&samples) {
         let ns: Vec<f64> = runs.iter().map(|s| s.ns_per_packet).collect();
         let (median, low, high) = spread(&ns);

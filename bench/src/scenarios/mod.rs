@@ -148,6 +148,12 @@ pub fn spread(values: &[f64]) -> (f64, f64, f64) {
     (median, sorted[0], sorted[n - 1])
 }
 
+/// (max - min) / median of `values`: how far apart a contender's rounds were.
+pub fn relative_spread(values: &[f64]) -> f64 {
+    let (median, low, high) = spread(values);
+    if median > 0.0 { (high - low) / median } else { 0.0 }
+}
+
 /// The mean of `f` over runs, skipping runs where it is unknown.
 pub fn mean(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
     let values: Vec<f64> = runs.iter().filter_map(f).collect();

@@ -9,7 +9,7 @@ use std::{
 use hubcap_tests::topology::Node;
 use serde_json::Value;
 
-use super::{Run, Settings, Traffic, mean, median, rounds, run_one, spread};
+use super::{Run, Settings, Traffic, mean, median, relative_spread, rounds, run_one, spread};
 use crate::{
     load::{Drain, SMALL_PAYLOAD, blast, ports, sinks},
     report::{Report, num},
@@ -66,6 +66,14 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
     });
     drain.stop();
     let baseline = median(&all[0].1, |r| Some(r.delivered_pps())).unwrap_or(1.0);
+    let spreads: Vec<(&str, f64)> = all
+        .iter()
+        .map(|(kind, runs)| {
+            let pps: Vec<f64> = runs.iter().map(Run::delivered_pps).collect();
+            (kind.name(), relative_spread(&pps))
+        })
+        .collect();
+    report.judge_noise(UDP, &spreads);
     for (kind, runs) in &all {
         let pps: Vec<f64> = runs.iter().map(Run::delivered_pps).collect();
         let (pps, low, high) = spread(&pps);
@@ -138,6 +146,14 @@ pub fn tcp_bulk(node: &Node, settings: Settings, report: &mut Report) {
     let _ = server.wait();
     let gbps = |r: &Run| r.traffic.throughput_bps.map(|b| b / 1e9);
     let baseline = median(&all[0].1, gbps).unwrap_or(1.0);
+    let spreads: Vec<(&str, f64)> = all
+        .iter()
+        .map(|(kind, runs)| {
+            let g: Vec<f64> = runs.iter().filter_map(gbps).collect();
+            (kind.name(), relative_spread(&g))
+        })
+        .collect();
+    report.judge_noise(TCP, &spreads);
     for (kind, runs) in &all {
         let g: Vec<f64> = runs.iter().filter_map(gbps).collect();
         let (g, low, high) = spread(&g);
