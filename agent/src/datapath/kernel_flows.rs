@@ -16,7 +16,7 @@ use agent_common::{FlowKey, FlowStats};
 use aya::maps::{HashMap, MapData};
 use tracing::warn;
 
-use crate::flow_table::KernelFlows;
+use crate::flow_table::{EntryVisitor, KernelFlows};
 
 /// Entries per batch syscall. A hash bucket holding more than this would
 /// make the kernel answer ENOSPC, which cannot happen with hash maps of the
@@ -71,7 +71,7 @@ impl KernelFlowMap {
 
     /// Hands every entry to `visit`, up to [`BATCH`] at a time. On an error,
     /// `visited` says whether some were handed out already.
-    fn lookup_batch(&self, visit: &mut dyn FnMut(&[(FlowKey, FlowStats)]), visited: &mut bool) -> io::Result<()> {
+    fn lookup_batch(&self, visit: &mut EntryVisitor, visited: &mut bool) -> io::Result<()> {
         let mut pairs = Vec::with_capacity(BATCH);
         let mut keys = vec![FlowKey::default(); BATCH];
         let mut values = vec![FlowStats::default(); BATCH];
@@ -165,7 +165,7 @@ impl KernelFlows for KernelFlowMap {
         }
     }
 
-    fn visit_entries(&mut self, visit: &mut dyn FnMut(&[(FlowKey, FlowStats)])) -> bool {
+    fn visit_entries(&mut self, visit: &mut EntryVisitor) -> bool {
         self.flush();
         if self.batch_supported {
             let mut visited = false;

@@ -50,6 +50,9 @@ impl FlowState {
 }
 
 /// The kernel flow map, as the table needs it.
+/// Receives the kernel map's entries, a batch at a time.
+pub type EntryVisitor<'a> = dyn FnMut(&[(FlowKey, FlowStats)]) + 'a;
+
 pub trait KernelFlows {
     fn get(&self, key: &FlowKey) -> Option<FlowStats>;
     /// Deletes an entry, possibly deferred until [`KernelFlows::flush`].
@@ -59,7 +62,7 @@ pub trait KernelFlows {
     /// Every entry, copied out a batch at a time (a million flows are not
     /// copied at once). Deletions wait until the visit is over. False when
     /// the map could not be read to the end.
-    fn visit_entries(&mut self, visit: &mut dyn FnMut(&[(FlowKey, FlowStats)])) -> bool;
+    fn visit_entries(&mut self, visit: &mut EntryVisitor) -> bool;
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -36,7 +36,7 @@ impl KernelFlows for HostKernel {
     fn remove(&mut self, key: &FlowKey) {
         self.0.flows.remove(key);
     }
-    fn visit_entries(&mut self, visit: &mut dyn FnMut(&[(FlowKey, FlowStats)])) -> bool {
+    fn visit_entries(&mut self, visit: &mut EntryVisitor) -> bool {
         let mut all: Vec<_> = self.0.flows.iter().map(|(k, v)| (*k, *v)).collect();
         let complete = self.1.is_none_or(|limit| limit >= all.len());
         all.truncate(self.1.unwrap_or(usize::MAX));
