@@ -15,6 +15,12 @@ use aya_ebpf::{
 /// deleted element is freed after an RCU grace period, so a late update
 /// lands in the dead element instead of in a recycled one that already
 /// belongs to another flow.
+///
+/// Measured against a preallocated map (churn benchmark, kernel bpf_stats):
+/// preallocation halves a new flow's first packet (1.0-1.5 us against
+/// 2.3-2.9 us) but takes the whole map's memory at load (93 MB against 20
+/// MB with 10,000 flows at the default size), and recycles a deleted
+/// element at once. Memory on every node won.
 #[map(name = "FLOWS")]
 pub static FLOWS: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(65_536, BPF_F_NO_PREALLOC);
 

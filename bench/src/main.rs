@@ -217,10 +217,10 @@ fn targets(r: &Report) -> Vec<Target> {
         ),
         target(
             "Hubble JSON records/s on one core",
-            ">= 1,000,000",
+            ">= 1,500,000",
             get(output::OUTPUT, hub, "records/s"),
             |v| format!("{v:.0}"),
-            |v| v >= 1_000_000.0,
+            |v| v >= 1_500_000.0,
         ),
         target(
             "Hubble JSON records/s with identities on one core",
