@@ -4,7 +4,7 @@
 use hubcap_tests::topology::Node;
 use serde_json::Value;
 
-use super::{Run, Settings, Traffic, mean, median, relative_spread, rounds, run_one, spread};
+use super::{Run, Settings, Traffic, judge_noise, mean, median, median_figures, rounds, run_one};
 use crate::{
     load::{SMALL_PAYLOAD, blast, ports, sinks},
     report::{Report, num},
@@ -54,14 +54,10 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
     });
     let rate = |r: &Run| r.traffic.sent as f64 / r.traffic.elapsed.as_secs_f64();
     let baseline = median(&all[0].1, |r| Some(rate(r))).unwrap_or(1.0);
-    let spreads: Vec<(&str, f64)> = all
-        .iter()
-        .map(|(kind, runs)| (kind.name(), relative_spread(&runs.iter().map(rate).collect::<Vec<_>>())))
-        .collect();
-    report.judge_noise(CHURN, &spreads);
+    judge_noise(report, CHURN, &all, |r| Some(rate(r)));
     for (kind, runs) in &all {
         let rates: Vec<f64> = runs.iter().map(rate).collect();
-        let (median_rate, low, high) = spread(&rates);
+        let (median_rate, mut figures) = median_figures("new flows/s sent (median)", &rates, 0);
         // Every run must account for every flow and packet: the worst run
         // is the figure.
         let worst = |f: fn(&Run) -> Option<f64>| {
@@ -78,20 +74,14 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
             r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64())
         });
         let lost: Option<u64> = runs.iter().map(|r| r.outcome.lost).sum();
-        report.add(
-            CHURN,
-            kind.name(),
-            vec![
-                ("new flows/s sent (median)", num(median_rate, 0)),
-                ("min", num(low, 0)),
-                ("max", num(high, 0)),
-                ("ratio to baseline", num(median_rate / baseline, 3)),
-                ("flows accounted % (worst run)", worst(flows_percent)),
-                ("packets accounted % (worst run)", worst(Run::packets_percent)),
-                ("records/s", records.map_or(Value::Null, |v| num(v, 0))),
-                ("CPU % of a core", cpu_share.map_or(Value::Null, |v| num(v, 1))),
-                ("lost", lost.map_or(Value::Null, Value::from)),
-            ],
-        );
+        figures.extend([
+            ("ratio to baseline", num(median_rate / baseline, 3)),
+            ("flows accounted % (worst run)", worst(flows_percent)),
+            ("packets accounted % (worst run)", worst(Run::packets_percent)),
+            ("records/s", records.map_or(Value::Null, |v| num(v, 0))),
+            ("CPU % of a core", cpu_share.map_or(Value::Null, |v| num(v, 1))),
+            ("lost", lost.map_or(Value::Null, Value::from)),
+        ]);
+        report.add(CHURN, kind.name(), figures);
     }
 }

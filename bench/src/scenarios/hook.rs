@@ -9,12 +9,12 @@ use std::time::Duration;
 use hubcap_tests::topology::Node;
 use serde_json::Value;
 
-use super::{Settings, relative_spread, spread};
+use super::{Settings, median_figures, relative_spread};
 use crate::{
     contender::{self, Kind},
     load::{Drain, SMALL_PAYLOAD, blast, ports, sinks},
     procfs,
-    report::{Report, num},
+    report::Report,
 };
 
 pub fn scenario_name(flows: u16) -> String {
@@ -54,52 +54,31 @@ pub fn run(node: &Node, settings: Settings, flows: u16, report: &mut Report) {
     let spreads: Vec<(&str, f64)> = kinds
         .iter()
         .zip(&samples)
-        .map(|(kind, runs)| {
-            let ns: Vec<f64> = runs.iter().map(|s| s.ns_per_packet).collect();
-            (kind.name(), relative_spread(&ns))
-        })
+        .map(|(kind, runs)| (kind.name(), relative_spread(&ns_of(runs))))
         .collect();
     report.judge_noise(&name, &spreads);
     for (kind, runs) in kinds.iter().zip(&samples) {
-        let ns: Vec<f64> = runs.iter().map(|s| s.ns_per_packet).collect();
-        let (median, low, high) = spread(&ns);
+        let (_, mut figures) = median_figures("ns/packet (median)", &ns_of(runs), 0);
         let drop_runs: Option<u64> = runs.iter().map(|s| s.drop_runs).sum();
-        report.add(
-            &name,
-            kind.name(),
-            vec![
-                ("ns/packet (median)", num(median, 0)),
-                ("min", num(low, 0)),
-                ("max", num(high, 0)),
-                ("rounds", Value::from(runs.len())),
-                ("drop program runs", drop_runs.map_or(Value::Null, Value::from)),
-            ],
-        );
+        figures.push(("rounds", Value::from(runs.len())));
+        figures.push(("drop program runs", drop_runs.map_or(Value::Null, Value::from)));
+        report.add(&name, kind.name(), figures);
     }
+}
+
+fn ns_of(runs: &[Sample]) -> Vec<f64> {
+    runs.iter().map(|s| s.ns_per_packet).collect()
 }
 
 fn one(node: &Node, kind: Kind, targets: &[std::net::SocketAddrV4]) -> Sample {
     let running = contender::start(kind, node, &node.pods[0].host_if, &[]);
     let pid = running.pid().expect("a process");
+    let send = |duration| blast(&node.pods[0].ns, targets.to_vec(), 1, SMALL_PAYLOAD, duration, u64::MAX);
     // Flows are created in the first lap: measure the steady state after it.
-    blast(
-        &node.pods[0].ns,
-        targets.to_vec(),
-        1,
-        SMALL_PAYLOAD,
-        Duration::from_millis(200),
-        u64::MAX,
-    );
+    send(Duration::from_millis(200));
     let before = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_SCHED_CLS).unwrap_or_default();
     let drop_before = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_TRACING).map(|(_, runs)| runs);
-    blast(
-        &node.pods[0].ns,
-        targets.to_vec(),
-        1,
-        SMALL_PAYLOAD,
-        Duration::from_secs(1),
-        u64::MAX,
-    );
+    send(Duration::from_secs(1));
     let after = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_SCHED_CLS).unwrap_or_default();
     // The drop program (kfree_skb): nothing is dropped here, so it should
     // be there and not run at all.

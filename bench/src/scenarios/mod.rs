@@ -11,7 +11,12 @@ use std::time::Duration;
 
 use hubcap_tests::topology::{Counters, Node};
 
-use crate::contender::{self, Kind, Outcome};
+use serde_json::Value;
+
+use crate::{
+    contender::{self, Kind, Outcome},
+    report::{Report, num},
+};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
@@ -146,6 +151,33 @@ pub fn spread(values: &[f64]) -> (f64, f64, f64) {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     };
     (median, sorted[0], sorted[n - 1])
+}
+
+/// The median of `values` as `label`, the slowest and fastest round beside
+/// it, rounded to `decimals`; and the median itself.
+pub fn median_figures(label: &'static str, values: &[f64], decimals: i32) -> (f64, Vec<(&'static str, Value)>) {
+    let (median, low, high) = spread(values);
+    (
+        median,
+        vec![
+            (label, num(median, decimals)),
+            ("min", num(low, decimals)),
+            ("max", num(high, decimals)),
+        ],
+    )
+}
+
+/// Notes under `scenario` whether each contender's rounds of `value` were
+/// steady enough to compare.
+pub fn judge_noise(report: &mut Report, scenario: &str, all: &[(Kind, Vec<Run>)], value: impl Fn(&Run) -> Option<f64>) {
+    let spreads: Vec<(&str, f64)> = all
+        .iter()
+        .map(|(kind, runs)| {
+            let values: Vec<f64> = runs.iter().filter_map(&value).collect();
+            (kind.name(), relative_spread(&values))
+        })
+        .collect();
+    report.judge_noise(scenario, &spreads);
 }
 
 /// (max - min) / median of `values`: how far apart a contender's rounds were.

@@ -9,7 +9,7 @@ use std::{
 use hubcap_tests::topology::Node;
 use serde_json::Value;
 
-use super::{Run, Settings, Traffic, mean, median, relative_spread, rounds, run_one, spread};
+use super::{Run, Settings, Traffic, judge_noise, mean, median, median_figures, rounds, run_one};
 use crate::{
     load::{Drain, SMALL_PAYLOAD, blast, ports, sinks},
     report::{Report, num},
@@ -66,23 +66,11 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
     });
     drain.stop();
     let baseline = median(&all[0].1, |r| Some(r.delivered_pps())).unwrap_or(1.0);
-    let spreads: Vec<(&str, f64)> = all
-        .iter()
-        .map(|(kind, runs)| {
-            let pps: Vec<f64> = runs.iter().map(Run::delivered_pps).collect();
-            (kind.name(), relative_spread(&pps))
-        })
-        .collect();
-    report.judge_noise(UDP, &spreads);
+    judge_noise(report, UDP, &all, |r| Some(r.delivered_pps()));
     for (kind, runs) in &all {
         let pps: Vec<f64> = runs.iter().map(Run::delivered_pps).collect();
-        let (pps, low, high) = spread(&pps);
-        let mut figures = vec![
-            ("pps (median)", num(pps, 0)),
-            ("min", num(low, 0)),
-            ("max", num(high, 0)),
-            ("ratio to baseline", num(pps / baseline, 3)),
-        ];
+        let (pps, mut figures) = median_figures("pps (median)", &pps, 0);
+        figures.push(("ratio to baseline", num(pps / baseline, 3)));
         figures.extend(accounting(runs));
         let cpu_per_mpkt = mean(runs, |r| {
             r.cpu_seconds.map(|c| c / (r.wire_packets().max(1) as f64 / 1e6))
@@ -146,23 +134,11 @@ pub fn tcp_bulk(node: &Node, settings: Settings, report: &mut Report) {
     let _ = server.wait();
     let gbps = |r: &Run| r.traffic.throughput_bps.map(|b| b / 1e9);
     let baseline = median(&all[0].1, gbps).unwrap_or(1.0);
-    let spreads: Vec<(&str, f64)> = all
-        .iter()
-        .map(|(kind, runs)| {
-            let g: Vec<f64> = runs.iter().filter_map(gbps).collect();
-            (kind.name(), relative_spread(&g))
-        })
-        .collect();
-    report.judge_noise(TCP, &spreads);
+    judge_noise(report, TCP, &all, gbps);
     for (kind, runs) in &all {
         let g: Vec<f64> = runs.iter().filter_map(gbps).collect();
-        let (g, low, high) = spread(&g);
-        let mut figures = vec![
-            ("Gbit/s (median)", num(g, 2)),
-            ("min", num(low, 2)),
-            ("max", num(high, 2)),
-            ("ratio to baseline", num(g / baseline, 3)),
-        ];
+        let (g, mut figures) = median_figures("Gbit/s (median)", &g, 2);
+        figures.push(("ratio to baseline", num(g / baseline, 3)));
         figures.extend(accounting(runs));
         let cpu_share = mean(runs, |r| {
             r.cpu_seconds.map(|c| 100.0 * c / r.traffic.elapsed.as_secs_f64())
