@@ -32,7 +32,10 @@ use crate::{
     kubernetes::Kubernetes,
     metrics::{Contexts, Metrics},
     metrics_server,
-    output::{FlowMetrics, JsonLog, ObserverFeed, Outputs},
+    output::{
+        FlowMetrics, JsonLog, ObserverFeed, Outputs,
+        flow_logs::{self, FlowLog},
+    },
     privileges,
     record::RecordBuilder,
     ringbuf::EventReader,
@@ -69,6 +72,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.metrics_destination_context,
         args.metrics_context_limit,
     )));
+    let flow_logs = match &args.flow_logs_config {
+        Some(path) => flow_logs::read_config(path)?
+            .iter()
+            .map(|config| FlowLog::open(config, &node_name, Arc::clone(&metrics)))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -120,6 +130,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut outputs = Outputs::new(Arc::clone(&builder), enricher);
     outputs.add(JsonLog::new(sink, node_name, Arc::clone(&metrics)));
     outputs.add(FlowMetrics(Arc::clone(&metrics)));
+    for log in flow_logs {
+        outputs.add(log);
+    }
     let server = if grpc.is_enabled() {
         let (server, state) =
             GrpcServer::start(&grpc, builder, Arc::clone(&metrics)).context("starting the Observer API")?;

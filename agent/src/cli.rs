@@ -80,6 +80,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub output_max_backups: u32,
 
+    /// Further flow logs, each with its own filters, field mask, file and
+    /// rotation, from a file in the shape of Cilium's dynamic exporter
+    /// config (`flowLogs:`). They come on top of `--output`.
+    #[arg(long, value_name = "PATH")]
+    pub flow_logs_config: Option<std::path::PathBuf>,
+
     /// Capacity of the kernel flow map, in flow directions. Packets of new
     /// flows beyond it are counted as lost and reported.
     #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1024..))]

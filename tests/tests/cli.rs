@@ -175,3 +175,42 @@ fn kubernetes_on_without_a_cluster_is_an_error_and_auto_runs_without() {
     assert_eq!(auto.status.code(), Some(1));
     assert!(text.contains("unknown drop reason \"NO_SUCH\""), "{text}");
 }
+
+#[test]
+fn bad_flow_logs_config_is_an_error_before_capture() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("hubcap-cli-flowlogs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("flowlogs.yaml");
+    let cases = [
+        (
+            "flowLogs:\n  - name: a\n    filePath: /dev/null\n    includeFilters:\n      - source_pood: [x]\n",
+            "source_pood",
+        ),
+        (
+            "flowLogs:\n  - name: a\n    filePath: /dev/null\n    fieldMask: [sauce]\n",
+            "sauce",
+        ),
+        (
+            "flowLogs:\n  - name: a\n    filePath: /proc/hubcap/no.log\n",
+            "cannot write to /proc/hubcap/no.log",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&config, text).unwrap();
+        let (code, out) = hubcap(&[
+            "run",
+            "--interface",
+            "lo",
+            "--flow-logs-config",
+            config.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(expected) && out.contains("flow log \"a\""),
+            "{expected}: {out}"
+        );
+        assert!(!out.contains("attached"), "nothing may be attached: {out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

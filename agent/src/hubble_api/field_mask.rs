@@ -58,6 +58,11 @@ impl FieldMask {
         Ok(Some(FieldMask { root }))
     }
 
+    /// Whether the mask keeps the top-level field `name` (whole or in part).
+    pub fn keeps(&self, name: &str) -> bool {
+        self.root.whole || self.root.fields.values().any(|(field, _)| field.name() == name)
+    }
+
     /// A copy of `flow` with only the masked fields.
     pub fn apply(&self, flow: &Flow) -> Flow {
         let full = DynamicMessage::decode(flow_descriptor(), flow.encode_to_vec().as_slice())

@@ -84,6 +84,9 @@ pub struct Metrics {
     pub bytes_written: IntCounterVec,
     pub write_errors: IntCounterVec,
     pub file_rotations: IntCounter,
+    /// Label `log`: the configured flow logs (`--flow-logs-config`).
+    pub flow_log_records: IntCounterVec,
+    pub flow_log_filtered: IntCounterVec,
     pub drops_filtered: IntCounter,
     /// Observer API: flows in the ring, open GetFlows streams, and flows
     /// followers skipped because they read too slowly.
@@ -186,6 +189,16 @@ impl Metrics {
             bytes_written: counter_vec("hubcap_bytes_written_total", "Bytes written, by sink", &["sink"]),
             write_errors: counter_vec("hubcap_write_errors_total", "Failed writes, by sink", &["sink"]),
             file_rotations: counter("hubcap_file_rotations_total", "Output file rotations"),
+            flow_log_records: counter_vec(
+                "hubcap_flow_log_records_total",
+                "Records a configured flow log selected and wrote, by log",
+                &["log"],
+            ),
+            flow_log_filtered: counter_vec(
+                "hubcap_flow_log_filtered_total",
+                "Records a configured flow log's filters left out, by log",
+                &["log"],
+            ),
             drops_filtered: counter(
                 "hubcap_drops_filtered_total",
                 "Packets freed as NO_SOCKET that are not drops: ICMP echo replies a raw socket (ping) already received",

@@ -45,6 +45,12 @@ impl JsonLog {
         }
     }
 
+    /// Writes one event of any payload (a masked flow, for instance).
+    pub fn payload(&mut self, payload: ExportPayload<'_>, time: &Timestamp) {
+        write_export_event(&mut self.lines, payload, &self.node_name, time);
+        self.line_count += 1;
+    }
+
     fn error(&self, source: std::io::Error) -> OutputError {
         OutputError::Write {
             output: self.sink.name(),
