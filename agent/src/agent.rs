@@ -34,7 +34,7 @@ use crate::{
     metrics_server,
     output::{
         FlowMetrics, JsonLog, ObserverFeed, Outputs,
-        flow_logs::{self, FlowLog},
+        flow_logs::{FlowLogs, SharedFlowLogs},
     },
     privileges,
     record::RecordBuilder,
@@ -73,11 +73,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.metrics_context_limit,
     )));
     let flow_logs = match &args.flow_logs_config {
-        Some(path) => flow_logs::read_config(path)?
-            .iter()
-            .map(|config| FlowLog::open(config, &node_name, Arc::clone(&metrics)))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
+        Some(path) => {
+            let logs = FlowLogs::open(path, &node_name, Arc::clone(&metrics))?;
+            info!(logs = ?logs.names(), config = %path.display(), "flow logs configured");
+            Some(Arc::new(std::sync::Mutex::new(logs)))
+        }
+        None => None,
     };
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -130,8 +131,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut outputs = Outputs::new(Arc::clone(&builder), enricher);
     outputs.add(JsonLog::new(sink, node_name, Arc::clone(&metrics)));
     outputs.add(FlowMetrics(Arc::clone(&metrics)));
-    for log in flow_logs {
-        outputs.add(log);
+    if let Some(logs) = &flow_logs {
+        outputs.add(SharedFlowLogs(Arc::clone(logs)));
     }
     let server = if grpc.is_enabled() {
         let (server, state) =
@@ -157,6 +158,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         updates: Vec::new(),
         reported_counters: CounterValues::default(),
         report_interval: args.report_interval,
+        flow_logs,
         metrics,
     };
     let result = agent.capture().await;
@@ -190,6 +192,8 @@ struct Agent {
     /// Kernel counters as last reported.
     reported_counters: CounterValues,
     report_interval: Duration,
+    /// The logs of `--flow-logs-config`, re-read on every tick.
+    flow_logs: Option<Arc<std::sync::Mutex<FlowLogs>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -232,6 +236,7 @@ impl Agent {
                 }
                 _ = tick.tick() => {
                     self.outputs.refresh_clock();
+                    self.reload_flow_logs();
                     self.sync_interfaces()?;
                     let now = WallClock::monotonic_ns();
                     self.table.end_closed(&mut self.datapath.flows, now, &mut self.updates);
@@ -254,6 +259,21 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Applies a changed `--flow-logs-config`; a bad one leaves the
+    /// previous logs in force and is logged and counted.
+    fn reload_flow_logs(&mut self) {
+        let Some(logs) = &self.flow_logs else { return };
+        let mut logs = logs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match logs.reload() {
+            Ok(true) => info!(logs = ?logs.names(), "flow logs reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                self.metrics.flow_log_config_errors.inc();
+                warn!(error = %e, "flow logs config not applied: the previous one stays in force");
+            }
+        }
     }
 
     /// Reads every record waiting in the ring buffer into the flow table.

@@ -108,3 +108,69 @@ impl Drop for Cleanup {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[test]
+fn editing_the_config_applies_it_and_unchanged_logs_lose_nothing() {
+    require_root();
+    let node = Node::new(2);
+    let dir = std::env::temp_dir().join(format!("hubcap-flowlogs-reload-{}", node.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let (p1, p2) = (&node.pods[0], &node.pods[1]);
+    let file = |name: &str| dir.join(format!("{name}.log"));
+    let log = |name: &str, protocol: &str| {
+        format!(
+            "  - name: {name}\n    filePath: {}\n    includeFilters:\n      - protocol: [{protocol}]\n",
+            file(name).display()
+        )
+    };
+    let config = dir.join("flowlogs.yaml");
+    let before = format!(
+        "flowLogs:\n{}{}{}",
+        log("kept", "udp"),
+        log("changed", "tcp"),
+        log("removed", "icmpv4")
+    );
+    std::fs::write(&config, before).unwrap();
+    let agent = node.capture(&["--flow-logs-config", config.to_str().unwrap()]);
+    node.up();
+    let phase = |port: u16| {
+        udp_echo(&p1.ns, &p2.ns, (p2.ipv4, port).into(), 20, 200);
+        tcp_transfer(&p1.ns, &p2.ns, (p2.ipv4, port + 1).into(), 50_000, 5_000);
+        ping(&p1.ns, &p2.ipv4.to_string(), 2);
+    };
+    phase(5000);
+    // The same file paths; "changed" now takes UDP, "added" is new.
+    let after = format!(
+        "flowLogs:\n{}{}{}",
+        log("kept", "udp"),
+        log("changed", "udp"),
+        log("added", "tcp")
+    );
+    std::fs::write(&config, after).unwrap();
+    agent.wait_for_log("flow logs reloaded", std::time::Duration::from_secs(5));
+    phase(6000);
+    let finished = agent.stop();
+    assert!(finished.status.success(), "hubcap exit: {:?}", finished.status);
+    let full = output::parse(&finished.stdout).records;
+    let set = |keep: &dyn Fn(&Record) -> bool| uuid_set(full.iter().filter(|r| keep(r)).map(uuid_of));
+    let in_file = |name: &str| uuid_set(flows(&file(name)).iter().map(|f| f["uuid"].as_str().unwrap()));
+    let phase2 = |r: &Record| [r.src_port, r.dst_port].iter().any(|p| (6000..6002).contains(p));
+
+    // Unchanged across the reload: every UDP record of the run.
+    assert_eq!(in_file("kept"), set(&|r| r.protocol == "UDP"));
+    // Added: TCP from the reload on, so every record of the second phase's
+    // TCP flow and nothing but TCP.
+    let added = in_file("added");
+    assert!(added.is_subset(&set(&|r| r.protocol == "TCP")));
+    assert!(set(&|r| r.protocol == "TCP" && phase2(r)).is_subset(&added));
+    // Changed: TCP before, UDP after; none of the second phase's TCP.
+    let changed = in_file("changed");
+    assert!(changed.is_subset(&set(&|r| r.protocol == "TCP" || r.protocol == "UDP")));
+    assert!(set(&|r| r.protocol == "UDP" && phase2(r)).is_subset(&changed));
+    assert!(changed.is_disjoint(&set(&|r| r.protocol == "TCP" && phase2(r))));
+    // Removed: the first phase's ICMP only.
+    let removed = in_file("removed");
+    let icmp = set(&|r| r.protocol == "ICMPv4");
+    assert!(!removed.is_empty() && removed.is_subset(&icmp) && removed.len() < icmp.len());
+}

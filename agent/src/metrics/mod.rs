@@ -87,6 +87,7 @@ pub struct Metrics {
     /// Label `log`: the configured flow logs (`--flow-logs-config`).
     pub flow_log_records: IntCounterVec,
     pub flow_log_filtered: IntCounterVec,
+    pub flow_log_config_errors: IntCounter,
     pub drops_filtered: IntCounter,
     /// Observer API: flows in the ring, open GetFlows streams, and flows
     /// followers skipped because they read too slowly.
@@ -193,6 +194,10 @@ impl Metrics {
                 "hubcap_flow_log_records_total",
                 "Records a configured flow log selected and wrote, by log",
                 &["log"],
+            ),
+            flow_log_config_errors: counter(
+                "hubcap_flow_log_config_errors_total",
+                "Changes to the flow-logs config that were not applied (the previous one stayed)",
             ),
             flow_log_filtered: counter_vec(
                 "hubcap_flow_log_filtered_total",

@@ -16,7 +16,11 @@
 //! included); a record goes to a log when any include filter selects it (or
 //! there are none) and no exclude filter does.
 
-use std::{collections::HashSet, path::Path, sync::Arc};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use prost_reflect::{DeserializeOptions, DynamicMessage};
 use serde::Deserialize;
@@ -64,7 +68,7 @@ struct ConfigFile {
 }
 
 /// One log, with Cilium's field names.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlowLogConfig {
     pub name: String,
@@ -93,12 +97,21 @@ fn default_max_backups() -> u32 {
 
 /// Reads and checks the config file: every log's filters, mask and name.
 pub fn read_config(path: &Path) -> Result<Vec<FlowLogConfig>, ConfigError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-        path: shown.clone(),
+    parse_config(path, &read_text(path)?)
+}
+
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.display().to_string(),
+        error,
+    })
+}
+
+fn parse_config(path: &Path, text: &str) -> Result<Vec<FlowLogConfig>, ConfigError> {
+    let file: ConfigFile = serde_norway::from_str(text).map_err(|error| ConfigError::Parse {
+        path: path.display().to_string(),
         error,
     })?;
-    let file: ConfigFile = serde_norway::from_str(&text).map_err(|error| ConfigError::Parse { path: shown, error })?;
     let mut names = HashSet::new();
     for log in &file.flow_logs {
         let invalid = |what: &str| ConfigError::Invalid {
@@ -224,6 +237,119 @@ impl Output for FlowLog {
     }
 }
 
+/// The logs of one config file, re-read when it changes: a log whose
+/// config did not change keeps writing as before (nothing of it is lost);
+/// changed and new ones are opened, removed ones closed. A file that does
+/// not check out leaves the previous logs in force.
+pub struct FlowLogs {
+    path: PathBuf,
+    node_name: String,
+    metrics: Arc<Metrics>,
+    /// The file's text last applied.
+    applied: Option<String>,
+    logs: Vec<(FlowLogConfig, FlowLog)>,
+}
+
+impl FlowLogs {
+    /// Reads the file and opens every log; any error stops here.
+    pub fn open(path: &Path, node_name: &str, metrics: Arc<Metrics>) -> Result<FlowLogs, ConfigError> {
+        let mut logs = FlowLogs {
+            path: path.to_owned(),
+            node_name: node_name.to_owned(),
+            metrics,
+            applied: None,
+            logs: Vec::new(),
+        };
+        logs.reload()?;
+        Ok(logs)
+    }
+
+    /// Applies the file if it changed since the last time; true if it did.
+    pub fn reload(&mut self) -> Result<bool, ConfigError> {
+        let text = read_text(&self.path)?;
+        if self.applied.as_ref() == Some(&text) {
+            return Ok(false);
+        }
+        let configs = parse_config(&self.path, &text)?;
+        let mut previous = std::mem::take(&mut self.logs);
+        let mut next = Vec::with_capacity(configs.len());
+        for config in configs {
+            match previous.iter().position(|(c, _)| *c == config) {
+                Some(i) => next.push(previous.swap_remove(i)),
+                None => match FlowLog::open(&config, &self.node_name, Arc::clone(&self.metrics)) {
+                    Ok(log) => next.push((config, log)),
+                    Err(e) => {
+                        // All or nothing: the previous logs stay as they were.
+                        next.append(&mut previous);
+                        self.logs = next;
+                        return Err(e);
+                    }
+                },
+            }
+        }
+        for (_, mut gone) in previous {
+            let _ = gone.end_batch();
+            let _ = gone.flush();
+            gone.close();
+        }
+        self.logs = next;
+        self.applied = Some(text);
+        Ok(true)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.logs.iter().map(|(c, _)| c.name.as_str()).collect()
+    }
+
+    fn each(&mut self, mut f: impl FnMut(&mut FlowLog) -> Result<(), OutputError>) -> Result<(), OutputError> {
+        let mut first_error = Ok(());
+        for (_, log) in &mut self.logs {
+            let result = f(log);
+            if first_error.is_ok() {
+                first_error = result;
+            }
+        }
+        first_error
+    }
+}
+
+/// The set of logs as one output, shared with the timer that reloads it.
+pub struct SharedFlowLogs(pub Arc<std::sync::Mutex<FlowLogs>>);
+
+impl SharedFlowLogs {
+    fn logs(&self) -> std::sync::MutexGuard<'_, FlowLogs> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Output for SharedFlowLogs {
+    fn flow(&mut self, source: &RecordSource, record: &FlowRecord) {
+        for (_, log) in &mut self.logs().logs {
+            log.flow(source, record);
+        }
+    }
+
+    fn lost(&mut self, lost: &crate::proto::flow::LostEvent, time: &prost_types::Timestamp) {
+        for (_, log) in &mut self.logs().logs {
+            log.lost(lost, time);
+        }
+    }
+
+    fn end_batch(&mut self) -> Result<(), OutputError> {
+        self.logs().each(|log| log.end_batch())
+    }
+
+    fn flush(&mut self) -> Result<(), OutputError> {
+        self.logs().each(|log| log.flush())
+    }
+
+    fn close(&mut self) {
+        for (_, log) in &mut self.logs().logs {
+            log.close();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +401,23 @@ mod tests {
                 .to_string()
                 .contains("source_pood")
         );
+    }
+
+    #[test]
+    fn a_bad_change_leaves_the_previous_logs_in_force() {
+        let dir = std::env::temp_dir().join(format!("hubcap-flowlogs-reload-{}", fastrand::u64(..)));
+        let log = |name: &str| format!("  - name: {name}\n    filePath: {}/{name}.log\n", dir.display());
+        let f = write(&format!("flowLogs:\n{}", log("a")));
+        let metrics = Arc::new(Metrics::new());
+        let mut logs = FlowLogs::open(&f.0, "node", metrics).unwrap();
+        assert_eq!(logs.names(), ["a"]);
+        assert!(!logs.reload().unwrap(), "unchanged file, nothing to do");
+        std::fs::write(&f.0, format!("flowLogs:\n{}    fieldMask: [sauce]\n", log("b"))).unwrap();
+        assert!(logs.reload().unwrap_err().to_string().contains("sauce"));
+        assert_eq!(logs.names(), ["a"], "the previous config stays");
+        std::fs::write(&f.0, format!("flowLogs:\n{}{}", log("a"), log("b"))).unwrap();
+        assert!(logs.reload().unwrap());
+        assert_eq!(logs.names(), ["a", "b"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
