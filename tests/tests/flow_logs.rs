@@ -174,3 +174,59 @@ fn editing_the_config_applies_it_and_unchanged_logs_lose_nothing() {
     let icmp = set(&|r| r.protocol == "ICMPv4");
     assert!(!removed.is_empty() && removed.is_subset(&icmp) && removed.len() < icmp.len());
 }
+
+#[test]
+fn a_log_past_its_end_time_stops_and_the_others_go_on() {
+    require_root();
+    let node = Node::new(2);
+    let dir = std::env::temp_dir().join(format!("hubcap-flowlogs-end-{}", node.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let (p1, p2) = (&node.pods[0], &node.pods[1]);
+    let (ending, open) = (dir.join("ending.log"), dir.join("open.log"));
+    let end = std::time::SystemTime::now() + std::time::Duration::from_secs(3);
+    let end_text = humantime::format_rfc3339_nanos(end).to_string();
+    let config = dir.join("flowlogs.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "flowLogs:\n  - name: ending\n    filePath: {}\n    end: \"{end_text}\"\n  - name: open\n    filePath: {}\n",
+            ending.display(),
+            open.display()
+        ),
+    )
+    .unwrap();
+    let agent = node.capture(&["--flow-logs-config", config.to_str().unwrap()]);
+    node.up();
+    udp_echo(&p1.ns, &p2.ns, (p2.ipv4, 5353).into(), 10, 100);
+    while std::time::SystemTime::now() < end + std::time::Duration::from_millis(500) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    udp_echo(&p1.ns, &p2.ns, (p2.ipv4, 6353).into(), 10, 100);
+    let finished = agent.stop();
+    assert!(finished.status.success(), "hubcap exit: {:?}", finished.status);
+    let full = output::parse(&finished.stdout).records;
+    let end_ns = end.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
+    let uuids_of = |path: &std::path::Path| uuid_set(flows(path).iter().map(|f| f["uuid"].as_str().unwrap()));
+    // Written before the end: records of earlier times only, and every
+    // start of a flow well before it (written at once).
+    let ending_uuids = uuids_of(&ending);
+    let before_end = uuid_set(full.iter().filter(|r| output::time_ns(r) <= end_ns).map(uuid_of));
+    let early_starts = uuid_set(
+        full.iter()
+            .filter(|r| r.state == "B" && output::time_ns(r) <= end_ns - 1_000_000_000)
+            .map(uuid_of),
+    );
+    assert!(before_end.len() < full.len(), "records after the end too");
+    assert!(!early_starts.is_empty());
+    assert!(ending_uuids.is_subset(&before_end), "nothing after the end");
+    assert!(
+        early_starts.is_subset(&ending_uuids),
+        "everything written before the end"
+    );
+    assert_eq!(
+        uuids_of(&open),
+        uuid_set(full.iter().map(uuid_of)),
+        "the other log goes on"
+    );
+}

@@ -85,6 +85,9 @@ pub struct FlowLogConfig {
     pub file_max_backups: u32,
     #[serde(default)]
     pub file_compress: bool,
+    /// RFC 3339: from then on the log takes nothing (it stops).
+    #[serde(default)]
+    pub end: Option<String>,
 }
 
 fn default_max_size_mb() -> u64 {
@@ -130,8 +133,15 @@ fn parse_config(path: &Path, text: &str) -> Result<Vec<FlowLogConfig>, ConfigErr
         if log.file_compress {
             return Err(invalid("fileCompress is not supported yet"));
         }
+        if log.end.as_ref().is_some_and(|end| end_time(end).is_none()) {
+            return Err(invalid("end is not an RFC 3339 time"));
+        }
     }
     Ok(file.flow_logs)
+}
+
+fn end_time(text: &str) -> Option<prost_types::Timestamp> {
+    text.parse().ok()
 }
 
 /// A `FlowFilter` written in YAML with Hubble's field names.
@@ -157,6 +167,9 @@ pub struct FlowLog {
     mask: Option<FieldMask>,
     log: JsonLog,
     metrics: Arc<Metrics>,
+    /// From the config's `end`; `ended` once the wall clock passed it.
+    end: Option<prost_types::Timestamp>,
+    ended: bool,
 }
 
 impl FlowLog {
@@ -196,12 +209,29 @@ impl FlowLog {
             mask,
             log: JsonLog::new(sink, node_name.to_owned(), Arc::clone(&metrics)),
             metrics,
+            end: config.end.as_deref().and_then(end_time),
+            ended: false,
         })
     }
 }
 
 impl Output for FlowLog {
     fn flow(&mut self, source: &RecordSource, record: &FlowRecord) {
+        // The end is on the wall clock, as in Cilium: from then on the log
+        // takes nothing, whatever time the records carry.
+        if let Some(end) = &self.end
+            && !self.ended
+            && {
+                let now = crate::clock::WallClock::now_timestamp();
+                (now.seconds, now.nanos) > (end.seconds, end.nanos)
+            }
+        {
+            self.ended = true;
+            tracing::info!(log = %self.name, "flow log reached its end time: stopped");
+        }
+        if self.ended {
+            return;
+        }
         if !self.selector.selects(&record.flow) {
             self.metrics.flow_log_filtered.with_label_values(&[&self.name]).inc();
             return;
@@ -221,7 +251,9 @@ impl Output for FlowLog {
     }
 
     fn lost(&mut self, lost: &crate::proto::flow::LostEvent, time: &prost_types::Timestamp) {
-        self.log.lost(lost, time);
+        if !self.ended {
+            self.log.lost(lost, time);
+        }
     }
 
     fn end_batch(&mut self) -> Result<(), OutputError> {
@@ -394,6 +426,7 @@ mod tests {
         assert!(err("flowLogs:\n  - name: a\n    filePath: x\n    colour: red\n").contains("colour"));
         assert!(err("flowLogs:\n  - name: a\n    filePath: x\n  - name: a\n    filePath: y\n").contains("twice"));
         assert!(err("flowLogs:\n  - name: a\n    filePath: \"\"\n").contains("filePath"));
+        assert!(err("flowLogs:\n  - name: a\n    filePath: x\n    end: tomorrow\n").contains("RFC 3339"));
         let bad_filter = serde_json::json!({"source_pood": ["x"]});
         assert!(
             flow_filter("a", &bad_filter)
