@@ -29,10 +29,7 @@ fn uuid_set<'a>(uuids: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
 #[test]
 fn each_log_holds_exactly_what_its_filters_select() {
     require_root();
-    let node = Node::new(2);
-    let dir = std::env::temp_dir().join(format!("hubcap-flowlogs-{}", node.id));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = Cleanup(dir.clone());
+    let (node, dir, _cleanup) = node_and_dir();
     let (p1, p2) = (&node.pods[0], &node.pods[1]);
     let (udp_log, to_p2_log) = (dir.join("udp.log"), dir.join("to-pod2.log"));
     let config = dir.join("flowlogs.yaml");
@@ -100,6 +97,15 @@ fn uuid_of(r: &Record) -> &str {
     r.json["uuid"].as_str().expect("uuid")
 }
 
+/// A test node, and a directory of the test's own for its config and
+/// logs, removed when the guard drops.
+fn node_and_dir() -> (Node, std::path::PathBuf, Cleanup) {
+    let node = Node::new(2);
+    let dir = std::env::temp_dir().join(format!("hubcap-flowlogs-{}", node.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    (node, dir.clone(), Cleanup(dir))
+}
+
 /// Removes the test's files even when it fails.
 struct Cleanup(std::path::PathBuf);
 
@@ -112,10 +118,7 @@ impl Drop for Cleanup {
 #[test]
 fn editing_the_config_applies_it_and_unchanged_logs_lose_nothing() {
     require_root();
-    let node = Node::new(2);
-    let dir = std::env::temp_dir().join(format!("hubcap-flowlogs-reload-{}", node.id));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = Cleanup(dir.clone());
+    let (node, dir, _cleanup) = node_and_dir();
     let (p1, p2) = (&node.pods[0], &node.pods[1]);
     let file = |name: &str| dir.join(format!("{name}.log"));
     let log = |name: &str, protocol: &str| {
@@ -178,10 +181,7 @@ fn editing_the_config_applies_it_and_unchanged_logs_lose_nothing() {
 #[test]
 fn a_log_past_its_end_time_stops_and_the_others_go_on() {
     require_root();
-    let node = Node::new(2);
-    let dir = std::env::temp_dir().join(format!("hubcap-flowlogs-end-{}", node.id));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = Cleanup(dir.clone());
+    let (node, dir, _cleanup) = node_and_dir();
     let (p1, p2) = (&node.pods[0], &node.pods[1]);
     let (ending, open) = (dir.join("ending.log"), dir.join("open.log"));
     let end = std::time::SystemTime::now() + std::time::Duration::from_secs(3);
