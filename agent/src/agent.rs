@@ -64,6 +64,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let rotation = RotationConfig {
         max_bytes: args.output_max_size_mb * 1024 * 1024,
         max_backups: args.output_max_backups,
+        compress: args.output_compress,
     };
     let sink = Sink::open(&args.output, rotation).with_context(|| format!("cannot write to {}", args.output))?;
     let node_name = args.node_name();
@@ -74,7 +75,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     )));
     let flow_logs = match &args.flow_logs_config {
         Some(path) => {
-            let logs = FlowLogs::open(path, &node_name, Arc::clone(&metrics))?;
+            let logs = FlowLogs::open(Some(path), &node_name, Arc::clone(&metrics))?;
             info!(logs = ?logs.names(), config = %path.display(), "flow logs configured");
             Some(Arc::new(std::sync::Mutex::new(logs)))
         }
@@ -273,6 +274,9 @@ impl Agent {
                 self.metrics.flow_log_config_errors.inc();
                 warn!(error = %e, "flow logs config not applied: the previous one stays in force");
             }
+        }
+        if let Err(e) = logs.tick() {
+            warn!(error = %e, "writing aggregated flow-log lines");
         }
     }
 

@@ -80,6 +80,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub output_max_backups: u32,
 
+    /// Gzip rotated output files (`PATH.1.gz`), as Cilium's `fileCompress`.
+    #[arg(long)]
+    pub output_compress: bool,
+
     /// Further flow logs, each with its own filters, field mask, file and
     /// rotation, from a file in the shape of Cilium's dynamic exporter
     /// config (`flowLogs:`). They come on top of `--output`.

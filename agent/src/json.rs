@@ -22,20 +22,29 @@ use crate::proto::flow::{
 };
 use crate::{
     hubble::write_rfc3339,
-    record::{FlowRecord, RecordCounts, STRUCT_TYPE_URL},
+    record::{AggregateCounts, FlowRecord, RecordCounts, STRUCT_TYPE_URL},
 };
 
 /// What one exporter line carries.
 pub enum ExportPayload<'a> {
     /// A flow with hubcap's counts, when it has them (a flow read back from
     /// elsewhere may not).
-    Flow(&'a Flow, Option<&'a RecordCounts>),
+    Flow(&'a Flow, Option<Counts<'a>>),
     LostEvents(&'a LostEvent),
+}
+
+/// The counts written in a flow's `extensions`.
+#[derive(Clone, Copy)]
+pub enum Counts<'a> {
+    /// One record's.
+    Record(&'a RecordCounts),
+    /// The sums of an aggregated flow log's line.
+    Aggregate(&'a AggregateCounts),
 }
 
 impl<'a> ExportPayload<'a> {
     pub fn record(record: &'a FlowRecord) -> Self {
-        ExportPayload::Flow(&record.flow, Some(&record.counts))
+        ExportPayload::Flow(&record.flow, Some(Counts::Record(&record.counts)))
     }
 }
 
@@ -83,7 +92,7 @@ pub fn write_lost_event(out: &mut Vec<u8>, lost: &LostEvent) {
 }
 
 /// Writes a flow. `counts`, when given, become `extensions` (a Struct).
-pub fn write_flow(out: &mut Vec<u8>, f: &Flow, counts: Option<&RecordCounts>) {
+pub fn write_flow(out: &mut Vec<u8>, f: &Flow, counts: Option<Counts<'_>>) {
     let mut o = Obj::open(out);
     if let Some(t) = &f.time {
         o.key("time");
@@ -201,30 +210,45 @@ pub fn write_flow(out: &mut Vec<u8>, f: &Flow, counts: Option<&RecordCounts>) {
         o.key("extensions");
         write_counts(o.out, counts);
     }
+    if let Some(a) = &f.aggregate {
+        // Declared after `extensions` in Hubble's flow.proto.
+        o.key("aggregate");
+        let mut agg = Obj::open(o.out);
+        agg.u32("ingress_flow_count", a.ingress_flow_count);
+        agg.u32("egress_flow_count", a.egress_flow_count);
+        agg.u32("unknown_direction_flow_count", a.unknown_direction_flow_count);
+        agg.close();
+    }
     o.close();
 }
 
 /// `{"@type":"...Struct","value":{...}}`: Struct keys sorted, as Go's
 /// protojson writes a map.
-fn write_counts(out: &mut Vec<u8>, c: &RecordCounts) {
+fn write_counts(out: &mut Vec<u8>, counts: Counts<'_>) {
+    let (bytes, packets, start) = match counts {
+        Counts::Record(c) => (c.bytes, c.packets, &c.flow_start_time),
+        Counts::Aggregate(c) => (c.bytes, c.packets, &c.flow_start_time),
+    };
     let mut any = Obj::open(out);
     any.string("@type", STRUCT_TYPE_URL);
     any.key("value");
     let mut v = Obj::open(any.out);
     v.key("bytes");
-    write_u64(v.out, c.bytes);
+    write_u64(v.out, bytes);
     v.key("flow_start_time");
     v.out.push(b'"');
-    write_rfc3339(v.out, &c.flow_start_time);
+    write_rfc3339(v.out, start);
     v.out.push(b'"');
-    v.key("flow_state");
-    write_str(v.out, c.state.letter());
-    if let Some(reason) = &c.kernel_drop_reason {
-        v.key("kernel_drop_reason");
-        write_str(v.out, reason);
+    if let Counts::Record(c) = counts {
+        v.key("flow_state");
+        write_str(v.out, c.state.letter());
+        if let Some(reason) = &c.kernel_drop_reason {
+            v.key("kernel_drop_reason");
+            write_str(v.out, reason);
+        }
     }
     v.key("packets");
-    write_u64(v.out, c.packets);
+    write_u64(v.out, packets);
     v.close();
     any.close();
 }

@@ -87,6 +87,8 @@ pub struct Metrics {
     /// Label `log`: the configured flow logs (`--flow-logs-config`).
     pub flow_log_records: IntCounterVec,
     pub flow_log_filtered: IntCounterVec,
+    pub flow_log_bytes: IntCounterVec,
+    pub flow_log_rotations: IntCounterVec,
     pub flow_log_config_errors: IntCounter,
     pub drops_filtered: IntCounter,
     /// Observer API: flows in the ring, open GetFlows streams, and flows
@@ -202,6 +204,16 @@ impl Metrics {
             flow_log_filtered: counter_vec(
                 "hubcap_flow_log_filtered_total",
                 "Records a configured flow log's filters left out, by log",
+                &["log"],
+            ),
+            flow_log_bytes: counter_vec(
+                "hubcap_flow_log_bytes_total",
+                "Bytes a configured flow log wrote to its file, by log",
+                &["log"],
+            ),
+            flow_log_rotations: counter_vec(
+                "hubcap_flow_log_rotations_total",
+                "Rotations of a configured flow log's file, by log",
                 &["log"],
             ),
             drops_filtered: counter(

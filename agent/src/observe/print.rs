@@ -12,7 +12,7 @@ use prost_types::Timestamp;
 use super::args::OutputFormat;
 use crate::{
     hubble::civil_from_days,
-    json::{ExportPayload, write_export_event},
+    json::{Counts, ExportPayload, write_export_event},
     proto::{
         flow::{DropReason, Flow, LostEvent, LostEventSource, TraceObservationPoint, Verdict},
         observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
@@ -135,7 +135,7 @@ impl<W: Write> Printer<W> {
                     Some(ResponseTypes::Flow(flow)) => {
                         // The JSON writer writes `extensions` from these.
                         flow_counts = counts(flow);
-                        ExportPayload::Flow(flow, flow_counts.as_ref())
+                        ExportPayload::Flow(flow, flow_counts.as_ref().map(Counts::Record))
                     }
                     Some(ResponseTypes::LostEvents(lost)) => ExportPayload::LostEvents(lost),
                     _ => return Ok(()),

@@ -51,6 +51,11 @@ impl JsonLog {
         self.line_count += 1;
     }
 
+    /// Lines, bytes and rotations written so far.
+    pub fn stats(&self) -> SinkStats {
+        self.stats
+    }
+
     fn error(&self, source: std::io::Error) -> OutputError {
         OutputError::Write {
             output: self.sink.name(),
@@ -100,6 +105,10 @@ impl Output for JsonLog {
     }
 
     fn close(&mut self) {
+        if let Err(e) = self.sink.close() {
+            self.metrics.write_errors.with_label_values(&[self.sink.name()]).inc();
+            tracing::warn!(output = self.sink.name(), "closing the flow log: {e}");
+        }
         info!(
             output = self.sink.name(),
             records = self.stats.lines,

@@ -32,6 +32,15 @@ pub struct RecordCounts {
     pub kernel_drop_reason: Option<String>,
 }
 
+/// The sums of records an aggregated flow log merged into one line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregateCounts {
+    pub packets: u64,
+    pub bytes: u64,
+    /// The earliest `flow_start_time` of the merged records.
+    pub flow_start_time: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowRecord {
     /// The Hubble flow, `extensions` left empty (see [`FlowRecord::to_proto`]).

@@ -1,16 +1,21 @@
 //! A log file rotated by size: `events.log` is renamed `events.log.1`, the
 //! older backups shift up, and the oldest beyond `max_backups` is removed.
+//! With `compress`, each rotated file is gzipped (`events.log.1.gz`) on a
+//! thread of its own, so that writing goes on meanwhile.
 
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufWriter, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
+    thread::JoinHandle,
 };
 
 #[derive(Clone, Copy, Debug)]
 pub struct RotationConfig {
     pub max_bytes: u64,
     pub max_backups: u32,
+    /// Gzip rotated files.
+    pub compress: bool,
 }
 
 pub struct FileSink {
@@ -18,6 +23,9 @@ pub struct FileSink {
     rotation: RotationConfig,
     file: BufWriter<File>,
     size: u64,
+    /// The gzip of the last rotated file, while it runs. The next rotation
+    /// waits for it: backups are renamed only once none is being written.
+    compressing: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl FileSink {
@@ -32,6 +40,7 @@ impl FileSink {
             rotation,
             file: BufWriter::with_capacity(1 << 16, file),
             size,
+            compressing: None,
         })
     }
 
@@ -70,25 +79,39 @@ impl FileSink {
         Ok(())
     }
 
-    fn backup(&self, n: u32) -> PathBuf {
+    /// `events.log.N`, or `events.log.N.gz` when compressed.
+    fn backup(&self, n: u32, gz: bool) -> PathBuf {
         let mut p = self.path.clone().into_os_string();
         p.push(format!(".{n}"));
+        if gz {
+            p.push(".gz");
+        }
         p.into()
     }
 
     fn rotate(&mut self) -> io::Result<()> {
         self.file.flush()?;
+        self.wait_for_compression()?;
         if self.rotation.max_backups == 0 {
             fs::remove_file(&self.path)?;
         } else {
-            let _ = fs::remove_file(self.backup(self.rotation.max_backups));
-            for n in (1..self.rotation.max_backups).rev() {
-                let from = self.backup(n);
-                if from.exists() {
-                    fs::rename(&from, self.backup(n + 1))?;
+            // Both forms: `compress` may have changed since older backups
+            // were written.
+            for gz in [false, true] {
+                let _ = fs::remove_file(self.backup(self.rotation.max_backups, gz));
+                for n in (1..self.rotation.max_backups).rev() {
+                    let from = self.backup(n, gz);
+                    if from.exists() {
+                        fs::rename(&from, self.backup(n + 1, gz))?;
+                    }
                 }
             }
-            fs::rename(&self.path, self.backup(1))?;
+            let rotated = self.backup(1, false);
+            fs::rename(&self.path, &rotated)?;
+            if self.rotation.compress {
+                let gz = self.backup(1, true);
+                self.compressing = Some(std::thread::spawn(move || gzip_file(&rotated, &gz)));
+            }
         }
         let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         self.file = BufWriter::with_capacity(1 << 16, file);
@@ -96,9 +119,55 @@ impl FileSink {
         Ok(())
     }
 
+    fn wait_for_compression(&mut self) -> io::Result<()> {
+        match self.compressing.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the gzip thread panicked")),
+        }
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
+
+    /// Flushes and waits for a running gzip, so that every rotated file is
+    /// complete when the log is closed.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.wait_for_compression()
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::warn!(path = %self.path.display(), "closing the log file: {e}");
+        }
+    }
+}
+
+/// Gzips `from` into `to` (through a temporary name, so that a reader never
+/// sees half a file), then removes `from`. On error `from` stays, whole.
+fn gzip_file(from: &Path, to: &Path) -> io::Result<()> {
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".tmp");
+    let partial = PathBuf::from(partial);
+    let result = (|| {
+        let mut input = File::open(from)?;
+        let mut gz = flate2::write::GzEncoder::new(
+            BufWriter::with_capacity(1 << 16, File::create(&partial)?),
+            flate2::Compression::default(),
+        );
+        io::copy(&mut input, &mut gz)?;
+        gz.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&partial, to)?;
+        fs::remove_file(from)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -115,6 +184,7 @@ mod tests {
             RotationConfig {
                 max_bytes: 100,
                 max_backups: 2,
+                compress: false,
             },
         )
         .unwrap();
@@ -142,12 +212,50 @@ mod tests {
     }
 
     #[test]
+    fn compressed_backups_hold_the_rotated_lines() {
+        use std::io::Read;
+        let dir = std::env::temp_dir().join(format!("hubcap-rotate-gz-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("events.log");
+        let rotation = RotationConfig {
+            max_bytes: 100,
+            max_backups: 2,
+            compress: true,
+        };
+        let mut sink = FileSink::open(path.clone(), rotation).unwrap();
+        let mut rotations = 0;
+        for i in 0..10u8 {
+            let line = format!("{:029}\n", i);
+            sink.write_lines(line.as_bytes(), &mut rotations).unwrap();
+        }
+        sink.close().unwrap();
+        assert_eq!(rotations, 3);
+        let gunzip = |n: u32| {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(File::open(format!("{}.{n}.gz", path.display())).unwrap())
+                .read_to_string(&mut text)
+                .unwrap();
+            text.lines().map(|l| l.parse::<u8>().unwrap()).collect::<Vec<_>>()
+        };
+        // Lines 6-8 were rotated last, 3-5 before; 0-2 fell off the end.
+        assert_eq!(gunzip(1), [6, 7, 8]);
+        assert_eq!(gunzip(2), [3, 4, 5]);
+        let names = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>();
+        assert_eq!(names.len(), 3, "only events.log and two .gz backups: {names:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn unwritable_path_is_an_error() {
         let r = FileSink::open(
             "/proc/hubcap/events.log".into(),
             RotationConfig {
                 max_bytes: 10,
                 max_backups: 1,
+                compress: false,
             },
         );
         assert!(r.is_err());

@@ -58,4 +58,13 @@ impl Sink {
             Sink::File(f) => f.flush(),
         }
     }
+
+    /// Flushes, and for a file waits until its last rotated file is
+    /// compressed.
+    pub fn close(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::File(f) => f.close(),
+        }
+    }
 }

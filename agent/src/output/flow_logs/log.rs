@@ -1,0 +1,204 @@
+//! One configured flow log: selects, aggregates, masks and writes records.
+
+use std::{sync::Arc, time::Instant};
+
+use prost_types::Timestamp;
+
+use super::{
+    aggregate::{Aggregator, Group},
+    config::{ConfigError, FlowLogConfig, end_time, flow_filter},
+};
+use crate::{
+    filter::FlowSelector,
+    hubble_api::field_mask::FieldMask,
+    json::{Counts, ExportPayload},
+    metrics::Metrics,
+    output::{JsonLog, Output, OutputError},
+    proto::flow::{Flow, LostEvent},
+    record::{FlowRecord, RecordSource},
+    sink::{RotationConfig, Sink},
+};
+
+pub struct FlowLog {
+    name: String,
+    selector: FlowSelector,
+    mask: Option<FieldMask>,
+    aggregator: Option<Aggregator>,
+    log: JsonLog,
+    metrics: Arc<Metrics>,
+    /// From the config's `end`; `ended` once the wall clock passed it.
+    end: Option<Timestamp>,
+    ended: bool,
+}
+
+impl FlowLog {
+    /// Checks filters and masks and opens the log's file (an unwritable
+    /// path fails here).
+    pub fn open(config: &FlowLogConfig, node_name: &str, metrics: Arc<Metrics>) -> Result<FlowLog, ConfigError> {
+        let name = config.name.clone();
+        let filters = |values: &[serde_json::Value]| {
+            values
+                .iter()
+                .map(|v| flow_filter(&name, v))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let selector = FlowSelector::new(&filters(&config.include_filters)?, &filters(&config.exclude_filters)?)
+            .map_err(|error| ConfigError::Filter {
+                name: name.clone(),
+                error,
+            })?;
+        let mask_error = |error| ConfigError::Mask {
+            name: name.clone(),
+            error,
+        };
+        let mask = FieldMask::new(&config.field_mask).map_err(mask_error)?;
+        let aggregator = match &config.aggregation_options {
+            None => None,
+            Some(options) => {
+                let fields = FieldMask::new(&options.aggregation_fields).map_err(mask_error)?;
+                let (Some(fields), Some(window)) = (fields, options.window()) else {
+                    return Err(ConfigError::Invalid {
+                        name: name.clone(),
+                        what: "aggregationOptions needs aggregationFields and a windowInterval".into(),
+                    });
+                };
+                Some(Aggregator::new(fields, window))
+            }
+        };
+        let rotation = RotationConfig {
+            max_bytes: config.file_max_size_mb * 1024 * 1024,
+            max_backups: config.file_max_backups,
+            compress: config.file_compress,
+        };
+        let sink = Sink::open(&config.file_path, rotation).map_err(|error| ConfigError::Open {
+            name: name.clone(),
+            path: config.file_path.clone(),
+            error,
+        })?;
+        for counter in [
+            &metrics.flow_log_records,
+            &metrics.flow_log_filtered,
+            &metrics.flow_log_bytes,
+            &metrics.flow_log_rotations,
+        ] {
+            counter.with_label_values(&[&name]);
+        }
+        Ok(FlowLog {
+            name,
+            selector,
+            mask,
+            aggregator,
+            log: JsonLog::new(sink, node_name.to_owned(), Arc::clone(&metrics)),
+            metrics,
+            end: config.end.as_deref().and_then(end_time),
+            ended: false,
+        })
+    }
+
+    /// Writes the aggregated lines of a window that is over (all of them
+    /// with `all`). Also called from a timer, so that a quiet log's last
+    /// window does not wait for the next record.
+    pub fn write_due_aggregates(&mut self, all: bool) {
+        let Some(aggregator) = &mut self.aggregator else { return };
+        for group in aggregator.take(Instant::now(), all) {
+            self.write_group(group);
+        }
+    }
+
+    fn write_group(&mut self, group: Group) {
+        let time = group.flow.time.unwrap_or_default();
+        let counts = Counts::Aggregate(&group.counts);
+        self.write_flow(&group.flow, counts, &time);
+    }
+
+    /// With the field mask applied; hubcap's counts are the `extensions`
+    /// field, kept when the mask names it. An aggregated line keeps its
+    /// `aggregate`, as in Cilium.
+    fn write_flow(&mut self, flow: &Flow, counts: Counts<'_>, time: &Timestamp) {
+        match &self.mask {
+            None => self.log.payload(ExportPayload::Flow(flow, Some(counts)), time),
+            Some(mask) => {
+                let mut masked = mask.apply(flow);
+                masked.aggregate = flow.aggregate;
+                let counts = mask.keeps("extensions").then_some(counts);
+                self.log.payload(ExportPayload::Flow(&masked, counts), time);
+            }
+        }
+    }
+
+    /// The end is on the wall clock, as in Cilium: from then on the log
+    /// takes nothing, whatever time the records carry.
+    fn check_end(&mut self) {
+        let Some(end) = &self.end else { return };
+        if self.ended {
+            return;
+        }
+        let now = crate::clock::WallClock::now_timestamp();
+        if (now.seconds, now.nanos) > (end.seconds, end.nanos) {
+            self.ended = true;
+            self.write_due_aggregates(true);
+            tracing::info!(log = %self.name, "flow log reached its end time: stopped");
+        }
+    }
+
+    /// Writes what is pending and closes the file: at exit, or when the
+    /// log is removed from the config.
+    pub fn finish(&mut self) {
+        self.write_due_aggregates(true);
+        let _ = self.end_batch();
+        let _ = self.flush();
+        self.close();
+    }
+}
+
+impl Output for FlowLog {
+    fn flow(&mut self, _: &RecordSource, record: &FlowRecord) {
+        self.check_end();
+        if self.ended {
+            return;
+        }
+        if !self.selector.selects(&record.flow) {
+            self.metrics.flow_log_filtered.with_label_values(&[&self.name]).inc();
+            return;
+        }
+        self.metrics.flow_log_records.with_label_values(&[&self.name]).inc();
+        match &mut self.aggregator {
+            Some(aggregator) => {
+                aggregator.add(record, Instant::now());
+                self.write_due_aggregates(false);
+            }
+            None => {
+                let time = record.flow.time.unwrap_or_default();
+                self.write_flow(&record.flow, Counts::Record(&record.counts), &time);
+            }
+        }
+    }
+
+    fn lost(&mut self, lost: &LostEvent, time: &Timestamp) {
+        if !self.ended {
+            self.log.lost(lost, time);
+        }
+    }
+
+    fn end_batch(&mut self) -> Result<(), OutputError> {
+        let before = self.log.stats();
+        let result = self.log.end_batch();
+        let after = self.log.stats();
+        let m = &self.metrics;
+        m.flow_log_bytes
+            .with_label_values(&[&self.name])
+            .inc_by(after.bytes - before.bytes);
+        m.flow_log_rotations
+            .with_label_values(&[&self.name])
+            .inc_by(after.rotations - before.rotations);
+        result
+    }
+
+    fn flush(&mut self) -> Result<(), OutputError> {
+        self.log.flush()
+    }
+
+    fn close(&mut self) {
+        self.log.close();
+    }
+}
