@@ -29,7 +29,10 @@ use crate::{
     flow_table::{FlowTable, FlowUpdate, TableConfig},
     hubble_api::server::GrpcServer,
     interfaces::{self, InterfaceSelector},
-    kubernetes::Kubernetes,
+    kubernetes::{
+        self, Kubernetes,
+        flow_log_resources::{self, StoredLogOptions},
+    },
     metrics::{Contexts, Metrics},
     metrics_server,
     output::{
@@ -66,20 +69,45 @@ pub async fn run(args: RunArgs) -> Result<()> {
         max_backups: args.output_max_backups,
         compress: args.output_compress,
     };
-    let sink = Sink::open(&args.output, rotation).with_context(|| format!("cannot write to {}", args.output))?;
+    let sink = match args.output.as_str() {
+        "none" => None,
+        path => Some(Sink::open(path, rotation).with_context(|| format!("cannot write to {path}"))?),
+    };
     let node_name = args.node_name();
     let metrics = Arc::new(Metrics::with_contexts(Contexts::new(
         args.metrics_source_context,
         args.metrics_destination_context,
         args.metrics_context_limit,
     )));
-    let flow_logs = match &args.flow_logs_config {
-        Some(path) => {
-            let logs = FlowLogs::open(Some(path), &node_name, Arc::clone(&metrics))?;
+    let flow_logs = if args.flow_logs_config.is_some() || args.flow_log_crds {
+        let path = args.flow_logs_config.as_deref();
+        let logs = FlowLogs::open(path, &node_name, Arc::clone(&metrics))?;
+        if let Some(path) = path {
             info!(logs = ?logs.names(), config = %path.display(), "flow logs configured");
-            Some(Arc::new(std::sync::Mutex::new(logs)))
         }
-        None => None,
+        Some(Arc::new(std::sync::Mutex::new(logs)))
+    } else {
+        None
+    };
+    let flow_log_resources = match &flow_logs {
+        Some(logs) if args.flow_log_crds => {
+            let (client, server) = kubernetes::connect(args.kubeconfig.clone())
+                .await
+                .context("--flow-log-crds needs the Kubernetes API")?;
+            info!(%server, path = %args.flow_log_crds_path, "flow-log custom resources watched");
+            let options = StoredLogOptions {
+                file_path: args.flow_log_crds_path.clone(),
+                max_size_mb: args.flow_log_crds_max_size_mb,
+                max_backups: args.flow_log_crds_max_backups,
+            };
+            Some(tokio::spawn(flow_log_resources::run(
+                client,
+                Arc::clone(logs),
+                options,
+                Arc::clone(&metrics),
+            )))
+        }
+        _ => None,
     };
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -130,7 +158,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => Box::new(NoIdentities),
     };
     let mut outputs = Outputs::new(Arc::clone(&builder), enricher);
-    outputs.add(JsonLog::new(sink, node_name, Arc::clone(&metrics)));
+    if let Some(sink) = sink {
+        outputs.add(JsonLog::new(sink, node_name, Arc::clone(&metrics)));
+    }
     outputs.add(FlowMetrics(Arc::clone(&metrics)));
     if let Some(logs) = &flow_logs {
         outputs.add(SharedFlowLogs(Arc::clone(logs)));
@@ -160,6 +190,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         reported_counters: CounterValues::default(),
         report_interval: args.report_interval,
         flow_logs,
+        flow_log_resources,
         metrics,
     };
     let result = agent.capture().await;
@@ -195,6 +226,8 @@ struct Agent {
     report_interval: Duration,
     /// The logs of `--flow-logs-config`, re-read on every tick.
     flow_logs: Option<Arc<std::sync::Mutex<FlowLogs>>>,
+    /// The watch of the flow-log custom resources (`--flow-log-crds`).
+    flow_log_resources: Option<tokio::task::JoinHandle<()>>,
     metrics: Arc<Metrics>,
 }
 
@@ -372,6 +405,10 @@ impl Agent {
         self.write_updates()?;
         self.report_kernel_losses()?;
         self.flush()?;
+        // No change to the logs while they are closed.
+        if let Some(task) = self.flow_log_resources.take() {
+            task.abort();
+        }
         self.outputs.close();
         let counters = self.datapath.counters.read().context("reading kernel counters")?;
         info!(

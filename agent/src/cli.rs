@@ -52,8 +52,9 @@ pub struct RunArgs {
     #[arg(short, long = "interface", value_name = "PATTERN")]
     pub interfaces: Vec<String>,
 
-    /// Where to write flows: a file path, or `-` for stdout.
-    #[arg(short, long, value_name = "PATH|-", default_value = "-")]
+    /// Where to write every flow: a file path, `-` for stdout, or `none`
+    /// (only the flow logs of `--flow-logs-config` and `--flow-log-crds`).
+    #[arg(short, long, value_name = "PATH|-|none", default_value = "-")]
     pub output: String,
 
     /// Node name written in every record. Default: $NODE_NAME, else the host name.
@@ -89,6 +90,26 @@ pub struct RunArgs {
     /// config (`flowLogs:`). They come on top of `--output`.
     #[arg(long, value_name = "PATH")]
     pub flow_logs_config: Option<std::path::PathBuf>,
+
+    /// The stored log of Azure Container Network Logs' custom resources
+    /// (`RetinaNetworkFlowLog`, `ContainerNetworkLog`): their filters
+    /// together select what it gets; with none, nothing is stored. Uses
+    /// the Kubernetes connection (`--kubeconfig`); an unreachable API
+    /// server at start is an error.
+    #[arg(long)]
+    pub flow_log_crds: bool,
+
+    /// Where the custom resources' stored log goes.
+    #[arg(long, value_name = "PATH", default_value = "/var/log/acns/hubble/events.log")]
+    pub flow_log_crds_path: String,
+
+    /// Rotate the custom resources' stored log at this size.
+    #[arg(long, value_name = "MB", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flow_log_crds_max_size_mb: u64,
+
+    /// Rotated files of the custom resources' stored log to keep.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub flow_log_crds_max_backups: u32,
 
     /// Capacity of the kernel flow map, in flow directions. Packets of new
     /// flows beyond it are counted as lost and reported.

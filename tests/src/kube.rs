@@ -14,7 +14,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::{Binding, Pod, ServiceAccount};
+use k8s_openapi::{
+    api::{
+        authentication::v1::TokenRequest,
+        core::v1::{Binding, Namespace, Pod, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
     Api, Client, Config,
     api::{Patch, PatchParams, PostParams},
@@ -214,6 +221,67 @@ where
 {
     let object: K = serde_json::from_value(object).expect("a valid object");
     api.create(&PostParams::default(), &object).await.expect("create");
+}
+
+/// Applies `deploy/kubernetes/rbac.yaml` as shipped and returns a token of
+/// its ServiceAccount: hubcap runs with exactly the access it grants.
+pub async fn deployed_service_account_token(client: &Client) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/rbac.yaml");
+    let text = std::fs::read_to_string(path).expect("rbac.yaml");
+    create(
+        &Api::<Namespace>::all(client.clone()),
+        json!({"metadata": {"name": "hubcap"}}),
+    )
+    .await;
+    wait_for_service_account(client, "hubcap").await;
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let object: serde_json::Value = serde::Deserialize::deserialize(document).expect("YAML");
+        match object["kind"].as_str() {
+            Some("ServiceAccount") => {
+                create(&Api::<ServiceAccount>::namespaced(client.clone(), "hubcap"), object).await
+            }
+            Some("ClusterRole") => create(&Api::<ClusterRole>::all(client.clone()), object).await,
+            Some("ClusterRoleBinding") => create(&Api::<ClusterRoleBinding>::all(client.clone()), object).await,
+            other => panic!("unexpected kind {other:?} in rbac.yaml"),
+        }
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "hubcap");
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    let token = accounts
+        .create_token_request("hubcap", &PostParams::default(), &request)
+        .await
+        .expect("token for hubcap's ServiceAccount");
+    token.status.expect("token").token
+}
+
+/// Installs `deploy/kubernetes/crds.yaml` as shipped and waits until the
+/// API server serves every resource it defines.
+pub async fn install_crds(client: &Client) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/crds.yaml");
+    let text = std::fs::read_to_string(path).expect("crds.yaml");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let object: serde_json::Value = serde::Deserialize::deserialize(document).expect("YAML");
+        names.push(object["metadata"]["name"].as_str().expect("name").to_owned());
+        create(&crds, object).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for name in names {
+        loop {
+            let crd = crds.get(&name).await.expect("CRD");
+            let established = crd.status.and_then(|s| s.conditions).is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} never established");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// What the scheduler and a kubelet would do: bind the pod to `node` and

@@ -194,6 +194,9 @@ impl Node {
     /// Waits until every flow has ended (`hubcap_flow_table_directions 0`;
     /// the agent must serve metrics on 127.0.0.1:9965).
     pub fn wait_for_flows_to_end(&self) {
+        // The gauge is refreshed twice a second: let it see the flows of
+        // traffic just sent (they stay at least the 1 s idle timeout).
+        std::thread::sleep(std::time::Duration::from_millis(600));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let text = crate::agent::scrape_metrics(&self.ns, "127.0.0.1:9965");

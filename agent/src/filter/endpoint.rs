@@ -47,12 +47,15 @@ enum Requirement {
     NotEquals(String, String),
     Exists(String),
     NotExists(String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
 }
 
 /// Hubble's label selector: comma-separated requirements that must all
-/// hold: `key=value` (or `==`), `key!=value`, `key`, `!key`. A key may name
-/// its source (`k8s:app`, `reserved:world`); without one it matches the
-/// label from any source.
+/// hold: `key=value` (or `==`), `key!=value`, `key`, `!key`, and the
+/// set-based `key in (a,b)` and `key notin (a,b)` of Kubernetes selectors.
+/// A key may name its source (`k8s:app`, `reserved:world`); without one it
+/// matches the label from any source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelSelector(Vec<Requirement>);
 
@@ -60,8 +63,10 @@ impl LabelSelector {
     pub fn parse(s: &str) -> Result<Self, FilterError> {
         let bad = || FilterError::Label(s.to_owned());
         let mut requirements = Vec::new();
-        for part in s.split(',').map(str::trim) {
-            let requirement = if let Some((k, v)) = part.split_once("!=") {
+        for part in split_requirements(s).ok_or_else(bad)? {
+            let requirement = if let Some(r) = set_requirement(part) {
+                r.ok_or_else(bad)?
+            } else if let Some((k, v)) = part.split_once("!=") {
                 Requirement::NotEquals(k.trim().to_owned(), v.trim().to_owned())
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 Requirement::Equals(k.trim().to_owned(), v.trim().to_owned())
@@ -74,7 +79,9 @@ impl LabelSelector {
                 Requirement::Equals(k, _)
                 | Requirement::NotEquals(k, _)
                 | Requirement::Exists(k)
-                | Requirement::NotExists(k) => k,
+                | Requirement::NotExists(k)
+                | Requirement::In(k, _)
+                | Requirement::NotIn(k, _) => k,
             };
             if key.is_empty() || key.contains(' ') {
                 return Err(bad());
@@ -100,8 +107,54 @@ impl LabelSelector {
             Requirement::NotEquals(k, v) => value(k) != Some(v.as_str()),
             Requirement::Exists(k) => value(k).is_some(),
             Requirement::NotExists(k) => value(k).is_none(),
+            Requirement::In(k, values) => value(k).is_some_and(|v| values.iter().any(|w| w == v)),
+            Requirement::NotIn(k, values) => !value(k).is_some_and(|v| values.iter().any(|w| w == v)),
         })
     }
+}
+
+/// The selector's requirements: split at commas outside parentheses.
+/// `None` for unbalanced parentheses.
+fn split_requirements(s: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0u32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.checked_sub(1)?,
+            ',' if depth == 0 => {
+                parts.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    (depth == 0).then(|| {
+        parts.push(s[start..].trim());
+        parts
+    })
+}
+
+/// `key in (a,b)` or `key notin (a,b)`: `None` if `part` is neither,
+/// `Some(None)` if it is one but malformed.
+fn set_requirement(part: &str) -> Option<Option<Requirement>> {
+    let open = part.find('(')?;
+    let (head, list) = (part[..open].trim(), &part[open..]);
+    let (key, operator) = head.rsplit_once(char::is_whitespace)?;
+    let values = || -> Option<Vec<String>> {
+        let inner = list.strip_prefix('(')?.strip_suffix(')')?;
+        let values: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
+        values
+            .iter()
+            .all(|v| !v.is_empty() && !v.contains(' '))
+            .then_some(values)
+    };
+    let key = key.trim().to_owned();
+    Some(match operator {
+        "in" => values().map(|v| Requirement::In(key, v)),
+        "notin" => values().map(|v| Requirement::NotIn(key, v)),
+        _ => None,
+    })
 }
 
 /// A workload filter: every field given must match one of the endpoint's
@@ -139,13 +192,19 @@ mod tests {
             ("!tier", false, true),
             ("reserved:world", false, true),
             ("world", false, true),
+            ("app in (db, web)", true, false),
+            ("app in (db),tier", false, false),
+            ("k8s:tier notin (back,side),app=web", true, false),
+            ("tier notin (front)", false, true),
         ] {
             let s = LabelSelector::parse(selector).unwrap();
             assert_eq!(s.matches(Some(&web)), on_web, "{selector} on web");
             assert_eq!(s.matches(Some(&world)), on_world, "{selector} on world");
             assert!(!s.matches(None) || selector.starts_with('!') || selector.contains("!="));
         }
-        assert!(LabelSelector::parse("app=web,").is_err());
+        for bad in ["app=web,", "app in (web", "app in ()", "app in (a b)", "app within (a)"] {
+            assert!(LabelSelector::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! retried with backoff while records keep the last known identities; a
 //! history the server no longer has (410) is listed again.
 
+pub mod flow_log_resources;
 mod identity;
 mod state;
 mod watch;
@@ -24,6 +25,7 @@ use std::{
 pub use state::{ClusterState, NodeInfo, PodInfo};
 use tokio::sync::watch as signal;
 use tracing::{info, warn};
+pub use watch::connect;
 
 use agent_common::ip_proto;
 

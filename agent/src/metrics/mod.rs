@@ -100,6 +100,8 @@ pub struct Metrics {
     /// (identities may be stale while they last).
     pub kubernetes_pods: IntGauge,
     pub kubernetes_watch_errors: IntCounterVec,
+    /// Container Network Logs resources by state (`configured`, `failed`).
+    pub flow_log_resources: IntGaugeVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -126,6 +128,11 @@ impl Metrics {
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
@@ -234,6 +241,11 @@ impl Metrics {
                 "hubcap_kubernetes_watch_errors_total",
                 "Kubernetes watch failures, by kind; each is retried, and identities may be stale meanwhile",
                 &["kind"],
+            ),
+            flow_log_resources: gauge_vec(
+                "hubcap_flow_log_resources",
+                "RetinaNetworkFlowLog and ContainerNetworkLog resources, by state (configured, failed)",
+                &["state"],
             ),
             build_info,
             registry,

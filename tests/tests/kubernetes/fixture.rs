@@ -14,21 +14,19 @@ use std::{
 };
 
 use hubcap_tests::{
-    kube::{ControlPlane, create, run_pod, wait_for_service_account},
+    kube::{ControlPlane, create, deployed_service_account_token, run_pod, wait_for_service_account},
     output::{self, Output},
     topology::Node,
     traffic::{ping, tcp_transfer, udp_echo},
 };
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
-    authentication::v1::TokenRequest,
-    core::v1::{Namespace, Node as KubeNode, Pod, Service, ServiceAccount},
+    core::v1::{Namespace, Node as KubeNode, Pod, Service},
     discovery::v1::EndpointSlice,
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams},
 };
 use serde_json::json;
 
@@ -134,37 +132,6 @@ fn node_object(name: &str, ip: IpAddr, zone: &str) -> serde_json::Value {
         "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
         "status": {"addresses": [{"type": "InternalIP", "address": ip.to_string()}]},
     })
-}
-
-/// Applies `deploy/kubernetes/rbac.yaml` as shipped and returns a token of
-/// its ServiceAccount: hubcap runs with exactly the access it grants.
-async fn deployed_service_account_token(client: &Client) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/rbac.yaml");
-    let text = std::fs::read_to_string(path).expect("rbac.yaml");
-    create(
-        &Api::<Namespace>::all(client.clone()),
-        json!({"metadata": {"name": "hubcap"}}),
-    )
-    .await;
-    wait_for_service_account(client, "hubcap").await;
-    for document in serde_norway::Deserializer::from_str(&text) {
-        let object: serde_json::Value = serde::Deserialize::deserialize(document).expect("YAML");
-        match object["kind"].as_str() {
-            Some("ServiceAccount") => {
-                create(&Api::<ServiceAccount>::namespaced(client.clone(), "hubcap"), object).await
-            }
-            Some("ClusterRole") => create(&Api::<ClusterRole>::all(client.clone()), object).await,
-            Some("ClusterRoleBinding") => create(&Api::<ClusterRoleBinding>::all(client.clone()), object).await,
-            other => panic!("unexpected kind {other:?} in rbac.yaml"),
-        }
-    }
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "hubcap");
-    let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
-    let token = accounts
-        .create_token_request("hubcap", &PostParams::default(), &request)
-        .await
-        .expect("token for hubcap's ServiceAccount");
-    token.status.expect("token").token
 }
 
 impl Fixture {

@@ -19,6 +19,7 @@
 mod aggregate;
 mod config;
 mod log;
+pub mod resources;
 
 use std::{
     path::{Path, PathBuf},
