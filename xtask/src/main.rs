@@ -1,8 +1,9 @@
-//! Orchestration for hubcap: `cargo xtask setup|run|test`.
+//! Orchestration for hubcap: `cargo xtask setup|run|test|image|bench`.
 //!
 //! Every command does its own set-up first, so that on a fresh machine of the
 //! project's kind `cargo xtask run ...` and `cargo xtask test` just work.
 
+mod image;
 mod setup;
 
 use std::process::Command;
@@ -30,6 +31,9 @@ enum Cmd {
     /// Set up, then run every test: formatting, clippy, unit tests and the
     /// root end-to-end tests.
     Test,
+    /// Set up, build hubcap and its OCI image (`localhost/hubcap:dev`) with
+    /// podman.
+    Image,
     /// Set up, then run the side-by-side benchmark; writes
     /// target/bench/report.json.
     Bench {
@@ -55,6 +59,14 @@ fn main() -> Result<()> {
                 .status()
                 .with_context(|| format!("starting {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Image => {
+            setup::ensure_all()?;
+            cargo_env(
+                &["build", "--release", "--package", "agent", "--bin", "hubcap"],
+                &[("HUBCAP_REQUIRE_EBPF", "1")],
+            )?;
+            image::build(&workspace_root())
         }
         Cmd::Bench { quick } => {
             setup::ensure_all()?;
@@ -93,6 +105,8 @@ fn main() -> Result<()> {
                 &["build", "--release", "--package", "agent", "--bin", "hubcap"],
                 &real_ebpf,
             )?;
+            // The image test runs what was just built.
+            image::build(&workspace_root())?;
             run_tests(
                 &[
                     "test",

@@ -27,6 +27,13 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("softflowd", "softflowd"),
     // The Kubernetes tests' etcd, under the real kube-apiserver.
     ("etcd-server", "etcd"),
+    // `cargo xtask image` and the image test; runc because crun refuses
+    // this kind of machine's hybrid cgroup hierarchy.
+    ("podman", "podman"),
+    ("runc", "runc"),
+    // What is attached to the kernel, for the tests that check nothing is
+    // left behind.
+    ("bpftool", "bpftool"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
