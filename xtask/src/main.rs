@@ -1,4 +1,4 @@
-//! Orchestration for hubcap: `cargo xtask setup|run|test|image|bench`.
+//! Orchestration for hubcap: `cargo xtask setup|run|test|image|manifests|bench`.
 //!
 //! Every command does its own set-up first, so that on a fresh machine of the
 //! project's kind `cargo xtask run ...` and `cargo xtask test` just work.
@@ -34,6 +34,9 @@ enum Cmd {
     /// Set up, build hubcap and its OCI image (`localhost/hubcap:dev`) with
     /// podman.
     Image,
+    /// Write deploy/kubernetes/ from the Helm chart (deploy/helm/hubcap)
+    /// with its default values.
+    Manifests,
     /// Set up, then run the side-by-side benchmark; writes
     /// target/bench/report.json.
     Bench {
@@ -67,6 +70,20 @@ fn main() -> Result<()> {
                 &[("HUBCAP_REQUIRE_EBPF", "1")],
             )?;
             image::build(&workspace_root())
+        }
+        Cmd::Manifests => {
+            setup::ensure_all()?;
+            let root = workspace_root();
+            let status = Command::new("python3")
+                .arg(root.join("xtask/helm.py"))
+                .args(["manifests", "deploy/helm/hubcap", "deploy/kubernetes"])
+                .current_dir(&root)
+                .status()
+                .context("running xtask/helm.py")?;
+            if !status.success() {
+                bail!("rendering the chart failed ({status})");
+            }
+            Ok(())
         }
         Cmd::Bench { quick } => {
             setup::ensure_all()?;

@@ -44,7 +44,25 @@ pub fn ensure_all() -> Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker()?;
     ensure_upstream_tools()?;
+    ensure_helm_engine()?;
     Ok(())
+}
+
+/// Helm itself, as a library for Python (PyPI `helm-python-sdk`): the chart
+/// is linted, rendered and installed with the real Helm engine.
+const HELM_SDK: &str = "helm-python-sdk==0.2.2";
+
+fn ensure_helm_engine() -> Result<()> {
+    let present = Command::new("python3")
+        .args(["-c", "import helm_python"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("setup: installing {HELM_SDK} from PyPI");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", HELM_SDK]))
+        .with_context(|| format!("pip install {HELM_SDK} failed (is PyPI reachable?)"))
 }
 
 /// Where the tests find the upstream tools (`hubble`, `hubble-relay`).
