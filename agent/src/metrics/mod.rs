@@ -61,6 +61,11 @@ pub struct Metrics {
     contexts: Contexts,
     /// Labels `type`, `subtype`, `verdict`, as Hubble.
     pub flows_processed: IntCounterVec,
+    /// Packets and bytes of written records by observation point, verdict,
+    /// protocol and the context labels: what the dashboards rank pods,
+    /// workloads and namespaces by.
+    pub traffic_packets: IntCounterVec,
+    pub traffic_bytes: IntCounterVec,
     /// Labels `reason`, `protocol`.
     pub drops: IntCounterVec,
     /// Labels `flag` (SYN, SYN-ACK, FIN, RST), `family` (IPv4, IPv6).
@@ -141,6 +146,16 @@ impl Metrics {
         registry.register(Box::new(build_info.clone())).expect("unique metric");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let metrics = Metrics {
+            traffic_packets: counter_vec(
+                "hubcap_traffic_packets_total",
+                "Packets in written records, by subtype (observation point), verdict and protocol",
+                &with_context(&["subtype", "verdict", "protocol"]),
+            ),
+            traffic_bytes: counter_vec(
+                "hubcap_traffic_bytes_total",
+                "Bytes in written records, by subtype (observation point), verdict and protocol",
+                &with_context(&["subtype", "verdict", "protocol"]),
+            ),
             flows_processed: counter_vec(
                 "hubble_flows_processed_total",
                 "Flow records processed, by type, subtype and verdict",
@@ -285,12 +300,19 @@ impl Metrics {
             self.flows_processed
                 .with_label_values(&labels(&["Drop", "", "DROPPED"], &context))
                 .inc();
+            let protocol = record.flow.l4_parts().protocol;
             self.drops
-                .with_label_values(&labels(&[reason, record.flow.l4_parts().protocol], &context))
+                .with_label_values(&labels(&[reason, protocol], &context))
                 .inc_by(update.packets);
+            self.count_traffic(&["", "DROPPED", protocol], &context, update);
             return;
         }
         let point = record.flow.trace_observation_point();
+        self.count_traffic(
+            &[trace_point(point).1, "FORWARDED", record.flow.l4_parts().protocol],
+            &context,
+            update,
+        );
         self.flows_processed
             .with_label_values(&labels(&["Trace", trace_point(point).1, "FORWARDED"], &context))
             .inc();
@@ -324,6 +346,12 @@ impl Metrics {
         self.flow_bytes
             .with_label_values(&[interface, hook_name])
             .inc_by(update.bytes);
+    }
+
+    fn count_traffic(&self, base: &[&str], context: &[String], update: &FlowUpdate) {
+        let labels = labels(base, context);
+        self.traffic_packets.with_label_values(&labels).inc_by(update.packets);
+        self.traffic_bytes.with_label_values(&labels).inc_by(update.bytes);
     }
 
     /// Counts a loss report by its source.
