@@ -166,8 +166,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         outputs.add(SharedFlowLogs(Arc::clone(logs)));
     }
     let server = if grpc.is_enabled() {
-        let (server, state) =
-            GrpcServer::start(&grpc, builder, Arc::clone(&metrics)).context("starting the Observer API")?;
+        let (server, state) = GrpcServer::start(
+            &grpc,
+            builder,
+            Arc::clone(&metrics),
+            kubernetes.as_ref().map(Kubernetes::cluster_nodes),
+        )
+        .context("starting the Observer API")?;
         outputs.add(ObserverFeed::new(state, Arc::clone(&metrics)));
         Some(server)
     } else {

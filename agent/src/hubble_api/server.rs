@@ -28,7 +28,7 @@ use tonic::transport::{
 use tracing::{info, warn};
 
 use super::{
-    peer::{PeerService, this_node},
+    peer::{ClusterNodes, OtherNodes, PeerService, this_node},
     service::{ObserverService, ObserverState},
 };
 use crate::{
@@ -129,10 +129,13 @@ pub struct GrpcServer {
 impl GrpcServer {
     /// Starts the server thread and returns once every listener is bound, so
     /// a bad address or a busy socket fails before capture starts.
+    /// `cluster_nodes`: the other nodes the Peer service announces (with
+    /// Kubernetes), when the API is served on TCP.
     pub fn start(
         config: &GrpcConfig,
         builder: Arc<RecordBuilder>,
         metrics: Arc<Metrics>,
+        cluster_nodes: Option<ClusterNodes>,
     ) -> Result<(GrpcServer, Arc<ObserverState>), ServerError> {
         let (stop, stopping) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -148,7 +151,7 @@ impl GrpcServer {
                     }
                 };
                 runtime.block_on(async move {
-                    match Listeners::serve(&thread_config, builder, metrics, stopping.clone()).await {
+                    match Listeners::serve(&thread_config, builder, metrics, cluster_nodes, stopping.clone()).await {
                         Ok((listeners, state)) => {
                             let _ = ready_tx.send(Ok(state));
                             let mut stopping = stopping;
@@ -194,6 +197,7 @@ impl Listeners {
         config: &GrpcConfig,
         builder: Arc<RecordBuilder>,
         metrics: Arc<Metrics>,
+        cluster_nodes: Option<ClusterNodes>,
         stopping: watch::Receiver<bool>,
     ) -> Result<(Listeners, Arc<ObserverState>), ServerError> {
         let tcp = match &config.listen {
@@ -220,8 +224,18 @@ impl Listeners {
             .set_service_status(HUBBLE_SERVER_HEALTH, tonic_health::ServingStatus::Serving)
             .await;
         let observer = ObserverServer::new(ObserverService::new(Arc::clone(&state)));
+        // Other nodes serve where this one does: on TCP, at the same port.
+        let others = match (&tcp, cluster_nodes) {
+            (Some((addr, _)), Some(nodes)) => Some(OtherNodes {
+                nodes,
+                port: addr.port(),
+                tls: state.tls,
+            }),
+            _ => None,
+        };
         let peer = PeerServer::new(PeerService::new(
             this_node(&state, config.tls_server_name.as_deref()),
+            others,
             stopping.clone(),
         ));
         let tcp = match tcp {

@@ -193,6 +193,12 @@ impl Kubernetes {
         }
     }
 
+    /// The cluster's nodes and their addresses, for the Peer service.
+    pub fn cluster_nodes(&self) -> crate::hubble_api::peer::ClusterNodes {
+        let state = Arc::clone(&self.state);
+        Arc::new(move || state.read().unwrap_or_else(|e| e.into_inner()).node_addresses())
+    }
+
     pub fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(thread) = self.thread.take() {

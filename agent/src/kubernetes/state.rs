@@ -339,6 +339,18 @@ impl ClusterState {
     }
 
     /// This node's labels as `key=value` (Hubble's `node_labels`).
+    /// Every node by name with its first address (InternalIP first), in
+    /// name order.
+    pub fn node_addresses(&self) -> Vec<(String, IpAddr)> {
+        let mut nodes: Vec<(String, IpAddr)> = self
+            .nodes
+            .iter()
+            .filter_map(|(name, node)| node.ips.first().map(|ip| (name.clone(), *ip)))
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
     pub fn own_node_labels(&self) -> Arc<Vec<String>> {
         Arc::clone(&self.own_node_labels)
     }

@@ -213,7 +213,9 @@ fn node_info(node: &Node) -> NodeInfo {
         .map(|addresses| {
             addresses
                 .iter()
-                .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+                // InternalIPs first: the Peer service announces the first.
+                .filter(|a| a.type_ == "InternalIP")
+                .chain(addresses.iter().filter(|a| a.type_ == "ExternalIP"))
                 .filter_map(|a| a.address.parse().ok())
                 .collect()
         })
