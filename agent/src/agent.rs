@@ -38,6 +38,7 @@ use crate::{
     output::{
         FlowMetrics, JsonLog, ObserverFeed, Outputs,
         flow_logs::{FlowLogs, SharedFlowLogs},
+        ipfix::{self, IpfixExporter},
     },
     privileges,
     record::RecordBuilder,
@@ -159,9 +160,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let mut outputs = Outputs::new(Arc::clone(&builder), enricher);
     if let Some(sink) = sink {
-        outputs.add(JsonLog::new(sink, node_name, Arc::clone(&metrics)));
+        outputs.add(JsonLog::new(sink, node_name.clone(), Arc::clone(&metrics)));
     }
     outputs.add(FlowMetrics(Arc::clone(&metrics)));
+    if !args.ipfix_collectors.is_empty() {
+        let domain = args
+            .ipfix_observation_domain
+            .unwrap_or_else(|| ipfix::observation_domain(&node_name));
+        outputs.add(IpfixExporter::open(
+            &args.ipfix_collectors,
+            domain,
+            Arc::clone(&metrics),
+        )?);
+    }
     if let Some(logs) = &flow_logs {
         outputs.add(SharedFlowLogs(Arc::clone(logs)));
     }

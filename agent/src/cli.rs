@@ -91,6 +91,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub flow_logs_config: Option<std::path::PathBuf>,
 
+    /// Export every record as IPFIX (RFC 7011) to this collector:
+    /// `udp://HOST:PORT`. Repeatable.
+    #[arg(long = "ipfix-collector", value_name = "URL")]
+    pub ipfix_collectors: Vec<String>,
+
+    /// The IPFIX observation domain. Default: a hash of the node name, so
+    /// each node is a domain of its own.
+    #[arg(long, value_name = "N")]
+    pub ipfix_observation_domain: Option<u32>,
+
     /// The stored log of Azure Container Network Logs' custom resources
     /// (`RetinaNetworkFlowLog`, `ContainerNetworkLog`): their filters
     /// together select what it gets; with none, nothing is stored. Uses

@@ -31,6 +31,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // this kind of machine's hybrid cgroup hierarchy.
     ("podman", "podman"),
     ("runc", "runc"),
+    // The IPFIX test's collector (nfcapd) and reader (nfdump).
+    ("nfdump", "nfcapd"),
     // What is attached to the kernel, for the tests that check nothing is
     // left behind.
     ("bpftool", "bpftool"),

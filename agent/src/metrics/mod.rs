@@ -105,6 +105,11 @@ pub struct Metrics {
     /// (identities may be stale while they last).
     pub kubernetes_pods: IntGauge,
     pub kubernetes_watch_errors: IntCounterVec,
+    /// IPFIX export, by collector: messages and records sent, and sends
+    /// that failed (each a message lost for that collector).
+    pub ipfix_messages: IntCounterVec,
+    pub ipfix_records: IntCounterVec,
+    pub ipfix_errors: IntCounterVec,
     /// Container Network Logs resources by state (`configured`, `failed`).
     pub flow_log_resources: IntGaugeVec,
     pub build_info: IntGaugeVec,
@@ -256,6 +261,21 @@ impl Metrics {
                 "hubcap_kubernetes_watch_errors_total",
                 "Kubernetes watch failures, by kind; each is retried, and identities may be stale meanwhile",
                 &["kind"],
+            ),
+            ipfix_messages: counter_vec(
+                "hubcap_ipfix_messages_total",
+                "IPFIX messages sent, by collector",
+                &["collector"],
+            ),
+            ipfix_records: counter_vec(
+                "hubcap_ipfix_records_total",
+                "IPFIX flow records sent, by collector",
+                &["collector"],
+            ),
+            ipfix_errors: counter_vec(
+                "hubcap_ipfix_errors_total",
+                "IPFIX messages that could not be sent (socket full, collector unreachable), by collector",
+                &["collector"],
             ),
             flow_log_resources: gauge_vec(
                 "hubcap_flow_log_resources",

@@ -12,6 +12,7 @@
 
 pub mod flow_logs;
 mod flow_metrics;
+pub mod ipfix;
 mod json_log;
 mod observer_feed;
 

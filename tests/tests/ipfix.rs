@@ -1,0 +1,152 @@
+//! IPFIX judged by Debian's nfdump: hubcap exports over UDP to `nfcapd`
+//! in the test node's namespace, and `nfdump` reads the capture back.
+//! Every record hubcap wrote is there, and per veth and direction the
+//! packets and bytes equal the interface counters, for IPv4 and IPv6.
+
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use hubcap_tests::{
+    output, require_root,
+    topology::Node,
+    traffic::{ping, tcp_transfer, udp_echo},
+};
+
+/// nfcapd, stopped with SIGTERM (it writes its file then) even when the
+/// test fails.
+struct Nfcapd(Child);
+
+impl Nfcapd {
+    fn stop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Nfcapd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn ifindex(node: &Node, ifname: &str) -> u64 {
+    let out = node
+        .ns
+        .command("cat")
+        .arg(format!("/sys/class/net/{ifname}/ifindex"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("ifindex")
+}
+
+#[test]
+fn nfdump_reads_every_flow_with_the_interface_counters() {
+    require_root();
+    let node = Node::new(2);
+    let dir = std::env::temp_dir().join(format!("hubcap-ipfix-{}", node.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut nfcapd = Nfcapd(
+        node.ns
+            .command("nfcapd")
+            .args([
+                "-w",
+                dir.to_str().unwrap(),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                "2055",
+                "-t",
+                "3600",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nfcapd (cargo xtask setup installs nfdump)"),
+    );
+    // The templates go in hubcap's first message: nfcapd must listen by then.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = node.ns.command("ss").args(["-uln"]).output().unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:2055") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nfcapd does not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let agent = node.capture(&["--ipfix-collector", "udp://127.0.0.1:2055"]);
+    node.up();
+    let (p1, p2) = (&node.pods[0], &node.pods[1]);
+    tcp_transfer(&p1.ns, &p2.ns, (p2.ipv4, 5001).into(), 300_000, 30_000);
+    udp_echo(&p2.ns, &p1.ns, (p1.ipv4, 5353).into(), 20, 400);
+    tcp_transfer(&p1.ns, &p2.ns, (p2.ipv6, 6001).into(), 100_000, 10_000);
+    udp_echo(&p1.ns, &p2.ns, (p2.ipv6, 6053).into(), 10, 200);
+    ping(&p1.ns, &p2.ipv4.to_string(), 2);
+    let counters: Vec<_> = node
+        .pods
+        .iter()
+        .map(|p| (p.host_if.clone(), node.settled_counters(&p.host_if)))
+        .collect();
+    let finished = agent.stop();
+    assert!(finished.status.success(), "hubcap exit: {:?}", finished.status);
+    let records = output::parse(&finished.stdout).records;
+    nfcapd.stop();
+
+    // -N: plain numbers, never "1.2 M".
+    let out = Command::new("nfdump")
+        .args([
+            "-R",
+            dir.to_str().unwrap(),
+            "-q",
+            "-N",
+            "-o",
+            "fmt:%in %out %pkt %byt %pr %sa",
+        ])
+        .output()
+        .expect("nfdump");
+    assert!(out.status.success(), "nfdump: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let flows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() == 6)
+        .collect();
+    assert_eq!(flows.len(), records.len(), "every record hubcap wrote, once:\n{text}");
+    assert!(
+        flows.iter().any(|f| f[5].contains(':')) && flows.iter().any(|f| f[5].contains('.')),
+        "IPv4 and IPv6"
+    );
+    // Per interface index: (packets, bytes) in and out.
+    let mut sums: BTreeMap<(u64, &str), (u64, u64)> = BTreeMap::new();
+    for f in &flows {
+        let (input, output_if): (u64, u64) = (f[0].parse().unwrap(), f[1].parse().unwrap());
+        let (packets, bytes): (u64, u64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        for (index, side) in [(input, "in"), (output_if, "out")] {
+            if index != 0 {
+                let sum = sums.entry((index, side)).or_default();
+                sum.0 += packets;
+                sum.1 += bytes;
+            }
+        }
+    }
+    for (ifname, c) in &counters {
+        let index = ifindex(&node, ifname);
+        // The host side's ingress hook sees what the veth received.
+        assert_eq!(
+            sums.get(&(index, "in")).copied().unwrap_or_default(),
+            (c.rx_packets, c.rx_bytes),
+            "{ifname} rx"
+        );
+        assert_eq!(
+            sums.get(&(index, "out")).copied().unwrap_or_default(),
+            (c.tx_packets, c.tx_bytes),
+            "{ifname} tx"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
