@@ -37,6 +37,7 @@ use crate::{
     metrics_server,
     output::{
         FlowMetrics, JsonLog, ObserverFeed, Outputs,
+        azure::{AzureFlowLog, OutputFormat},
         flow_logs::{FlowLogs, SharedFlowLogs},
         ipfix::{self, IpfixExporter},
     },
@@ -159,8 +160,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => Box::new(NoIdentities),
     };
     let mut outputs = Outputs::new(Arc::clone(&builder), enricher);
-    if let Some(sink) = sink {
-        outputs.add(JsonLog::new(sink, node_name.clone(), Arc::clone(&metrics)));
+    match (sink, args.output_format) {
+        (None, _) => {}
+        (Some(sink), OutputFormat::Hubble) => outputs.add(JsonLog::new(sink, node_name.clone(), Arc::clone(&metrics))),
+        (Some(sink), format) => outputs.add(AzureFlowLog::new(format, sink, node_name.clone(), Arc::clone(&metrics))),
     }
     outputs.add(FlowMetrics(Arc::clone(&metrics)));
     if !args.ipfix_collectors.is_empty() {

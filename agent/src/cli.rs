@@ -10,6 +10,7 @@ use crate::{
     kubernetes::{KubeOptions, KubernetesMode},
     metrics::ContextKind,
     observe::ObserveArgs,
+    output::azure::OutputFormat,
 };
 
 #[derive(Parser, Debug)]
@@ -72,6 +73,11 @@ pub struct RunArgs {
     /// How to attach to interfaces.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach_mode: AttachMode,
+
+    /// The format of `--output`: Hubble's JSON flows, or Azure's VNet (v4)
+    /// or NSG (v2) flow tuples.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Hubble)]
+    pub output_format: OutputFormat,
 
     /// Rotate the output file when it reaches this size.
     #[arg(long, value_name = "MB", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]

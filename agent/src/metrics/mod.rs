@@ -105,6 +105,9 @@ pub struct Metrics {
     /// (identities may be stale while they last).
     pub kubernetes_pods: IntGauge,
     pub kubernetes_watch_errors: IntCounterVec,
+    /// Records an output format could not express (NSG tuples: TCP and
+    /// UDP only), by format.
+    pub format_skipped: IntCounterVec,
     /// IPFIX export, by collector: messages and records sent, and sends
     /// that failed (each a message lost for that collector).
     pub ipfix_messages: IntCounterVec,
@@ -261,6 +264,11 @@ impl Metrics {
                 "hubcap_kubernetes_watch_errors_total",
                 "Kubernetes watch failures, by kind; each is retried, and identities may be stale meanwhile",
                 &["kind"],
+            ),
+            format_skipped: counter_vec(
+                "hubcap_format_skipped_records_total",
+                "Records an output format has no way to write (NSG tuples are TCP and UDP only), by format",
+                &["format"],
             ),
             ipfix_messages: counter_vec(
                 "hubcap_ipfix_messages_total",

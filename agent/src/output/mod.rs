@@ -10,6 +10,7 @@
 //! adding one (a second log with its own filter, an IPFIX exporter) is that
 //! file plus one [`Outputs::add`] where `agent.rs` wires the stages.
 
+pub mod azure;
 pub mod flow_logs;
 mod flow_metrics;
 pub mod ipfix;

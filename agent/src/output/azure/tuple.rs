@@ -1,0 +1,129 @@
+//! Flow tuples as Azure writes them: VNet flow logs (version 4) and NSG
+//! flow logs (version 2). A tuple is oriented as its connection: the side
+//! that began it is the source, and the counts of the reply direction are
+//! the "received" (destination to source) columns. hubcap writes one tuple
+//! per record, so each tuple carries one direction's counts since that
+//! direction's previous record and the other direction's columns are 0;
+//! the tuples of a connection add up to its totals.
+
+use std::fmt::Write as _;
+
+use agent_common::{hook, ip_proto};
+
+use crate::{
+    flow_table::FlowState,
+    proto::flow::TrafficDirection,
+    record::{FlowRecord, RecordSource},
+};
+
+/// The fields both formats take from a record.
+pub struct Tuple {
+    pub time_ms: u64,
+    pub src: String,
+    pub dst: String,
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+    /// Of the connection, seen from the endpoint: inbound or outbound.
+    pub inbound: bool,
+    pub denied: bool,
+    pub state: FlowState,
+    /// (packets, bytes) source to destination, and back.
+    pub sent: (u64, u64),
+    pub received: (u64, u64),
+}
+
+impl Tuple {
+    pub fn of(source: &RecordSource, record: &FlowRecord) -> Tuple {
+        let update = &source.update;
+        let key = &update.key;
+        let reply = update.is_reply == Some(true);
+        let (mut src, mut dst) = (key.src_ip().to_string(), key.dst_ip().to_string());
+        let icmp = matches!(key.protocol, ip_proto::ICMP | ip_proto::ICMPV6);
+        let (mut sport, mut dport) = if icmp { (0, 0) } else { (key.src_port, key.dst_port) };
+        let counts = (update.packets, update.bytes);
+        let (mut sent, mut received) = (counts, (0, 0));
+        // The record's own direction, from the endpoint's side; the
+        // connection's is the other one for a reply.
+        let mut inbound = record.flow.traffic_direction() == TrafficDirection::Ingress;
+        if reply {
+            std::mem::swap(&mut src, &mut dst);
+            std::mem::swap(&mut sport, &mut dport);
+            std::mem::swap(&mut sent, &mut received);
+            inbound = !inbound;
+        }
+        let t = &source.time;
+        Tuple {
+            time_ms: t.seconds.max(0) as u64 * 1000 + t.nanos.max(0) as u64 / 1_000_000,
+            src,
+            dst,
+            sport,
+            dport,
+            protocol: key.protocol,
+            inbound,
+            denied: key.hook == hook::DROP,
+            state: update.state,
+            sent,
+            received,
+        }
+    }
+
+    fn state_letter(&self) -> &'static str {
+        match self.state {
+            FlowState::Begin => "B",
+            FlowState::Continuing => "C",
+            FlowState::End => "E",
+        }
+    }
+
+    /// VNet flow log v4: `ms,src,dst,sport,dport,protocol,I|O,B|C|E|D,NX,
+    /// packets sent,bytes sent,packets received,bytes received`.
+    pub fn vnet(&self) -> String {
+        let state = if self.denied { "D" } else { self.state_letter() };
+        let mut s = String::with_capacity(96);
+        let _ = write!(
+            s,
+            "{},{},{},{},{},{},{},{},NX,{},{},{},{}",
+            self.time_ms,
+            self.src,
+            self.dst,
+            self.sport,
+            self.dport,
+            self.protocol,
+            if self.inbound { "I" } else { "O" },
+            state,
+            self.sent.0,
+            self.sent.1,
+            self.received.0,
+            self.received.1
+        );
+        s
+    }
+
+    /// NSG flow log v2: `seconds,src,dst,sport,dport,T|U,I|O,A|D,B|C|E,
+    /// packets and bytes source to destination, and back`. `None` for
+    /// protocols other than TCP and UDP, which the format has no letter for.
+    pub fn nsg(&self) -> Option<String> {
+        let protocol = match self.protocol {
+            ip_proto::TCP => "T",
+            ip_proto::UDP => "U",
+            _ => return None,
+        };
+        Some(format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            self.time_ms / 1000,
+            self.src,
+            self.dst,
+            self.sport,
+            self.dport,
+            protocol,
+            if self.inbound { "I" } else { "O" },
+            if self.denied { "D" } else { "A" },
+            self.state_letter(),
+            self.sent.0,
+            self.sent.1,
+            self.received.0,
+            self.received.1
+        ))
+    }
+}
