@@ -14,6 +14,9 @@ use hubcap_tests::{
 };
 use serde_json::Value;
 
+/// (packets, bytes) the host side received and sent, by interface.
+type RxTx = BTreeMap<String, ((u64, u64), (u64, u64))>;
+
 /// One tuple, with the interface its record names.
 #[derive(Debug)]
 struct Tuple {
@@ -114,8 +117,8 @@ fn run(format: &str) -> (Vec<Tuple>, Vec<output::Record>, Vec<(String, Counters)
 /// Per interface: (rx, tx) as (packets, bytes), from tuples oriented by
 /// connection: an outbound connection's sent columns left the pod (the
 /// host side received them), its received columns went to the pod.
-fn sums(tuples: &[Tuple], direction: usize, counts: usize) -> BTreeMap<String, ((u64, u64), (u64, u64))> {
-    let mut sums: BTreeMap<String, ((u64, u64), (u64, u64))> = BTreeMap::new();
+fn sums(tuples: &[Tuple], direction: usize, counts: usize) -> RxTx {
+    let mut sums = RxTx::new();
     for t in tuples {
         let sent = (t.num(counts), t.num(counts + 1));
         let received = (t.num(counts + 2), t.num(counts + 3));
@@ -200,7 +203,7 @@ fn nsg_tuples_add_up_to_the_tcp_and_udp_records() {
     let (denied, allowed): (Vec<&Tuple>, Vec<&Tuple>) = tuples.iter().partition(|t| t.fields[7] == "D");
     assert!(denied.iter().any(|t| t.fields[4] == "9"), "the drop with decision D");
     // The Hubble log's TCP and UDP records on each veth, by hook.
-    let mut expected: BTreeMap<String, ((u64, u64), (u64, u64))> = BTreeMap::new();
+    let mut expected = RxTx::new();
     for r in hubble
         .iter()
         .filter(|r| r.verdict == "FORWARDED" && (r.protocol == "TCP" || r.protocol == "UDP"))
