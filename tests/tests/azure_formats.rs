@@ -41,10 +41,16 @@ fn run(format: &str) -> (Vec<Tuple>, Vec<output::Record>, Vec<(String, Counters)
     let dir = std::env::temp_dir().join(format!("hubcap-azure-{}", node.id));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("flowlogs.yaml");
-    let hubble_log = dir.join("all.log");
+    let (hubble_log, tuple_log) = (dir.join("all.log"), dir.join("tuples.log"));
+    // Beside the Hubble log, a flow log of the same format as --output:
+    // it must hold the same tuples.
     std::fs::write(
         &config,
-        format!("flowLogs:\n  - name: all\n    filePath: {}\n", hubble_log.display()),
+        format!(
+            "flowLogs:\n  - name: all\n    filePath: {}\n  - name: tuples\n    filePath: {}\n    format: {format}\n",
+            hubble_log.display(),
+            tuple_log.display()
+        ),
     )
     .unwrap();
     let agent = node.capture(&[
@@ -71,9 +77,25 @@ fn run(format: &str) -> (Vec<Tuple>, Vec<output::Record>, Vec<(String, Counters)
     let finished = agent.stop();
     assert!(finished.status.success(), "hubcap exit: {:?}", finished.status);
     let hubble = output::parse(&std::fs::read_to_string(&hubble_log).unwrap()).records;
+    let from_log = tuples_of(&std::fs::read_to_string(&tuple_log).unwrap(), format);
     let _ = std::fs::remove_dir_all(&dir);
+    let tuples = tuples_of(&finished.stdout, format);
+    let key = |t: &Tuple| format!("{} {}", t.interface, t.fields.join(","));
+    let mut a: Vec<String> = tuples.iter().map(key).collect();
+    let mut b: Vec<String> = from_log.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(
+        a, b,
+        "the flow log of format {format} holds the same tuples as --output"
+    );
+    (tuples, hubble, counters)
+}
+
+/// The tuples of a log of `format`, each with its interface.
+fn tuples_of(text: &str, format: &str) -> Vec<Tuple> {
     let mut tuples = Vec::new();
-    for line in finished.stdout.lines() {
+    for line in text.lines() {
         let v: Value = serde_json::from_str(line).expect("a JSON line");
         for record in v["records"].as_array().expect("records") {
             let (interface, lists) = if format == "vnet" {
@@ -111,7 +133,7 @@ fn run(format: &str) -> (Vec<Tuple>, Vec<output::Record>, Vec<(String, Counters)
             }
         }
     }
-    (tuples, hubble, counters)
+    tuples
 }
 
 /// Per interface: (rx, tx) as (packets, bytes), from tuples oriented by

@@ -23,9 +23,11 @@ use crate::{
     sink::{Sink, SinkStats},
 };
 
-/// `--output-format`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// `--output-format`, and `format` of a flow log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
+    #[default]
     /// Hubble's JSON flows (ExportEvent lines).
     Hubble,
     /// Azure VNet flow logs, version 4.
@@ -58,6 +60,11 @@ impl AzureFlowLog {
             macs: BTreeMap::new(),
             metrics,
         }
+    }
+
+    /// Lines, bytes and rotations written so far.
+    pub fn stats(&self) -> SinkStats {
+        self.stats
     }
 
     fn mac(&mut self, interface: &str) -> String {
@@ -149,6 +156,9 @@ impl Output for AzureFlowLog {
     fn lost(&mut self, _: &LostEvent, _: &Timestamp) {}
 
     fn end_batch(&mut self) -> Result<(), OutputError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
         let mut lines = Vec::new();
         let mut count = 0;
         for (interface, tuples) in std::mem::take(&mut self.batch) {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::{
     filter::FilterError,
     hubble_api::field_mask::FieldMaskError,
+    output::azure::OutputFormat,
     proto::{descriptor_pool, flow::FlowFilter},
 };
 
@@ -66,6 +67,9 @@ pub struct FlowLogConfig {
     pub end: Option<String>,
     #[serde(default)]
     pub aggregation_options: Option<AggregationOptions>,
+    /// `hubble` (the default), or Azure's `vnet` or `nsg` flow tuples.
+    #[serde(default)]
+    pub format: OutputFormat,
 }
 
 /// Cilium's exporter aggregation: over each window, the records that agree
@@ -140,6 +144,11 @@ pub fn check(logs: &[FlowLogConfig]) -> Result<(), ConfigError> {
         }
         if log.end.as_ref().is_some_and(|end| end_time(end).is_none()) {
             return Err(invalid("end is not an RFC 3339 time"));
+        }
+        if log.format != OutputFormat::Hubble && (!log.field_mask.is_empty() || log.aggregation_options.is_some()) {
+            return Err(invalid(
+                "fieldMask and aggregationOptions apply to the hubble format only",
+            ));
         }
         if let Some(aggregation) = &log.aggregation_options {
             if aggregation.window().is_none() {

@@ -13,18 +13,43 @@ use crate::{
     hubble_api::field_mask::FieldMask,
     json::{Counts, ExportPayload},
     metrics::Metrics,
-    output::{JsonLog, Output, OutputError},
+    output::{
+        JsonLog, Output, OutputError,
+        azure::{AzureFlowLog, OutputFormat},
+    },
     proto::flow::{Flow, LostEvent},
     record::{FlowRecord, RecordSource},
-    sink::{RotationConfig, Sink},
+    sink::{RotationConfig, Sink, SinkStats},
 };
+
+/// Where a log's lines go: Hubble's JSON, or Azure's flow tuples.
+enum Writer {
+    Hubble(JsonLog),
+    Tuples(AzureFlowLog),
+}
+
+impl Writer {
+    fn output(&mut self) -> &mut dyn Output {
+        match self {
+            Writer::Hubble(log) => log,
+            Writer::Tuples(log) => log,
+        }
+    }
+
+    fn stats(&self) -> SinkStats {
+        match self {
+            Writer::Hubble(log) => log.stats(),
+            Writer::Tuples(log) => log.stats(),
+        }
+    }
+}
 
 pub struct FlowLog {
     name: String,
     selector: FlowSelector,
     mask: Option<FieldMask>,
     aggregator: Option<Aggregator>,
-    log: JsonLog,
+    log: Writer,
     metrics: Arc<Metrics>,
     /// From the config's `end`; `ended` once the wall clock passed it.
     end: Option<Timestamp>,
@@ -88,7 +113,15 @@ impl FlowLog {
             selector,
             mask,
             aggregator,
-            log: JsonLog::new(sink, node_name.to_owned(), Arc::clone(&metrics)),
+            log: match config.format {
+                OutputFormat::Hubble => Writer::Hubble(JsonLog::new(sink, node_name.to_owned(), Arc::clone(&metrics))),
+                format => Writer::Tuples(AzureFlowLog::new(
+                    format,
+                    sink,
+                    node_name.to_owned(),
+                    Arc::clone(&metrics),
+                )),
+            },
             metrics,
             end: config.end.as_deref().and_then(end_time),
             ended: false,
@@ -115,13 +148,16 @@ impl FlowLog {
     /// field, kept when the mask names it. An aggregated line keeps its
     /// `aggregate`, as in Cilium.
     fn write_flow(&mut self, flow: &Flow, counts: Counts<'_>, time: &Timestamp) {
+        // Tuple logs take records whole (their config has no mask and no
+        // aggregation): only Hubble logs come here.
+        let Writer::Hubble(log) = &mut self.log else { return };
         match &self.mask {
-            None => self.log.payload(ExportPayload::Flow(flow, Some(counts)), time),
+            None => log.payload(ExportPayload::Flow(flow, Some(counts)), time),
             Some(mask) => {
                 let mut masked = mask.apply(flow);
                 masked.aggregate = flow.aggregate;
                 let counts = mask.keeps("extensions").then_some(counts);
-                self.log.payload(ExportPayload::Flow(&masked, counts), time);
+                log.payload(ExportPayload::Flow(&masked, counts), time);
             }
         }
     }
@@ -152,7 +188,7 @@ impl FlowLog {
 }
 
 impl Output for FlowLog {
-    fn flow(&mut self, _: &RecordSource, record: &FlowRecord) {
+    fn flow(&mut self, source: &RecordSource, record: &FlowRecord) {
         self.check_end();
         if self.ended {
             return;
@@ -162,6 +198,10 @@ impl Output for FlowLog {
             return;
         }
         self.metrics.flow_log_records.with_label_values(&[&self.name]).inc();
+        if let Writer::Tuples(log) = &mut self.log {
+            log.flow(source, record);
+            return;
+        }
         match &mut self.aggregator {
             Some(aggregator) => {
                 aggregator.add(record, Instant::now());
@@ -176,13 +216,13 @@ impl Output for FlowLog {
 
     fn lost(&mut self, lost: &LostEvent, time: &Timestamp) {
         if !self.ended {
-            self.log.lost(lost, time);
+            self.log.output().lost(lost, time);
         }
     }
 
     fn end_batch(&mut self) -> Result<(), OutputError> {
         let before = self.log.stats();
-        let result = self.log.end_batch();
+        let result = self.log.output().end_batch();
         let after = self.log.stats();
         let m = &self.metrics;
         m.flow_log_bytes
@@ -195,10 +235,10 @@ impl Output for FlowLog {
     }
 
     fn flush(&mut self) -> Result<(), OutputError> {
-        self.log.flush()
+        self.log.output().flush()
     }
 
     fn close(&mut self) {
-        self.log.close();
+        self.log.output().close();
     }
 }

@@ -258,6 +258,11 @@ mod tests {
         assert!(err("flowLogs:\n  - name: a\n    filePath: x\n  - name: a\n    filePath: y\n").contains("twice"));
         assert!(err("flowLogs:\n  - name: a\n    filePath: \"\"\n").contains("filePath"));
         assert!(err("flowLogs:\n  - name: a\n    filePath: x\n    end: tomorrow\n").contains("RFC 3339"));
+        assert!(
+            err("flowLogs:\n  - name: a\n    filePath: x\n    format: vnet\n    fieldMask: [IP]\n")
+                .contains("hubble format only")
+        );
+        assert!(err("flowLogs:\n  - name: a\n    filePath: x\n    format: ipfix\n").contains("ipfix"));
         let bad_filter = serde_json::json!({"source_pood": ["x"]});
         assert!(
             flow_filter("a", &bad_filter)

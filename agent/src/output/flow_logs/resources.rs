@@ -244,6 +244,7 @@ pub fn stored_log(filters: Vec<Value>, file_path: &str, max_size_mb: u64, max_ba
         file_compress: false,
         end: None,
         aggregation_options: None,
+        format: Default::default(),
     })
 }
 
