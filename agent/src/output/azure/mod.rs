@@ -42,7 +42,7 @@ pub struct AzureFlowLog {
     stats: SinkStats,
     node_name: String,
     /// This batch's tuples by interface.
-    batch: BTreeMap<String, Vec<String>>,
+    batch: BTreeMap<String, Vec<Tuple>>,
     /// Interface MAC addresses, as Azure writes them (`00224871C205`).
     macs: BTreeMap<String, String>,
     metrics: Arc<Metrics>,
@@ -135,11 +135,7 @@ fn node_guid(node: &str) -> String {
 impl Output for AzureFlowLog {
     fn flow(&mut self, source: &RecordSource, record: &FlowRecord) {
         let tuple = Tuple::of(source, record);
-        let text = match self.format {
-            OutputFormat::Nsg => tuple.nsg(),
-            _ => Some(tuple.vnet()),
-        };
-        let Some(text) = text else {
+        if self.format == OutputFormat::Nsg && tuple.nsg().is_none() {
             // No letter for this protocol in NSG tuples: counted, not lost
             // silently (the Hubble outputs have it).
             self.metrics
@@ -147,9 +143,9 @@ impl Output for AzureFlowLog {
                 .with_label_values(&[format_name(self.format)])
                 .inc();
             return;
-        };
+        }
         let interface = record.flow.interface.as_ref().map_or("", |i| i.name.as_str());
-        self.batch.entry(interface.to_owned()).or_default().push(text);
+        self.batch.entry(interface.to_owned()).or_default().push(tuple);
     }
 
     /// The formats have no loss record; losses are in the metrics.
@@ -162,7 +158,14 @@ impl Output for AzureFlowLog {
         let mut lines = Vec::new();
         let mut count = 0;
         for (interface, tuples) in std::mem::take(&mut self.batch) {
-            let record = self.envelope(&interface, tuples);
+            let texts = tuple::merge(tuples)
+                .iter()
+                .filter_map(|t| match self.format {
+                    OutputFormat::Nsg => t.nsg(),
+                    _ => Some(t.vnet()),
+                })
+                .collect();
+            let record = self.envelope(&interface, texts);
             serde_json::to_writer(&mut lines, &json!({ "records": [record] })).expect("JSON to memory");
             lines.push(b'\n');
             count += 1;

@@ -1,9 +1,9 @@
 //! Flow tuples as Azure writes them: VNet flow logs (version 4) and NSG
 //! flow logs (version 2). A tuple is oriented as its connection: the side
 //! that began it is the source, and the counts of the reply direction are
-//! the "received" (destination to source) columns. hubcap writes one tuple
-//! per record, so each tuple carries one direction's counts since that
-//! direction's previous record and the other direction's columns are 0;
+//! the "received" (destination to source) columns. The records of both
+//! directions of a connection written together (same state) become one
+//! tuple; each counts what its direction had since its previous record, so
 //! the tuples of a connection add up to its totals.
 
 use std::fmt::Write as _;
@@ -17,6 +17,7 @@ use crate::{
 };
 
 /// The fields both formats take from a record.
+#[derive(Clone, Debug)]
 pub struct Tuple {
     pub time_ms: u64,
     pub src: String,
@@ -66,6 +67,34 @@ impl Tuple {
             sent,
             received,
         }
+    }
+
+    /// Whether `other` is the same connection, state and verdict (then
+    /// the two become one tuple).
+    fn same_as(&self, other: &Tuple) -> bool {
+        (
+            &self.src,
+            &self.dst,
+            self.sport,
+            self.dport,
+            self.protocol,
+            self.inbound,
+            self.denied,
+        ) == (
+            &other.src,
+            &other.dst,
+            other.sport,
+            other.dport,
+            other.protocol,
+            other.inbound,
+            other.denied,
+        ) && self.state == other.state
+    }
+
+    fn absorb(&mut self, other: &Tuple) {
+        self.time_ms = self.time_ms.max(other.time_ms);
+        self.sent = (self.sent.0 + other.sent.0, self.sent.1 + other.sent.1);
+        self.received = (self.received.0 + other.received.0, self.received.1 + other.received.1);
     }
 
     fn state_letter(&self) -> &'static str {
@@ -125,5 +154,54 @@ impl Tuple {
             self.received.0,
             self.received.1
         ))
+    }
+}
+
+/// Tuples of one interface and batch, with those of the same connection
+/// and state made one (both directions in one tuple, as Azure writes them).
+pub fn merge(tuples: Vec<Tuple>) -> Vec<Tuple> {
+    let mut merged: Vec<Tuple> = Vec::with_capacity(tuples.len());
+    for t in tuples {
+        match merged.iter_mut().rev().find(|m| m.same_as(&t)) {
+            Some(m) => m.absorb(&t),
+            None => merged.push(t),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(state: FlowState, sent: u64, received: u64) -> Tuple {
+        Tuple {
+            time_ms: 1000 + sent,
+            src: "10.0.0.1".into(),
+            dst: "10.0.0.2".into(),
+            sport: 40000,
+            dport: 80,
+            protocol: ip_proto::TCP,
+            inbound: false,
+            denied: false,
+            state,
+            sent: (sent, sent * 100),
+            received: (received, received * 100),
+        }
+    }
+
+    #[test]
+    fn both_directions_of_a_connection_become_one_tuple() {
+        let merged = merge(vec![
+            tuple(FlowState::Begin, 1, 0),
+            tuple(FlowState::Begin, 0, 1),
+            tuple(FlowState::Continuing, 5, 0),
+        ]);
+        assert_eq!(merged.len(), 2, "B and C stay apart");
+        assert_eq!(merged[0].vnet(), "1001,10.0.0.1,10.0.0.2,40000,80,6,O,B,NX,1,100,1,100");
+        assert_eq!(
+            merged[0].nsg().unwrap(),
+            "1,10.0.0.1,10.0.0.2,40000,80,T,O,A,B,1,100,1,100"
+        );
     }
 }
