@@ -98,7 +98,7 @@ pub struct RunArgs {
     pub flow_logs_config: Option<std::path::PathBuf>,
 
     /// Export every record as IPFIX (RFC 7011) to this collector:
-    /// `udp://HOST:PORT`. Repeatable.
+    /// `udp://HOST:PORT` or `tcp://HOST:PORT`. Repeatable.
     #[arg(long = "ipfix-collector", value_name = "URL")]
     pub ipfix_collectors: Vec<String>,
 

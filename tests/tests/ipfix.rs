@@ -1,7 +1,8 @@
-//! IPFIX judged by Debian's nfdump: hubcap exports over UDP to `nfcapd`
-//! in the test node's namespace, and `nfdump` reads the capture back.
-//! Every record hubcap wrote is there, and per veth and direction the
-//! packets and bytes equal the interface counters, for IPv4 and IPv6.
+//! IPFIX judged by real decoders: over UDP, Debian's `nfcapd` collects in
+//! the test node's namespace and `nfdump` reads the capture back; over
+//! TCP, Debian's python3-ipfix (an RFC 7011 implementation) reads the
+//! stream. Every record hubcap wrote is there, and per veth and direction
+//! the packets and bytes equal the interface counters, for IPv4 and IPv6.
 
 use std::{
     collections::BTreeMap,
@@ -149,4 +150,85 @@ fn nfdump_reads_every_flow_with_the_interface_counters() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A collector over TCP: python3-ipfix reads the stream hubcap sends and
+/// prints each record's elements as JSON.
+const TCP_COLLECTOR: &str = r#"
+import json, socket, sys
+import ipfix.ie, ipfix.reader
+ipfix.ie.use_iana_default()
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen(1)
+print("listening", flush=True)
+connection, _ = server.accept()
+for record in ipfix.reader.from_stream(connection.makefile("rb")).namedict_iterator():
+    print(json.dumps({k: v if isinstance(v, int) else str(v) for k, v in record.items()}), flush=True)
+"#;
+
+#[test]
+fn a_tcp_collector_reads_every_flow_with_the_interface_counters() {
+    use std::io::{BufRead, BufReader};
+    require_root();
+    let node = Node::new(2);
+    let mut collector = node
+        .ns
+        .command("/usr/bin/python3")
+        .args(["-c", TCP_COLLECTOR, "4739"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with python3-ipfix (cargo xtask setup installs it)");
+    let mut lines = BufReader::new(collector.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "listening");
+    let agent = node.capture(&["--ipfix-collector", "tcp://127.0.0.1:4739"]);
+    node.up();
+    let (p1, p2) = (&node.pods[0], &node.pods[1]);
+    tcp_transfer(&p1.ns, &p2.ns, (p2.ipv4, 5001).into(), 200_000, 20_000);
+    udp_echo(&p2.ns, &p1.ns, (p1.ipv6, 6053).into(), 10, 200);
+    let counters: Vec<_> = node
+        .pods
+        .iter()
+        .map(|p| (p.host_if.clone(), node.settled_counters(&p.host_if)))
+        .collect();
+    let finished = agent.stop();
+    assert!(finished.status.success(), "hubcap exit: {:?}", finished.status);
+    let records = output::parse(&finished.stdout).records;
+    // hubcap closed the connection: the collector has read everything.
+    let flows: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    let _ = collector.wait();
+    assert_eq!(flows.len(), records.len(), "every record hubcap wrote, once");
+    assert!(
+        flows.iter().any(|f| f.get("sourceIPv6Address").is_some())
+            && flows.iter().any(|f| f.get("sourceIPv4Address").is_some())
+    );
+    let mut sums: BTreeMap<(u64, &str), (u64, u64)> = BTreeMap::new();
+    for f in &flows {
+        let counts = (
+            f["packetDeltaCount"].as_u64().unwrap(),
+            f["octetDeltaCount"].as_u64().unwrap(),
+        );
+        for (element, side) in [("ingressInterface", "in"), ("egressInterface", "out")] {
+            let index = f[element].as_u64().unwrap();
+            if index != 0 {
+                let sum = sums.entry((index, side)).or_default();
+                sum.0 += counts.0;
+                sum.1 += counts.1;
+            }
+        }
+    }
+    for (ifname, c) in &counters {
+        let index = ifindex(&node, ifname);
+        assert_eq!(
+            sums.get(&(index, "in")).copied().unwrap_or_default(),
+            (c.rx_packets, c.rx_bytes),
+            "{ifname} rx"
+        );
+        assert_eq!(
+            sums.get(&(index, "out")).copied().unwrap_or_default(),
+            (c.tx_packets, c.tx_bytes),
+            "{ifname} tx"
+        );
+    }
 }

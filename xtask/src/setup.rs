@@ -33,6 +33,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     // The IPFIX test's collector (nfcapd) and reader (nfdump).
     ("nfdump", "nfcapd"),
+    // The IPFIX-over-TCP test's collector: an RFC 7011 reader for Debian's
+    // own Python (a module, not a command: its file is what is checked).
+    ("python3-ipfix", "/usr/lib/python3/dist-packages/ipfix/reader.py"),
     // What is attached to the kernel, for the tests that check nothing is
     // left behind.
     ("bpftool", "bpftool"),
@@ -130,7 +133,11 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A command on the PATH (or in sbin), or, for an absolute path, that file.
 fn command_exists(name: &str) -> bool {
+    if Path::new(name).is_absolute() {
+        return Path::new(name).is_file();
+    }
     env::split_paths(&path_with_cargo_bin()).any(|dir| dir.join(name).is_file())
         || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(name).is_file())
 }

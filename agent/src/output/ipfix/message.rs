@@ -214,6 +214,12 @@ impl MessageBuilder {
     }
 }
 
+/// A message of the templates alone, for the start of a TCP connection.
+pub fn templates_message(domain: u32) -> Vec<u8> {
+    let mut b = MessageBuilder::new(domain);
+    b.take().pop().expect("a message of templates")
+}
+
 /// How many data records a finished message holds.
 pub fn records_in(message: &[u8]) -> u64 {
     let mut count = 0;

@@ -1,12 +1,15 @@
 //! The IPFIX output (RFC 7011): every record as an IPFIX flow record with
-//! the standard information elements, sent over UDP to each collector
-//! (`--ipfix-collector udp://HOST:PORT`). Sending never waits: a datagram
-//! the socket cannot take now, or that the collector refused, is counted
-//! in `hubcap_ipfix_errors_total` and capture goes on. The templates go
-//! out with the first message and again every [`TEMPLATE_REFRESH`], so a
-//! collector that starts later learns them.
+//! the standard information elements, sent to each collector over UDP or
+//! TCP (`--ipfix-collector udp://HOST:PORT`, `tcp://HOST:PORT`). Sending
+//! never waits: a datagram the socket cannot take now or that the
+//! collector refused, and a message a TCP collector's queue has no room
+//! for (it is down, or slow), are counted in `hubcap_ipfix_errors_total`
+//! and capture goes on. The templates go out with the first message and
+//! again every [`TEMPLATE_REFRESH`] (and at the start of every TCP
+//! connection), so a collector that starts later learns them.
 
 mod message;
+mod tcp;
 
 use std::{
     net::{SocketAddr, ToSocketAddrs, UdpSocket},
@@ -31,24 +34,27 @@ pub const TEMPLATE_REFRESH: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
-    #[error("IPFIX collector {0:?}: give udp://HOST:PORT")]
+    #[error("IPFIX collector {0:?}: give udp://HOST:PORT or tcp://HOST:PORT")]
     Syntax(String),
-    #[error("IPFIX collector {0:?}: over TCP is not supported yet; use udp://")]
-    Tcp(String),
     #[error("IPFIX collector {url:?}: {error}")]
     Address { url: String, error: std::io::Error },
 }
 
+enum Transport {
+    Udp(UdpSocket),
+    Tcp(tcp::TcpSender),
+}
+
 struct Collector {
     url: String,
-    socket: UdpSocket,
+    transport: Transport,
 }
 
 impl Collector {
-    fn open(url: &str) -> Result<Collector, CollectorError> {
-        let address = match url.split_once("://") {
-            Some(("udp", address)) => address,
-            Some(("tcp", _)) => return Err(CollectorError::Tcp(url.to_owned())),
+    fn open(url: &str, domain: u32, metrics: &Arc<Metrics>) -> Result<Collector, CollectorError> {
+        let (tcp, address) = match url.split_once("://") {
+            Some(("udp", address)) => (false, address),
+            Some(("tcp", address)) => (true, address),
             _ => return Err(CollectorError::Syntax(url.to_owned())),
         };
         let error = |error| CollectorError::Address {
@@ -60,6 +66,12 @@ impl Collector {
             .map_err(error)?
             .next()
             .ok_or_else(|| error(std::io::Error::other("no address")))?;
+        if tcp {
+            return Ok(Collector {
+                url: url.to_owned(),
+                transport: Transport::Tcp(tcp::TcpSender::start(url, target, domain, Arc::clone(metrics))),
+            });
+        }
         let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
             .parse()
             .expect("valid address");
@@ -68,8 +80,18 @@ impl Collector {
         socket.set_nonblocking(true).map_err(error)?;
         Ok(Collector {
             url: url.to_owned(),
-            socket,
+            transport: Transport::Udp(socket),
         })
+    }
+
+    /// Hands `message` on without waiting; false if it could not go.
+    fn send(&self, message: &Arc<Vec<u8>>) -> bool {
+        match &self.transport {
+            // Full socket buffer, or the collector refused an earlier
+            // datagram (ICMP port unreachable).
+            Transport::Udp(socket) => socket.send(message).is_ok(),
+            Transport::Tcp(sender) => sender.try_send(Arc::clone(message)),
+        }
     }
 }
 
@@ -85,7 +107,10 @@ impl IpfixExporter {
     /// Resolves every collector now, so that a bad one stops hubcap before
     /// capture.
     pub fn open(urls: &[String], domain: u32, metrics: Arc<Metrics>) -> Result<Self, CollectorError> {
-        let collectors = urls.iter().map(|u| Collector::open(u)).collect::<Result<Vec<_>, _>>()?;
+        let collectors = urls
+            .iter()
+            .map(|u| Collector::open(u, domain, &metrics))
+            .collect::<Result<Vec<_>, _>>()?;
         for c in &collectors {
             for counter in [&metrics.ipfix_messages, &metrics.ipfix_records, &metrics.ipfix_errors] {
                 counter.with_label_values(&[&c.url]);
@@ -109,16 +134,13 @@ impl IpfixExporter {
         }
         for message in self.builder.take() {
             let records = message::records_in(&message);
+            let message = Arc::new(message);
             for c in &self.collectors {
-                match c.socket.send(&message) {
-                    Ok(_) => {
-                        self.metrics.ipfix_messages.with_label_values(&[&c.url]).inc();
-                        self.metrics.ipfix_records.with_label_values(&[&c.url]).inc_by(records);
-                    }
-                    // Full socket buffer, or the collector refused an
-                    // earlier datagram (ICMP port unreachable): counted,
-                    // never waited for.
-                    Err(_) => self.metrics.ipfix_errors.with_label_values(&[&c.url]).inc(),
+                if c.send(&message) {
+                    self.metrics.ipfix_messages.with_label_values(&[&c.url]).inc();
+                    self.metrics.ipfix_records.with_label_values(&[&c.url]).inc_by(records);
+                } else {
+                    self.metrics.ipfix_errors.with_label_values(&[&c.url]).inc();
                 }
             }
             self.sent += records;
@@ -142,6 +164,12 @@ impl Output for IpfixExporter {
 
     fn close(&mut self) {
         self.send();
+        // TCP collectors get what is queued (a down one, nothing more).
+        for c in &mut self.collectors {
+            if let Transport::Tcp(sender) = &mut c.transport {
+                sender.finish();
+            }
+        }
         info!(records = self.sent, "IPFIX export closed");
     }
 }
