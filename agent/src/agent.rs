@@ -37,7 +37,7 @@ use crate::{
     metrics_server,
     output::{
         FlowMetrics, JsonLog, ObserverFeed, Outputs,
-        azure::{AzureFlowLog, OutputFormat},
+        azure::{AzureFlowLog, Destination, HourlyBlobs, OutputFormat},
         flow_logs::{FlowLogs, SharedFlowLogs},
         ipfix::{self, IpfixExporter},
     },
@@ -71,11 +71,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
         max_backups: args.output_max_backups,
         compress: args.output_compress,
     };
+    let node_name = args.node_name();
+    // Azure's formats to a directory: the storage account's hourly blobs.
+    let blobs = args.output_format != OutputFormat::Hubble
+        && (args.output.ends_with('/') || std::path::Path::new(&args.output).is_dir());
     let sink = match args.output.as_str() {
         "none" => None,
-        path => Some(Sink::open(path, rotation).with_context(|| format!("cannot write to {path}"))?),
+        path if blobs => Some(Destination::Blobs(
+            HourlyBlobs::open(path.into(), &node_name).with_context(|| format!("cannot write to {path}"))?,
+        )),
+        path => Some(Destination::Lines(
+            Sink::open(path, rotation).with_context(|| format!("cannot write to {path}"))?,
+        )),
     };
-    let node_name = args.node_name();
     let metrics = Arc::new(Metrics::with_contexts(Contexts::new(
         args.metrics_source_context,
         args.metrics_destination_context,
@@ -162,8 +170,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut outputs = Outputs::new(Arc::clone(&builder), enricher);
     match (sink, args.output_format) {
         (None, _) => {}
-        (Some(sink), OutputFormat::Hubble) => outputs.add(JsonLog::new(sink, node_name.clone(), Arc::clone(&metrics))),
-        (Some(sink), format) => outputs.add(AzureFlowLog::new(format, sink, node_name.clone(), Arc::clone(&metrics))),
+        (Some(Destination::Lines(sink)), OutputFormat::Hubble) => {
+            outputs.add(JsonLog::new(sink, node_name.clone(), Arc::clone(&metrics)))
+        }
+        (Some(destination), format) => outputs.add(AzureFlowLog::new(
+            format,
+            destination,
+            node_name.clone(),
+            Arc::clone(&metrics),
+        )),
     }
     outputs.add(FlowMetrics(Arc::clone(&metrics)));
     if !args.ipfix_collectors.is_empty() {

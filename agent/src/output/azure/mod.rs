@@ -6,6 +6,7 @@
 //! identifiers with what it knows: the node (`flowLogResourceID`,
 //! `systemId`), the interface (`targetResourceID`, `macAddress`).
 
+mod blobs;
 mod tuple;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -14,7 +15,7 @@ use prost_types::Timestamp;
 use serde_json::{Value, json};
 use tracing::info;
 
-pub use self::tuple::Tuple;
+pub use self::{blobs::HourlyBlobs, tuple::Tuple};
 use super::{Output, OutputError};
 use crate::{
     metrics::Metrics,
@@ -36,9 +37,16 @@ pub enum OutputFormat {
     Nsg,
 }
 
+/// Where the records go: lines (`{"records":[record]}` each) to a file or
+/// stdout, or the storage account's hourly blobs under a directory.
+pub enum Destination {
+    Lines(Sink),
+    Blobs(HourlyBlobs),
+}
+
 pub struct AzureFlowLog {
     format: OutputFormat,
-    sink: Sink,
+    sink: Destination,
     stats: SinkStats,
     node_name: String,
     /// This batch's tuples by interface.
@@ -49,7 +57,7 @@ pub struct AzureFlowLog {
 }
 
 impl AzureFlowLog {
-    pub fn new(format: OutputFormat, sink: Sink, node_name: String, metrics: Arc<Metrics>) -> Self {
+    pub fn new(format: OutputFormat, sink: Destination, node_name: String, metrics: Arc<Metrics>) -> Self {
         metrics.format_skipped.with_label_values(&[format_name(format)]);
         AzureFlowLog {
             format,
@@ -59,6 +67,14 @@ impl AzureFlowLog {
             batch: BTreeMap::new(),
             macs: BTreeMap::new(),
             metrics,
+        }
+    }
+
+    /// The `sink` label of the output metrics.
+    fn name(&self) -> &'static str {
+        match &self.sink {
+            Destination::Lines(sink) => sink.name(),
+            Destination::Blobs(_) => "blobs",
         }
     }
 
@@ -78,8 +94,7 @@ impl AzureFlowLog {
             .clone()
     }
 
-    fn envelope(&mut self, interface: &str, tuples: Vec<String>) -> Value {
-        let time = crate::hubble::rfc3339(&crate::clock::WallClock::now_timestamp());
+    fn envelope(&mut self, time: &str, interface: &str, tuples: Vec<String>) -> Value {
         let mac = self.mac(interface);
         let node = &self.node_name;
         match self.format {
@@ -155,8 +170,10 @@ impl Output for AzureFlowLog {
         if self.batch.is_empty() {
             return Ok(());
         }
+        let time = crate::hubble::rfc3339(&crate::clock::WallClock::now_timestamp());
         let mut lines = Vec::new();
         let mut count = 0;
+        let name = self.name();
         for (interface, tuples) in std::mem::take(&mut self.batch) {
             let texts = tuple::merge(tuples)
                 .iter()
@@ -165,32 +182,56 @@ impl Output for AzureFlowLog {
                     _ => Some(t.vnet()),
                 })
                 .collect();
-            let record = self.envelope(&interface, texts);
-            serde_json::to_writer(&mut lines, &json!({ "records": [record] })).expect("JSON to memory");
-            lines.push(b'\n');
+            let record = self.envelope(&time, &interface, texts);
             count += 1;
+            match &mut self.sink {
+                Destination::Lines(_) => {
+                    serde_json::to_writer(&mut lines, &json!({ "records": [record] })).expect("JSON to memory");
+                    lines.push(b'\n');
+                }
+                Destination::Blobs(blobs) => {
+                    let mac = record["macAddress"].as_str().unwrap_or_default().to_owned();
+                    let bytes = serde_json::to_vec(&record).expect("JSON to memory");
+                    match blobs.append(&time, &mac, &bytes) {
+                        Ok(written) => {
+                            self.stats.lines += 1;
+                            self.stats.bytes += written;
+                            self.metrics.bytes_written.with_label_values(&[name]).inc_by(written);
+                        }
+                        Err(source) => {
+                            self.metrics.write_errors.with_label_values(&[name]).inc();
+                            return Err(OutputError::Write { output: name, source });
+                        }
+                    }
+                }
+            }
         }
-        let name = self.sink.name();
-        self.sink
-            .write_lines(&lines, count, &mut self.stats)
-            .map_err(|source| OutputError::Write { output: name, source })?;
+        if let Destination::Lines(sink) = &mut self.sink {
+            sink.write_lines(&lines, count, &mut self.stats)
+                .map_err(|source| OutputError::Write { output: name, source })?;
+            self.metrics
+                .bytes_written
+                .with_label_values(&[name])
+                .inc_by(lines.len() as u64);
+        }
         self.metrics.records_written.with_label_values(&[name]).inc_by(count);
-        self.metrics
-            .bytes_written
-            .with_label_values(&[name])
-            .inc_by(lines.len() as u64);
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), OutputError> {
-        let name = self.sink.name();
-        self.sink
-            .flush()
-            .map_err(|source| OutputError::Write { output: name, source })
+        let name = self.name();
+        match &mut self.sink {
+            Destination::Lines(sink) => sink
+                .flush()
+                .map_err(|source| OutputError::Write { output: name, source }),
+            Destination::Blobs(_) => Ok(()),
+        }
     }
 
     fn close(&mut self) {
-        let _ = self.sink.close();
+        if let Destination::Lines(sink) = &mut self.sink {
+            let _ = sink.close();
+        }
         info!(
             format = format_name(self.format),
             lines = self.stats.lines,

@@ -15,7 +15,7 @@ use crate::{
     metrics::Metrics,
     output::{
         JsonLog, Output, OutputError,
-        azure::{AzureFlowLog, OutputFormat},
+        azure::{AzureFlowLog, Destination, OutputFormat},
     },
     proto::flow::{Flow, LostEvent},
     record::{FlowRecord, RecordSource},
@@ -117,7 +117,7 @@ impl FlowLog {
                 OutputFormat::Hubble => Writer::Hubble(JsonLog::new(sink, node_name.to_owned(), Arc::clone(&metrics))),
                 format => Writer::Tuples(AzureFlowLog::new(
                     format,
-                    sink,
+                    Destination::Lines(sink),
                     node_name.to_owned(),
                     Arc::clone(&metrics),
                 )),
