@@ -238,6 +238,14 @@ impl Node {
         }
     }
 
+    /// Every pod veth's settled counters, by name.
+    pub fn settled_pod_counters(&self) -> Vec<(String, Counters)> {
+        self.pods
+            .iter()
+            .map(|p| (p.host_if.clone(), self.settled_counters(&p.host_if)))
+            .collect()
+    }
+
     /// Counters once they have held still for a second (nothing in flight).
     pub fn settled_counters(&self, ifname: &str) -> Counters {
         let mut last = self.counters(ifname);

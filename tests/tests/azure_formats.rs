@@ -69,11 +69,7 @@ fn run(format: &str) -> (Vec<Tuple>, Vec<output::Record>, Vec<(String, Counters)
     tcp_transfer(&p2.ns, &p1.ns, (p1.ipv6, 6001).into(), 50_000, 5_000);
     ping(&p1.ns, &p2.ipv4.to_string(), 2);
     udp_to_closed_port(&p1.ns, (p2.ipv4, 9).into(), 3);
-    let counters = node
-        .pods
-        .iter()
-        .map(|p| (p.host_if.clone(), node.settled_counters(&p.host_if)))
-        .collect();
+    let counters = node.settled_pod_counters();
     let finished = agent.stop();
     assert!(finished.status.success(), "hubcap exit: {:?}", finished.status);
     let hubble = output::parse(&std::fs::read_to_string(&hubble_log).unwrap()).records;

@@ -12,7 +12,7 @@ use std::{
 
 use hubcap_tests::{
     output, require_root,
-    topology::Node,
+    topology::{Counters, Node},
     traffic::{ping, tcp_transfer, udp_echo},
 };
 
@@ -33,6 +33,31 @@ impl Nfcapd {
 impl Drop for Nfcapd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Packets and bytes by (interface index, "in" or "out").
+type Sums<'a> = BTreeMap<(u64, &'a str), (u64, u64)>;
+
+/// Adds a flow's counts to its input and output interfaces (0: none).
+fn add(sums: &mut Sums<'_>, input: u64, output: u64, counts: (u64, u64)) {
+    for (index, side) in [(input, "in"), (output, "out")] {
+        if index != 0 {
+            let sum = sums.entry((index, side)).or_default();
+            sum.0 += counts.0;
+            sum.1 += counts.1;
+        }
+    }
+}
+
+/// Per veth: what its host side's ingress hook saw is what it received,
+/// its egress hook what it sent.
+fn assert_matches_counters(node: &Node, sums: &Sums<'_>, counters: &[(String, Counters)]) {
+    for (ifname, c) in counters {
+        let index = ifindex(node, ifname);
+        let get = |side| sums.get(&(index, side)).copied().unwrap_or_default();
+        assert_eq!(get("in"), (c.rx_packets, c.rx_bytes), "{ifname} rx");
+        assert_eq!(get("out"), (c.tx_packets, c.tx_bytes), "{ifname} tx");
     }
 }
 
@@ -88,11 +113,7 @@ fn nfdump_reads_every_flow_with_the_interface_counters() {
     tcp_transfer(&p1.ns, &p2.ns, (p2.ipv6, 6001).into(), 100_000, 10_000);
     udp_echo(&p1.ns, &p2.ns, (p2.ipv6, 6053).into(), 10, 200);
     ping(&p1.ns, &p2.ipv4.to_string(), 2);
-    let counters: Vec<_> = node
-        .pods
-        .iter()
-        .map(|p| (p.host_if.clone(), node.settled_counters(&p.host_if)))
-        .collect();
+    let counters = node.settled_pod_counters();
     let finished = agent.stop();
     assert!(finished.status.success(), "hubcap exit: {:?}", finished.status);
     let records = output::parse(&finished.stdout).records;
@@ -122,33 +143,12 @@ fn nfdump_reads_every_flow_with_the_interface_counters() {
         flows.iter().any(|f| f[5].contains(':')) && flows.iter().any(|f| f[5].contains('.')),
         "IPv4 and IPv6"
     );
-    // Per interface index: (packets, bytes) in and out.
-    let mut sums: BTreeMap<(u64, &str), (u64, u64)> = BTreeMap::new();
+    let mut sums = Sums::new();
     for f in &flows {
-        let (input, output_if): (u64, u64) = (f[0].parse().unwrap(), f[1].parse().unwrap());
-        let (packets, bytes): (u64, u64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
-        for (index, side) in [(input, "in"), (output_if, "out")] {
-            if index != 0 {
-                let sum = sums.entry((index, side)).or_default();
-                sum.0 += packets;
-                sum.1 += bytes;
-            }
-        }
+        let number = |i: usize| f[i].parse::<u64>().unwrap();
+        add(&mut sums, number(0), number(1), (number(2), number(3)));
     }
-    for (ifname, c) in &counters {
-        let index = ifindex(&node, ifname);
-        // The host side's ingress hook sees what the veth received.
-        assert_eq!(
-            sums.get(&(index, "in")).copied().unwrap_or_default(),
-            (c.rx_packets, c.rx_bytes),
-            "{ifname} rx"
-        );
-        assert_eq!(
-            sums.get(&(index, "out")).copied().unwrap_or_default(),
-            (c.tx_packets, c.tx_bytes),
-            "{ifname} tx"
-        );
-    }
+    assert_matches_counters(&node, &sums, &counters);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -187,11 +187,7 @@ fn a_tcp_collector_reads_every_flow_with_the_interface_counters() {
     let (p1, p2) = (&node.pods[0], &node.pods[1]);
     tcp_transfer(&p1.ns, &p2.ns, (p2.ipv4, 5001).into(), 200_000, 20_000);
     udp_echo(&p2.ns, &p1.ns, (p1.ipv6, 6053).into(), 10, 200);
-    let counters: Vec<_> = node
-        .pods
-        .iter()
-        .map(|p| (p.host_if.clone(), node.settled_counters(&p.host_if)))
-        .collect();
+    let counters = node.settled_pod_counters();
     let finished = agent.stop();
     assert!(finished.status.success(), "hubcap exit: {:?}", finished.status);
     let records = output::parse(&finished.stdout).records;
@@ -203,32 +199,15 @@ fn a_tcp_collector_reads_every_flow_with_the_interface_counters() {
         flows.iter().any(|f| f.get("sourceIPv6Address").is_some())
             && flows.iter().any(|f| f.get("sourceIPv4Address").is_some())
     );
-    let mut sums: BTreeMap<(u64, &str), (u64, u64)> = BTreeMap::new();
+    let mut sums = Sums::new();
     for f in &flows {
-        let counts = (
-            f["packetDeltaCount"].as_u64().unwrap(),
-            f["octetDeltaCount"].as_u64().unwrap(),
-        );
-        for (element, side) in [("ingressInterface", "in"), ("egressInterface", "out")] {
-            let index = f[element].as_u64().unwrap();
-            if index != 0 {
-                let sum = sums.entry((index, side)).or_default();
-                sum.0 += counts.0;
-                sum.1 += counts.1;
-            }
-        }
-    }
-    for (ifname, c) in &counters {
-        let index = ifindex(&node, ifname);
-        assert_eq!(
-            sums.get(&(index, "in")).copied().unwrap_or_default(),
-            (c.rx_packets, c.rx_bytes),
-            "{ifname} rx"
-        );
-        assert_eq!(
-            sums.get(&(index, "out")).copied().unwrap_or_default(),
-            (c.tx_packets, c.tx_bytes),
-            "{ifname} tx"
+        let number = |element: &str| f[element].as_u64().unwrap();
+        add(
+            &mut sums,
+            number("ingressInterface"),
+            number("egressInterface"),
+            (number("packetDeltaCount"), number("octetDeltaCount")),
         );
     }
+    assert_matches_counters(&node, &sums, &counters);
 }
