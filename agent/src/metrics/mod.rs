@@ -105,6 +105,9 @@ pub struct Metrics {
     /// (identities may be stale while they last).
     pub kubernetes_pods: IntGauge,
     pub kubernetes_watch_errors: IntCounterVec,
+    /// Records an output could not write (full disk, removed file), by
+    /// sink; each episode also ends with a `lost_events` line.
+    pub output_records_lost: IntCounterVec,
     /// Records an output format could not express (NSG tuples: TCP and
     /// UDP only), by format.
     pub format_skipped: IntCounterVec,
@@ -264,6 +267,11 @@ impl Metrics {
                 "hubcap_kubernetes_watch_errors_total",
                 "Kubernetes watch failures, by kind; each is retried, and identities may be stale meanwhile",
                 &["kind"],
+            ),
+            output_records_lost: counter_vec(
+                "hubcap_output_records_lost_total",
+                "Records an output could not write (full disk, removed file), by sink",
+                &["sink"],
             ),
             format_skipped: counter_vec(
                 "hubcap_format_skipped_records_total",

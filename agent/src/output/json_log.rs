@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use prost_types::Timestamp;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Output, OutputError};
 use crate::{
@@ -25,6 +25,9 @@ pub struct JsonLog {
     /// Lines of the batch not yet written.
     lines: Vec<u8>,
     line_count: u64,
+    /// Records that could not be written (a full disk, a removed file):
+    /// reported in a `lost_events` line once writing works again.
+    lost: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -35,12 +38,14 @@ impl JsonLog {
         metrics.write_errors.with_label_values(&[name]);
         metrics.records_written.with_label_values(&[name]);
         metrics.bytes_written.with_label_values(&[name]);
+        metrics.output_records_lost.with_label_values(&[name]);
         JsonLog {
             sink,
             stats: SinkStats::default(),
             node_name,
             lines: Vec::with_capacity(1 << 16),
             line_count: 0,
+            lost: 0,
             metrics,
         }
     }
@@ -54,6 +59,45 @@ impl JsonLog {
     /// Lines, bytes and rotations written so far.
     pub fn stats(&self) -> SinkStats {
         self.stats
+    }
+
+    /// The batch's records are lost: counted, and the buffer emptied.
+    fn count_lost(&mut self) {
+        self.lost += self.line_count;
+        self.metrics
+            .output_records_lost
+            .with_label_values(&[self.sink.name()])
+            .inc_by(self.line_count);
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        self.lines.clear();
+        self.line_count = 0;
+        // A burst may have grown the buffer; do not keep that memory.
+        if self.lines.capacity() > BUFFER_KEEP {
+            self.lines.shrink_to(BUFFER_KEEP);
+        }
+    }
+
+    /// `lost_events` for the records lost since writing last worked.
+    fn write_lost_line(&mut self) -> std::io::Result<()> {
+        let lost = LostEvent {
+            source: crate::proto::flow::LostEventSource::UnknownLostEventSource as i32,
+            num_events_lost: self.lost,
+            ..Default::default()
+        };
+        let mut line = Vec::new();
+        let now = crate::clock::WallClock::now_timestamp();
+        write_export_event(&mut line, ExportPayload::LostEvents(&lost), &self.node_name, &now);
+        self.sink.write_lines(&line, 1, &mut self.stats)?;
+        info!(
+            output = self.sink.name(),
+            lost = self.lost,
+            "writing the flow log works again"
+        );
+        self.lost = 0;
+        Ok(())
     }
 
     fn error(&self, source: std::io::Error) -> OutputError {
@@ -77,26 +121,35 @@ impl Output for JsonLog {
         self.line_count += 1;
     }
 
+    /// A write that fails (disk full, file gone) does not stop capture:
+    /// the batch's records are counted as lost, and the first write that
+    /// works again is preceded by a `lost_events` line saying how many.
     fn end_batch(&mut self) -> Result<(), OutputError> {
+        if self.line_count == 0 {
+            return Ok(());
+        }
         let name = self.sink.name();
+        if self.lost > 0 && self.write_lost_line().is_err() {
+            self.count_lost();
+            return Ok(());
+        }
         let rotations_before = self.stats.rotations;
         let written = self.sink.write_lines(&self.lines, self.line_count, &mut self.stats);
         let m = &self.metrics;
         m.file_rotations.inc_by(self.stats.rotations - rotations_before);
         if let Err(e) = written {
             m.write_errors.with_label_values(&[name]).inc();
-            return Err(self.error(e));
+            if self.lost == 0 {
+                warn!(output = name, error = %e, "cannot write the flow log: records are counted as lost until it works again");
+            }
+            self.count_lost();
+            return Ok(());
         }
         m.records_written.with_label_values(&[name]).inc_by(self.line_count);
         m.bytes_written
             .with_label_values(&[name])
             .inc_by(self.lines.len() as u64);
-        self.lines.clear();
-        self.line_count = 0;
-        // A burst may have grown the buffer; do not keep that memory.
-        if self.lines.capacity() > BUFFER_KEEP {
-            self.lines.shrink_to(BUFFER_KEEP);
-        }
+        self.clear();
         Ok(())
     }
 

@@ -18,10 +18,13 @@ pub struct RotationConfig {
     pub compress: bool,
 }
 
+/// Each block of lines goes to the file in one write (the outputs batch
+/// them already), so a write that fails can be taken back whole: the file
+/// never keeps half a line, even when the disk is full.
 pub struct FileSink {
     path: PathBuf,
     rotation: RotationConfig,
-    file: BufWriter<File>,
+    file: File,
     size: u64,
     /// The gzip of the last rotated file, while it runs. The next rotation
     /// waits for it: backups are renamed only once none is being written.
@@ -38,7 +41,7 @@ impl FileSink {
         Ok(FileSink {
             path,
             rotation,
-            file: BufWriter::with_capacity(1 << 16, file),
+            file,
             size,
             compressing: None,
         })
@@ -74,7 +77,12 @@ impl FileSink {
     }
 
     fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
+        if let Err(e) = self.file.write_all(bytes) {
+            // Take back what part of the block made it (the file is opened
+            // for appending, so the next write goes after what is left).
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
         self.size += bytes.len() as u64;
         Ok(())
     }
@@ -90,7 +98,6 @@ impl FileSink {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        self.file.flush()?;
         self.wait_for_compression()?;
         if self.rotation.max_backups == 0 {
             fs::remove_file(&self.path)?;
@@ -113,8 +120,7 @@ impl FileSink {
                 self.compressing = Some(std::thread::spawn(move || gzip_file(&rotated, &gz)));
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
-        self.file = BufWriter::with_capacity(1 << 16, file);
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         self.size = 0;
         Ok(())
     }
@@ -134,7 +140,6 @@ impl FileSink {
     /// Flushes and waits for a running gzip, so that every rotated file is
     /// complete when the log is closed.
     pub fn close(&mut self) -> io::Result<()> {
-        self.file.flush()?;
         self.wait_for_compression()
     }
 }
