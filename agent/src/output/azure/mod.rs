@@ -149,8 +149,8 @@ fn node_guid(node: &str) -> String {
 
 impl Output for AzureFlowLog {
     fn flow(&mut self, source: &RecordSource, record: &FlowRecord) {
-        let tuple = Tuple::of(source, record);
-        if self.format == OutputFormat::Nsg && tuple.nsg().is_none() {
+        // Checked on the key, before the tuple's strings are made.
+        if self.format == OutputFormat::Nsg && tuple::nsg_letter(source.update.key.protocol).is_none() {
             // No letter for this protocol in NSG tuples: counted, not lost
             // silently (the Hubble outputs have it).
             self.metrics
@@ -159,6 +159,7 @@ impl Output for AzureFlowLog {
                 .inc();
             return;
         }
+        let tuple = Tuple::of(source, record);
         let interface = record.flow.interface.as_ref().map_or("", |i| i.name.as_str());
         self.batch.entry(interface.to_owned()).or_default().push(tuple);
     }

@@ -133,11 +133,7 @@ impl Tuple {
     /// packets and bytes source to destination, and back`. `None` for
     /// protocols other than TCP and UDP, which the format has no letter for.
     pub fn nsg(&self) -> Option<String> {
-        let protocol = match self.protocol {
-            ip_proto::TCP => "T",
-            ip_proto::UDP => "U",
-            _ => return None,
-        };
+        let protocol = nsg_letter(self.protocol)?;
         Some(format!(
             "{},{},{},{},{},{},{},{},{},{},{},{},{}",
             self.time_ms / 1000,
@@ -154,6 +150,15 @@ impl Tuple {
             self.received.0,
             self.received.1
         ))
+    }
+}
+
+/// NSG's protocol letter: TCP and UDP only.
+pub fn nsg_letter(protocol: u8) -> Option<&'static str> {
+    match protocol {
+        ip_proto::TCP => Some("T"),
+        ip_proto::UDP => Some("U"),
+        _ => None,
     }
 }
 
