@@ -3,7 +3,7 @@
 //! packets continue to the next program), each matches the interface
 //! counters exactly, and nothing is left attached after they exit.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use hubcap_tests::{
     agent::Agent,
@@ -67,4 +67,111 @@ fn tcx_and_tc_instances_coexist_and_both_count_exactly() {
             );
         }
     }
+}
+
+/// Our clsact filters on `dev` as bpftool sees them in `node`: (kind,
+/// name, program id), e.g. ("clsact/ingress", "hubcap_ingress", 812).
+/// (This bpftool predates tcx and lists no tcx links.)
+fn our_filters(node: &Node, dev: &str) -> Vec<(String, String, u64)> {
+    let out = node
+        .ns
+        .command("bpftool")
+        .args(["net", "show", "dev", dev, "--json"])
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    shown
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|section| section["tc"].as_array().cloned().unwrap_or_default())
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("hubcap_")))
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap_or_default().to_owned(),
+                p["name"].as_str().unwrap_or_default().to_owned(),
+                p["id"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Ids of the loaded capture programs (tc ingress and egress) of every
+/// hubcap on the machine.
+fn capture_program_ids() -> BTreeSet<u64> {
+    let out = std::process::Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool");
+    let programs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    programs
+        .iter()
+        .filter(|p| matches!(p["name"].as_str(), Some("hubcap_ingress" | "hubcap_egress")))
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// `kill -9` leaves whatever the kernel does not clean up by itself: in tc
+/// mode the clsact filters (and so the programs). The next hubcap must
+/// remove them, not run beside them, count exactly, and leave nothing when
+/// it stops.
+fn restart_after_kill_9(mode: &str) {
+    require_root();
+    let node = Node::new(1);
+    let pattern = node.pattern();
+    let dev = node.pods[0].host_if.clone();
+    let args = ["--interface", pattern.as_str(), "--attach-mode", mode];
+
+    let loaded_before = capture_program_ids();
+    let killed = Agent::start(&node.ns, &args);
+    let killed_programs: BTreeSet<u64> = capture_program_ids().difference(&loaded_before).copied().collect();
+    assert_eq!(killed_programs.len(), 2, "ingress and egress loaded");
+    drop(killed); // SIGKILL, then reaped
+
+    let left = capture_program_ids().intersection(&killed_programs).count();
+    let restarted = Agent::start(&node.ns, &args);
+    if mode == "tc" {
+        assert_eq!(left, 2, "clsact filters (and their programs) outlive a killed process");
+        restarted.wait_for_logs("removed a filter left attached", 2, Duration::from_secs(1));
+        let running = our_filters(&node, &dev);
+        assert_eq!(running.len(), 2, "exactly one filter per hook: {running:?}");
+    } else {
+        assert_eq!(left, 0, "tcx links (and their programs) die with their process");
+    }
+    assert!(
+        capture_program_ids().is_disjoint(&killed_programs),
+        "nothing of the killed run is left once the next one runs"
+    );
+
+    node.up();
+    let pod = &node.pods[0];
+    ping(&pod.ns, &node.bridge_v4().to_string(), 3);
+    let counters = node.settled_counters(&dev);
+    let finished = restarted.stop();
+    assert!(finished.status.success());
+    let sums = output::sums(&output::parse(&finished.stdout).records);
+    assert_eq!(
+        sums[&(dev.clone(), "FROM_ENDPOINT".to_owned())],
+        (counters.rx_packets, counters.rx_bytes)
+    );
+    assert_eq!(
+        sums[&(dev.clone(), "TO_ENDPOINT".to_owned())],
+        (counters.tx_packets, counters.tx_bytes)
+    );
+    assert!(our_filters(&node, &dev).is_empty(), "no filter left after a clean stop");
+}
+
+#[test]
+fn tc_mode_removes_the_filters_of_a_killed_run() {
+    restart_after_kill_9("tc");
+}
+
+#[test]
+fn tcx_mode_leaves_nothing_after_a_killed_run() {
+    restart_after_kill_9("tcx");
 }

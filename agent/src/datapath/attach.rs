@@ -78,6 +78,21 @@ pub struct Attachments {
     mode: AttachMode,
     programs: ProgramPair,
     by_ifindex: HashMap<u32, Attachment>,
+    /// Whether filters of ours found on an interface are leftovers (clsact
+    /// only: a killed hubcap's tcx links die with its file descriptors, its
+    /// clsact filters do not). Decided once, at start.
+    stale_filters: StaleFilters,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StaleFilters {
+    /// No other hubcap runs here: any filter with our program names was
+    /// left by one that was killed (`kill -9`, OOM) and still runs on
+    /// every packet into maps nobody reads. Removed before attaching.
+    Remove,
+    /// Another hubcap process runs on this machine; its filters look the
+    /// same as a dead one's, so none are touched.
+    Keep,
 }
 
 impl Attachments {
@@ -86,6 +101,11 @@ impl Attachments {
             mode: mode.resolve(),
             programs,
             by_ifindex: HashMap::new(),
+            stale_filters: if another_hubcap_runs() {
+                StaleFilters::Keep
+            } else {
+                StaleFilters::Remove
+            },
         }
     }
 
@@ -116,6 +136,7 @@ impl Attachments {
             if let Err(e) = tc::qdisc_add_clsact(name) {
                 debug!(interface = name, error = %e, "clsact qdisc not added");
             }
+            self.remove_stale_filters(name);
         }
         let ingress = self.attach_one(datapath, name, self.programs.ingress, TcAttachType::Ingress)?;
         let egress = match self.attach_one(datapath, name, self.programs.egress, TcAttachType::Egress) {
@@ -135,6 +156,26 @@ impl Attachments {
             },
         );
         Ok(())
+    }
+
+    fn remove_stale_filters(&self, name: &str) {
+        if self.stale_filters == StaleFilters::Keep {
+            debug!(interface = name, "another hubcap runs: filters of ours are left alone");
+            return;
+        }
+        for (hook, program) in [
+            (TcAttachType::Ingress, self.programs.ingress),
+            (TcAttachType::Egress, self.programs.egress),
+        ] {
+            match tc::qdisc_detach_program(name, hook, program) {
+                Ok(()) => warn!(
+                    interface = name,
+                    program, "removed a filter left attached by an earlier hubcap that did not stop cleanly"
+                ),
+                Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!(interface = name, program, error = %e, "could not look for stale filters"),
+            }
+        }
     }
 
     fn attach_one(
@@ -184,4 +225,20 @@ impl Attachments {
             warn!("some attachments could not be removed");
         }
     }
+}
+
+/// Whether a process named `hubcap` other than this one runs on the machine
+/// (the pid namespace we see: the host's for the DaemonSet).
+fn another_hubcap_runs() -> bool {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let pid = entry.file_name();
+        let pid = pid.to_string_lossy();
+        pid.bytes().all(|b| b.is_ascii_digit())
+            && pid != me
+            && std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|comm| comm.trim_end() == "hubcap")
+    })
 }
