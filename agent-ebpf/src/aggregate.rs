@@ -8,7 +8,7 @@
 
 use agent_common::{Counter, FlowKey, FlowStats, hook, report_reason};
 
-use crate::parse::{Macs, ParsedPacket};
+use crate::parse::{self, Macs, Note, PacketBytes, ParseError, ParsedPacket};
 
 /// Why a new entry could not be created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,62 @@ pub trait FlowMaps {
     /// Tells user space about a flow.
     fn send_event(&mut self, key: &FlowKey, stats: &FlowStats, reason: u32);
     fn count(&mut self, counter: Counter, n: u64);
+}
+
+/// Where a tc program saw a packet.
+#[derive(Clone, Copy, Debug)]
+pub struct Hook {
+    pub ifindex: u32,
+    /// [`hook::INGRESS`] or [`hook::EGRESS`].
+    pub hook: u8,
+    /// `skb->len`: the packet's length, L2 header included.
+    pub len: u64,
+}
+
+/// What a tc program does with each packet: parses it and counts it in its
+/// flow, or in the counter that says why it is in none. `slot` is scratch
+/// for the parse (see [`ParsedPacket::zero_in`]); `now` reads the clock,
+/// only for packets that reach a flow. The kernel's tc programs and the
+/// kernel fuzzer's host model both run exactly this.
+#[inline(always)]
+pub fn account<M: FlowMaps, P: PacketBytes + ?Sized>(
+    maps: &mut M,
+    bytes: &P,
+    slot: &mut core::mem::MaybeUninit<ParsedPacket>,
+    at: Hook,
+    now: impl FnOnce() -> u64,
+    report_interval_ns: u64,
+) {
+    let packet = ParsedPacket::zero_in(slot);
+    if let Err(e) = parse::parse(bytes, packet) {
+        match e {
+            ParseError::NonIp => {
+                maps.count(Counter::NonIpPackets, 1);
+                maps.count(Counter::NonIpBytes, at.len);
+            }
+            ParseError::Truncated => maps.count(Counter::TruncatedPackets, 1),
+            ParseError::Malformed => maps.count(Counter::MalformedPackets, 1),
+        }
+        return;
+    }
+    match packet.note {
+        Note::None => {}
+        Note::Fragment => maps.count(Counter::Fragments, 1),
+        Note::L4Truncated => maps.count(Counter::TruncatedPackets, 1),
+    }
+    let key = FlowKey {
+        src_addr: packet.src_addr,
+        dst_addr: packet.dst_addr,
+        src_port: packet.src_port,
+        dst_port: packet.dst_port,
+        ifindex: at.ifindex,
+        protocol: packet.protocol,
+        ip_version: packet.ip_version,
+        hook: at.hook,
+        _pad: 0,
+        drop_reason: 0,
+    };
+    aggregate(maps, &key, packet, at.len, now(), report_interval_ns, || parse::macs(bytes));
 }
 
 /// Counts a packet of `len` bytes, seen at kernel time `now`, in its flow:

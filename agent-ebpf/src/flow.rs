@@ -1,13 +1,13 @@
 //! Per-packet aggregation into the flow map.
 
-use agent_common::{Counter, FlowKey};
+use agent_common::FlowKey;
 use agent_ebpf::{
     aggregate,
-    parse::{self, Macs, Note, PacketBytes, ParseError, ParsedPacket},
+    parse::{Macs, PacketBytes, ParsedPacket},
 };
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 
-use crate::maps::{KernelMaps, count};
+use crate::maps::KernelMaps;
 
 /// How long an active flow may go without an event. Set by user space at
 /// load time (`--report-interval`).
@@ -36,44 +36,27 @@ impl PacketBytes for Skb<'_> {
 }
 
 pub fn account(ctx: &TcContext, hook: u8) {
-    let len = u64::from(ctx.len());
+    // SAFETY: reading a field of the `__sk_buff` context.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let mut slot = core::mem::MaybeUninit::uninit();
-    let packet = ParsedPacket::zero_in(&mut slot);
-    if let Err(e) = parse::parse(&Skb(ctx), packet) {
-        match e {
-            ParseError::NonIp => {
-                count(Counter::NonIpPackets, 1);
-                count(Counter::NonIpBytes, len);
-            }
-            ParseError::Truncated => count(Counter::TruncatedPackets, 1),
-            ParseError::Malformed => count(Counter::MalformedPackets, 1),
-        }
-        return;
-    }
-    match packet.note {
-        Note::None => {}
-        Note::Fragment => count(Counter::Fragments, 1),
-        Note::L4Truncated => count(Counter::TruncatedPackets, 1),
-    }
-    let key = FlowKey {
-        src_addr: packet.src_addr,
-        dst_addr: packet.dst_addr,
-        src_port: packet.src_port,
-        dst_port: packet.dst_port,
-        // SAFETY: reading a field of the `__sk_buff` context.
-        ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        protocol: packet.protocol,
-        ip_version: packet.ip_version,
-        hook,
-        _pad: 0,
-        drop_reason: 0,
-    };
-    // The coarse clock (the last tick, 4 ms at HZ=250) is ample for flow
-    // times and timeouts, and reading it is a load where the precise clock
-    // reads the hardware counter on every packet.
-    // SAFETY: a helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    aggregate(&key, packet, len, now, || parse::macs(&Skb(ctx)));
+    // SAFETY: a global written by user space only before load.
+    let interval = unsafe { core::ptr::read_volatile(&REPORT_INTERVAL_NS) };
+    aggregate::account(
+        &mut KernelMaps,
+        &Skb(ctx),
+        &mut slot,
+        aggregate::Hook {
+            ifindex,
+            hook,
+            len: u64::from(ctx.len()),
+        },
+        // The coarse clock (the last tick, 4 ms at HZ=250) is ample for flow
+        // times and timeouts, and reading it is a load where the precise
+        // clock reads the hardware counter on every packet.
+        // SAFETY: a helper without preconditions.
+        || unsafe { bpf_ktime_get_coarse_ns() },
+        interval,
+    );
 }
 
 /// Counts a packet of `len` bytes, seen at kernel time `now`, in its flow

@@ -43,8 +43,9 @@ impl EventReader {
     }
 }
 
-/// Returns the number read and whether the batch limit stopped it.
-fn drain(
+/// Hands up to `limit` records that are in `ring` now to `handle`, without
+/// waiting. Returns the number read and whether the limit stopped it.
+pub fn drain(
     ring: &mut RingBuf<MapData>,
     malformed: &mut u64,
     limit: usize,

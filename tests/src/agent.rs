@@ -17,15 +17,21 @@ pub fn hubcap_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("HUBCAP_BIN") {
         return p.into();
     }
+    built_bin("hubcap")
+}
+
+/// A workspace binary `cargo xtask test` builds before the tests:
+/// `target/<profile>/NAME`, next to the test binary's `deps` folder.
+pub fn built_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let bin = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>")
-        .join("hubcap");
+        .join(name);
     assert!(
         bin.exists(),
-        "{} not built: run `cargo xtask test` (or set HUBCAP_BIN)",
+        "{} not built: run `cargo xtask test`",
         bin.display()
     );
     bin
@@ -168,6 +174,15 @@ impl Drop for Agent {
             let _ = child.wait();
         }
     }
+}
+
+/// The value of one series (`name` with its labels, as exposed) in a
+/// scrape of the hubcap listening on `addr` inside `ns`.
+pub fn metric(ns: &Netns, addr: &'static str, series: &str) -> u64 {
+    scrape_metrics(ns, addr)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}"))
 }
 
 /// `GET /metrics` from a hubcap listening on `addr` inside `ns`; the body.

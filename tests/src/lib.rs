@@ -12,6 +12,7 @@ pub mod harness;
 pub mod kube;
 pub mod netns;
 pub mod output;
+pub mod scratch;
 pub mod topology;
 pub mod traffic;
 pub mod upstream;

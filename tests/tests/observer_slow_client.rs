@@ -22,10 +22,7 @@ use hubcap_tests::{agent::scrape_metrics, grpc, output, require_root, topology::
 const FLOWS: usize = 3000;
 
 fn metric(node: &Node, name: &str) -> u64 {
-    let text = scrape_metrics(&node.ns, "127.0.0.1:9965");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}"))
+    hubcap_tests::agent::metric(&node.ns, "127.0.0.1:9965", name)
 }
 
 #[test]

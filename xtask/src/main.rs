@@ -1,4 +1,4 @@
-//! Orchestration for hubcap: `cargo xtask setup|run|test|image|manifests|bench`.
+//! Orchestration for hubcap: `cargo xtask setup|run|test|image|manifests|bench|fuzz`.
 //!
 //! Every command does its own set-up first, so that on a fresh machine of the
 //! project's kind `cargo xtask run ...` and `cargo xtask test` just work.
@@ -43,6 +43,16 @@ enum Cmd {
         /// Short runs (under 5 minutes on 2 cores).
         #[arg(long)]
         quick: bool,
+    },
+    /// Set up, then fuzz: hubcap's loaded tc programs against the host
+    /// parser through BPF_PROG_TEST_RUN (writes target/fuzz/kernel.json).
+    Fuzz {
+        /// Packets through the kernel programs.
+        #[arg(long, default_value_t = 10_000_000)]
+        packets: u64,
+        /// The packet generator's seed (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
     },
 }
 
@@ -106,6 +116,28 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Fuzz { packets, seed } => {
+            setup::ensure_all()?;
+            cargo_env(
+                &["build", "--release", "--package", "hubcap-fuzz-kernel"],
+                &[("HUBCAP_REQUIRE_EBPF", "1")],
+            )?;
+            let root = workspace_root();
+            std::fs::create_dir_all(root.join("target/fuzz"))?;
+            let mut fuzz = Command::new(root.join("target/release/hubcap-fuzz-kernel"));
+            fuzz.arg("--packets")
+                .arg(packets.to_string())
+                .args(["--report", "target/fuzz/kernel.json", "--failures", "target/fuzz"])
+                .current_dir(&root);
+            if let Some(seed) = seed {
+                fuzz.arg("--seed").arg(seed.to_string());
+            }
+            let status = fuzz.status().context("running hubcap-fuzz-kernel")?;
+            if !status.success() {
+                bail!("the kernel fuzzer found a difference ({status})");
+            }
+            Ok(())
+        }
         Cmd::Test => {
             setup::ensure_all()?;
             cargo(&["fmt", "--all", "--check"])?;
@@ -118,8 +150,17 @@ fn main() -> Result<()> {
                 ("HUBCAP_REQUIRE_EBPF", "1"),
                 ("HUBCAP_TOOLS", tools.to_str().expect("UTF-8 path")),
             ];
+            // hubcap, and the kernel fuzzer its short run in the tests uses.
             cargo_env(
-                &["build", "--release", "--package", "agent", "--bin", "hubcap"],
+                &[
+                    "build",
+                    "--release",
+                    "--package",
+                    "agent",
+                    "--package",
+                    "hubcap-fuzz-kernel",
+                    "--bins",
+                ],
                 &real_ebpf,
             )?;
             // The image test runs what was just built.

@@ -183,6 +183,24 @@ impl Datapath {
         self.events.take()
     }
 
+    /// Runs tc program `name` once on `packet` through `BPF_PROG_TEST_RUN`,
+    /// with no interface involved (the kernel hands the program a loopback
+    /// skb holding the bytes). `out` receives the packet as the program left
+    /// it. For the kernel fuzzer and tests: it counts into the real maps.
+    pub fn test_run(
+        &mut self,
+        name: &'static str,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError> {
+        use aya::programs::TestRun as _;
+        self.program(name).test_run(aya::programs::TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(out),
+            ..Default::default()
+        })
+    }
+
     pub(super) fn program(&mut self, name: &'static str) -> &mut SchedClassifier {
         self.ebpf
             .program_mut(name)

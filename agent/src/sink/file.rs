@@ -6,6 +6,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufWriter, Write},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     thread::JoinHandle,
 };
@@ -25,6 +26,11 @@ pub struct FileSink {
     path: PathBuf,
     rotation: RotationConfig,
     file: File,
+    /// The open file's device and inode: when `path` no longer names them
+    /// (logrotate moved the file, someone removed it or its directory),
+    /// the next write reopens `path` instead of writing into a file nobody
+    /// will read.
+    identity: (u64, u64),
     size: u64,
     /// The gzip of the last rotated file, while it runs. The next rotation
     /// waits for it: backups are renamed only once none is being written.
@@ -33,23 +39,45 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn open(path: PathBuf, rotation: RotationConfig) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
+        let (file, identity, size) = open_append(&path)?;
         Ok(FileSink {
             path,
             rotation,
             file,
+            identity,
             size,
             compressing: None,
         })
     }
 
+    /// Reopens `path` when it no longer names the open file. Costs one
+    /// `stat` per block of lines.
+    fn reopen_if_moved(&mut self) -> io::Result<()> {
+        let now = match fs::metadata(&self.path) {
+            Ok(meta) => Some((meta.dev(), meta.ino(), meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        match now {
+            Some((dev, ino, len)) if (dev, ino) == self.identity => {
+                // Truncated in place (logrotate's copytruncate): rotate by
+                // what the file holds now.
+                self.size = self.size.min(len);
+                Ok(())
+            }
+            _ => {
+                let (file, identity, size) = open_append(&self.path)?;
+                tracing::info!(path = %self.path.display(), "the log file was moved or removed: writing to a new one");
+                (self.file, self.identity, self.size) = (file, identity, size);
+                Ok(())
+            }
+        }
+    }
+
     /// Writes a block of whole lines, rotating before a line that would
     /// take the file past its maximum size.
     pub fn write_lines(&mut self, mut lines: &[u8], rotations: &mut u64) -> io::Result<()> {
+        self.reopen_if_moved()?;
         while !lines.is_empty() {
             let room = self.rotation.max_bytes.saturating_sub(self.size) as usize;
             // The longest run of whole lines that fits.
@@ -120,8 +148,7 @@ impl FileSink {
                 self.compressing = Some(std::thread::spawn(move || gzip_file(&rotated, &gz)));
             }
         }
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
-        self.size = 0;
+        (self.file, self.identity, self.size) = open_append(&self.path)?;
         Ok(())
     }
 
@@ -150,6 +177,17 @@ impl Drop for FileSink {
             tracing::warn!(path = %self.path.display(), "closing the log file: {e}");
         }
     }
+}
+
+/// Opens `path` for appending, creating it and its directory: the file,
+/// its (device, inode) and its size.
+fn open_append(path: &Path) -> io::Result<(File, (u64, u64), u64)> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, (meta.dev(), meta.ino()), meta.len()))
 }
 
 /// Gzips `from` into `to` (through a temporary name, so that a reader never

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use prost_types::Timestamp;
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
 pub use self::{blobs::HourlyBlobs, tuple::Tuple};
 use super::{Output, OutputError};
@@ -54,6 +54,8 @@ pub struct AzureFlowLog {
     /// Interface MAC addresses, as Azure writes them (`00224871C205`).
     macs: BTreeMap<String, String>,
     metrics: Arc<Metrics>,
+    /// Writing failed last time (said once, not for every batch).
+    failing: bool,
 }
 
 impl AzureFlowLog {
@@ -67,7 +69,31 @@ impl AzureFlowLog {
             batch: BTreeMap::new(),
             macs: BTreeMap::new(),
             metrics,
+            failing: false,
         }
+    }
+
+    /// A write that failed (disk full, path gone) does not stop capture:
+    /// its records are counted as lost (these formats have no loss record)
+    /// and the next batch tries again.
+    fn count_lost(&mut self, records: u64, error: &std::io::Error) {
+        let name = self.name();
+        self.metrics.write_errors.with_label_values(&[name]).inc();
+        self.metrics.output_records_lost.with_label_values(&[name]).inc_by(records);
+        if !self.failing {
+            warn!(output = name, %error, "cannot write the flow log: records are counted as lost until it works again");
+        }
+        self.failing = true;
+    }
+
+    fn written(&mut self, records: u64, bytes: u64) {
+        let name = self.name();
+        if self.failing {
+            info!(output = name, "writing the flow log works again");
+        }
+        self.failing = false;
+        self.metrics.records_written.with_label_values(&[name]).inc_by(records);
+        self.metrics.bytes_written.with_label_values(&[name]).inc_by(bytes);
     }
 
     /// The `sink` label of the output metrics.
@@ -174,7 +200,6 @@ impl Output for AzureFlowLog {
         let time = crate::hubble::rfc3339(&crate::clock::WallClock::now_timestamp());
         let mut lines = Vec::new();
         let mut count = 0;
-        let name = self.name();
         for (interface, tuples) in std::mem::take(&mut self.batch) {
             let texts = tuple::merge(tuples)
                 .iter()
@@ -197,25 +222,19 @@ impl Output for AzureFlowLog {
                         Ok(written) => {
                             self.stats.lines += 1;
                             self.stats.bytes += written;
-                            self.metrics.bytes_written.with_label_values(&[name]).inc_by(written);
+                            self.written(1, written);
                         }
-                        Err(source) => {
-                            self.metrics.write_errors.with_label_values(&[name]).inc();
-                            return Err(OutputError::Write { output: name, source });
-                        }
+                        Err(error) => self.count_lost(1, &error),
                     }
                 }
             }
         }
         if let Destination::Lines(sink) = &mut self.sink {
-            sink.write_lines(&lines, count, &mut self.stats)
-                .map_err(|source| OutputError::Write { output: name, source })?;
-            self.metrics
-                .bytes_written
-                .with_label_values(&[name])
-                .inc_by(lines.len() as u64);
+            match sink.write_lines(&lines, count, &mut self.stats) {
+                Ok(()) => self.written(count, lines.len() as u64),
+                Err(error) => self.count_lost(count, &error),
+            }
         }
-        self.metrics.records_written.with_label_values(&[name]).inc_by(count);
         Ok(())
     }
 
