@@ -123,7 +123,7 @@ fn main() -> Result<()> {
             .collect();
         if let Err(e) = run_batch(&mut kernel, &mut model, &batch, &mut tally) {
             let culprit = find_culprit(&mut kernel, &mut model, &batch)?;
-            save_failure(&args.failures, seed, &culprit)?;
+            save_failure(&args.failures, seed, culprit)?;
             bail!("{e}\nfirst failing input: {}", culprit.describe());
         }
         if last_progress.elapsed() > Duration::from_secs(10) {

@@ -21,14 +21,16 @@ pub fn hubcap_bin() -> PathBuf {
 }
 
 /// A workspace binary `cargo xtask test` builds before the tests:
-/// `target/<profile>/NAME`, next to the test binary's `deps` folder.
+/// `target/<profile>/NAME`, next to the test binary's `deps` folder (or
+/// next to the running binary, for the workspace's own tools).
 pub fn built_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .join(name);
+    let dir = exe.parent().expect("the binary's folder");
+    let beside = dir.join(name);
+    if beside.exists() {
+        return beside;
+    }
+    let bin = dir.parent().expect("target/<profile>").join(name);
     assert!(
         bin.exists(),
         "{} not built: run `cargo xtask test`",

@@ -13,6 +13,7 @@ pub mod kube;
 pub mod netns;
 pub mod output;
 pub mod scratch;
+pub mod soak;
 pub mod topology;
 pub mod traffic;
 pub mod upstream;

@@ -15,7 +15,7 @@ use hubcap::proto::{
     flow::LostEventSource,
     observer::{GetFlowsRequest, ServerStatusRequest, get_flows_response::ResponseTypes},
 };
-use hubcap_tests::{agent::scrape_metrics, grpc, output, require_root, topology::Node};
+use hubcap_tests::{grpc, output, require_root, topology::Node};
 
 /// Datagrams from new sockets, each (nearly always) a new flow: B and E
 /// records on two veths, far more than a follower's backlog (4,096).

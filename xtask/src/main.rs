@@ -1,4 +1,4 @@
-//! Orchestration for hubcap: `cargo xtask setup|run|test|image|manifests|bench|fuzz`.
+//! Orchestration for hubcap: `cargo xtask setup|run|test|image|manifests|bench|fuzz|soak`.
 //!
 //! Every command does its own set-up first, so that on a fresh machine of the
 //! project's kind `cargo xtask run ...` and `cargo xtask test` just work.
@@ -53,6 +53,12 @@ enum Cmd {
         /// The packet generator's seed (default: from the clock).
         #[arg(long)]
         seed: Option<u64>,
+    },
+    /// Set up, then run hubcap under churn and steady traffic for N minutes
+    /// (writes target/soak/report.md).
+    Soak {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
     },
 }
 
@@ -135,6 +141,33 @@ fn main() -> Result<()> {
             let status = fuzz.status().context("running hubcap-fuzz-kernel")?;
             if !status.success() {
                 bail!("the kernel fuzzer found a difference ({status})");
+            }
+            Ok(())
+        }
+        Cmd::Soak { minutes } => {
+            setup::ensure_all()?;
+            let real_ebpf = [("HUBCAP_REQUIRE_EBPF", "1")];
+            cargo_env(
+                &[
+                    "build",
+                    "--release",
+                    "--package",
+                    "agent",
+                    "--package",
+                    "hubcap-tests",
+                    "--bins",
+                ],
+                &real_ebpf,
+            )?;
+            let root = workspace_root();
+            std::fs::create_dir_all(root.join("target/soak"))?;
+            let status = Command::new(root.join("target/release/hubcap-soak"))
+                .args(["--minutes", &minutes.to_string(), "--report", "target/soak/report.md"])
+                .current_dir(&root)
+                .status()
+                .context("running hubcap-soak")?;
+            if !status.success() {
+                bail!("the soak failed ({status})");
             }
             Ok(())
         }
