@@ -83,7 +83,9 @@ pub fn account<M: FlowMaps, P: PacketBytes + ?Sized>(
         _pad: 0,
         drop_reason: 0,
     };
-    aggregate(maps, &key, packet, at.len, now(), report_interval_ns, || parse::macs(bytes));
+    aggregate(maps, &key, packet, at.len, now(), report_interval_ns, || {
+        parse::macs(bytes)
+    });
 }
 
 /// Counts a packet of `len` bytes, seen at kernel time `now`, in its flow:

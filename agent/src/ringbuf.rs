@@ -54,15 +54,22 @@ pub fn drain(
     let mut n = 0;
     while n < limit {
         let Some(item) = ring.next() else { return (n, false) };
-        if item.len() == size_of::<FlowEvent>() {
-            // SAFETY: the record is exactly one FlowEvent, which is Pod; the
-            // read is unaligned-safe.
-            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
-            handle(&event);
-        } else {
-            *malformed += 1;
+        match decode_record(&item) {
+            Some(event) => handle(&event),
+            None => *malformed += 1,
         }
         n += 1;
     }
     (n, true)
+}
+
+/// One ring-buffer record as the kernel wrote it: exactly one
+/// [`FlowEvent`], or `None` for a record of any other size (a kernel/user
+/// mismatch, counted by the reader).
+pub fn decode_record(item: &[u8]) -> Option<FlowEvent> {
+    (item.len() == size_of::<FlowEvent>()).then(|| {
+        // SAFETY: the record holds exactly one FlowEvent, which is plain
+        // integers (any bit pattern is valid); the read is unaligned-safe.
+        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) }
+    })
 }

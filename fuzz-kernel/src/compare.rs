@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use hubcap::datapath::CounterValues;
 use agent_common::{Counter, FlowEvent, FlowKey, FlowStats};
 use agent_ebpf::aggregate::host::HostMaps;
+use hubcap::datapath::CounterValues;
 
 /// `stats` without its timestamps.
 fn timeless(stats: &FlowStats) -> FlowStats {
@@ -44,7 +44,11 @@ pub fn flows(kernel: &HashMap<FlowKey, FlowStats>, model: &HostMaps) -> Option<S
 
 pub fn events(kernel: &[FlowEvent], model: &[FlowEvent]) -> Option<String> {
     if kernel.len() != model.len() {
-        return Some(format!("the kernel sent {} events, the model {}", kernel.len(), model.len()));
+        return Some(format!(
+            "the kernel sent {} events, the model {}",
+            kernel.len(),
+            model.len()
+        ));
     }
     kernel.iter().zip(model).enumerate().find_map(|(i, (got, expected))| {
         let same = got.key == expected.key

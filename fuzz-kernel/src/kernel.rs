@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 
+use agent_common::{FlowEvent, FlowKey, FlowStats};
+use anyhow::{Context, Result, bail};
+use aya::maps::{MapData, RingBuf};
 use hubcap::{
     datapath::{CounterValues, Datapath, DatapathConfig},
     flow_table::KernelFlows as _,
 };
-use agent_common::{FlowEvent, FlowKey, FlowStats};
-use anyhow::{Context, Result, bail};
-use aya::maps::{MapData, RingBuf};
 
 /// What tc's "continue" (`TC_ACT_UNSPEC`, -1) reads as in the test run's
 /// unsigned return value.

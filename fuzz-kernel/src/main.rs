@@ -233,7 +233,12 @@ fn find_culprit<'a>(kernel: &mut Kernel, model: &mut Model, batch: &'a [Input]) 
 impl Input {
     fn describe(&self) -> String {
         let hex: String = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{:?} packet of {} bytes on {}: {hex}", self.kind, self.bytes.len(), self.program())
+        format!(
+            "{:?} packet of {} bytes on {}: {hex}",
+            self.kind,
+            self.bytes.len(),
+            self.program()
+        )
     }
 }
 

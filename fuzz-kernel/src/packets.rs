@@ -41,7 +41,9 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(seed: u64) -> Self {
-        Generator { rng: Rng::with_seed(seed) }
+        Generator {
+            rng: Rng::with_seed(seed),
+        }
     }
 
     /// One input: a generated packet, mutated most of the time.
@@ -138,7 +140,12 @@ impl Generator {
     /// Where the L3 header starts (after any VLAN tags).
     fn l2_len(&self, bytes: &[u8]) -> usize {
         let mut offset = 12;
-        while offset + 2 <= bytes.len() && matches!(u16::from_be_bytes([bytes[offset], bytes[offset + 1]]), ETH_VLAN | ETH_QINQ) {
+        while offset + 2 <= bytes.len()
+            && matches!(
+                u16::from_be_bytes([bytes[offset], bytes[offset + 1]]),
+                ETH_VLAN | ETH_QINQ
+            )
+        {
             offset += 4;
         }
         offset + 2
@@ -174,7 +181,11 @@ impl Generator {
             let next = chain.get(i + 1).copied().unwrap_or(protocol);
             match header {
                 44 => {
-                    let offset: u16 = if self.rng.bool() { self.rng.u16(1..0x1fff) << 3 } else { 1 };
+                    let offset: u16 = if self.rng.bool() {
+                        self.rng.u16(1..0x1fff) << 3
+                    } else {
+                        1
+                    };
                     extensions.extend_from_slice(&[next, 0]);
                     extensions.extend_from_slice(&offset.to_be_bytes());
                     extensions.extend_from_slice(&self.rng.u32(..).to_be_bytes());

@@ -31,11 +31,7 @@ pub fn built_bin(name: &str) -> PathBuf {
         return beside;
     }
     let bin = dir.parent().expect("target/<profile>").join(name);
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo xtask test`",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} not built: run `cargo xtask test`", bin.display());
     bin
 }
 

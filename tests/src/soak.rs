@@ -47,6 +47,10 @@ pub struct Sample {
 pub struct SoakReport {
     pub samples: Vec<Sample>,
     pub flows_started: u64,
+    /// Exchanges of the traffic generator that failed (a timeout, a port
+    /// still in use): their packets are in the counters like any other, so
+    /// accounting stays exact; a soak is not stopped by one.
+    pub traffic_failures: u64,
     /// After the traffic stopped and every flow ended.
     pub kernel_packets: u64,
     pub kernel_bytes: u64,
@@ -95,7 +99,7 @@ impl SoakReport {
         }
         out.push_str(&format!(
             "\nAfter the traffic stopped: {} of {} packets and {} of {} bytes in records ({:.2}% / {:.2}%); \
-             {} flows started; losses: {}.\n",
+             {} flows started ({} exchanges failed in the traffic generator); losses: {}.\n",
             self.recorded_packets,
             self.kernel_packets,
             self.recorded_bytes,
@@ -103,6 +107,7 @@ impl SoakReport {
             percent(self.recorded_packets, self.kernel_packets),
             percent(self.recorded_bytes, self.kernel_bytes),
             self.flows_started,
+            self.traffic_failures,
             self.total_losses()
         ));
         out
@@ -110,7 +115,11 @@ impl SoakReport {
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 100.0 } else { part as f64 * 100.0 / whole as f64 }
+    if whole == 0 {
+        100.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
 }
 
 /// The series of hubcap's metrics that count something lost.
@@ -142,15 +151,20 @@ pub fn run(config: SoakConfig) -> SoakReport {
 
     let stop = AtomicBool::new(false);
     let flows_started = AtomicU64::new(0);
+    let traffic_failures = AtomicU64::new(0);
     let mut samples = Vec::new();
     std::thread::scope(|scope| {
-        scope.spawn(|| churn(&node, &stop, &flows_started));
-        scope.spawn(|| transfers(&node, &stop, &flows_started));
+        scope.spawn(|| churn(&node, &stop, &flows_started, &traffic_failures));
+        scope.spawn(|| transfers(&node, &stop, &flows_started, &traffic_failures));
         scope.spawn(|| steady_stream(&node, &stop));
         let started = Instant::now();
         let mut cpu_before = (cpu_seconds(agent.pid()), Instant::now());
         while started.elapsed() < config.duration {
-            std::thread::sleep(config.sample_every.min(config.duration.saturating_sub(started.elapsed())));
+            std::thread::sleep(
+                config
+                    .sample_every
+                    .min(config.duration.saturating_sub(started.elapsed())),
+            );
             let cpu_now = (cpu_seconds(agent.pid()), Instant::now());
             let cpu_share = (cpu_now.0 - cpu_before.0) / (cpu_now.1 - cpu_before.1).as_secs_f64();
             cpu_before = cpu_now;
@@ -184,6 +198,7 @@ pub fn run(config: SoakConfig) -> SoakReport {
     SoakReport {
         samples,
         flows_started: flows_started.load(Ordering::Relaxed),
+        traffic_failures: traffic_failures.load(Ordering::Relaxed),
         kernel_packets,
         kernel_bytes,
         recorded_packets,
@@ -195,19 +210,21 @@ pub fn run(config: SoakConfig) -> SoakReport {
 
 /// Short UDP exchanges from new sockets: each a new flow (both
 /// directions, on two veths) that ends after the idle timeout.
-fn churn(node: &Node, stop: &AtomicBool, flows: &AtomicU64) {
+fn churn(node: &Node, stop: &AtomicBool, flows: &AtomicU64, failures: &AtomicU64) {
     let (a, b) = (&node.pods[0], &node.pods[1]);
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         // A server port per exchange, reused only after 10,000 others.
         let port = 30_000 + (n % 10_000) as u16;
-        let (client, server) = if n % 2 == 0 { (a, b) } else { (b, a) };
-        let addr: SocketAddr = if n % 3 == 0 {
+        let (client, server) = if n.is_multiple_of(2) { (a, b) } else { (b, a) };
+        let addr: SocketAddr = if n.is_multiple_of(3) {
             (server.ipv6, port).into()
         } else {
             (server.ipv4, port).into()
         };
-        udp_echo(&client.ns, &server.ns, addr, 2, 200);
+        attempt(failures, || {
+            udp_echo(&client.ns, &server.ns, addr, 2, 200);
+        });
         flows.fetch_add(1, Ordering::Relaxed);
         n += 1;
         std::thread::sleep(Duration::from_millis(5));
@@ -216,15 +233,25 @@ fn churn(node: &Node, stop: &AtomicBool, flows: &AtomicU64) {
 
 /// TCP connections moving a megabyte each: handshakes, flag changes and
 /// closes, all the time.
-fn transfers(node: &Node, stop: &AtomicBool, flows: &AtomicU64) {
+fn transfers(node: &Node, stop: &AtomicBool, flows: &AtomicU64, failures: &AtomicU64) {
     let (a, b) = (&node.pods[2], &node.pods[3]);
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let port = 5_000 + (n % 1_000) as u16;
-        tcp_transfer(&a.ns, &b.ns, (b.ipv4, port).into(), 1 << 20, 16 << 10);
+        attempt(failures, || {
+            tcp_transfer(&a.ns, &b.ns, (b.ipv4, port).into(), 1 << 20, 16 << 10);
+        });
         flows.fetch_add(1, Ordering::Relaxed);
         n += 1;
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs one exchange; a panic in it (the traffic helpers assert) is
+/// counted instead of ending the soak.
+fn attempt(failures: &AtomicU64, exchange: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(exchange)).is_err() {
+        failures.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -245,7 +272,11 @@ fn steady_stream(node: &Node, stop: &AtomicBool) {
 }
 
 fn sample(node: &Node, agent: &Agent, elapsed: Duration, cpu_share: f64) -> Sample {
-    let counters: Vec<(String, Counters)> = node.pods.iter().map(|p| (p.host_if.clone(), node.counters(&p.host_if))).collect();
+    let counters: Vec<(String, Counters)> = node
+        .pods
+        .iter()
+        .map(|p| (p.host_if.clone(), node.counters(&p.host_if)))
+        .collect();
     let text = scrape_metrics(&node.ns, METRICS);
     let (packets, bytes) = recorded(&text, &counters);
     let (kernel_packets, kernel_bytes) = kernel_totals(&counters);
@@ -285,7 +316,10 @@ fn recorded(text: &str, counters: &[(String, Counters)]) -> (u64, u64) {
             })
             .sum()
     };
-    (on_veths("hubcap_flow_packets_total{"), on_veths("hubcap_flow_bytes_total{"))
+    (
+        on_veths("hubcap_flow_packets_total{"),
+        on_veths("hubcap_flow_bytes_total{"),
+    )
 }
 
 /// The sum of every series that starts with `prefix` (a name, or a name
@@ -317,7 +351,11 @@ fn rss_kib(pid: u32) -> u64 {
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     // utime and stime are fields 14 and 15; here 11 and 12 (state is 0).
     let clock_ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)

@@ -25,7 +25,11 @@ fn the_kernel_programs_agree_with_the_host_parser_on_mutated_packets() {
 
     let figures: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).expect("report")).unwrap();
     let _ = std::fs::remove_file(&report);
-    let count = |field: &str| figures[field].as_u64().unwrap_or_else(|| panic!("{field} in {figures}"));
+    let count = |field: &str| {
+        figures[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} in {figures}"))
+    };
     assert_eq!(count("packets"), 400_000);
     assert_eq!(count("generated"), 400_000 + count("refused_by_test_run"));
     // Only truncated IPv4/IPv6 frames are refused by the harness: a few percent.
@@ -42,10 +46,23 @@ fn the_kernel_programs_agree_with_the_host_parser_on_mutated_packets() {
         "NonIp",
         "RandomBytes",
     ] {
-        assert!(figures["inputs"][kind].as_u64().unwrap_or(0) > 1000, "{kind}: {figures}");
+        assert!(
+            figures["inputs"][kind].as_u64().unwrap_or(0) > 1000,
+            "{kind}: {figures}"
+        );
     }
-    for outcome in ["Flow", "FlowFragment", "FlowL4Truncated", "NonIp", "Truncated", "Malformed"] {
-        assert!(figures["outcomes"][outcome].as_u64().unwrap_or(0) > 100, "{outcome}: {figures}");
+    for outcome in [
+        "Flow",
+        "FlowFragment",
+        "FlowL4Truncated",
+        "NonIp",
+        "Truncated",
+        "Malformed",
+    ] {
+        assert!(
+            figures["outcomes"][outcome].as_u64().unwrap_or(0) > 100,
+            "{outcome}: {figures}"
+        );
     }
     assert!(count("batches_with_full_map") > 0, "the map-full path ran: {figures}");
     assert!(count("in_flows") > 0 && count("events") > 0, "{figures}");

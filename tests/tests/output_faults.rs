@@ -124,7 +124,12 @@ fn a_log_moved_away_by_logrotate_is_followed_by_a_new_one_losing_nothing() {
     let (log, rotated) = (dir.join("events.log"), dir.join("events.log.1"));
     let (finished, counters) = two_phases(&node, &log, || std::fs::rename(&log, &rotated).unwrap());
     let records = records_in(&[&rotated, &log]);
-    assert!(records_in(&[&log]).iter().all(|r| r.dst_port >= 22000 || r.src_port >= 22000), "only the second phase in the new file");
+    assert!(
+        records_in(&[&log])
+            .iter()
+            .all(|r| r.dst_port >= 22000 || r.src_port >= 22000),
+        "only the second phase in the new file"
+    );
     assert_exact(&records, &counters);
     assert!(finished.stderr.iter().any(|l| l.contains("moved or removed")));
 }
@@ -165,7 +170,13 @@ fn a_path_that_cannot_be_opened_loses_counted_records_until_it_can() {
         chattr("+i");
         blocked_phase.0 = node.settled_pod_counters();
         for port in [23000, 23001] {
-            udp_echo(&node.pods[0].ns, &node.pods[1].ns, (node.pods[1].ipv4, port).into(), 3, 100);
+            udp_echo(
+                &node.pods[0].ns,
+                &node.pods[1].ns,
+                (node.pods[1].ipv4, port).into(),
+                3,
+                100,
+            );
         }
         node.wait_for_flows_to_end();
         blocked_phase.1 = node.settled_pod_counters();
@@ -181,7 +192,11 @@ fn a_path_that_cannot_be_opened_loses_counted_records_until_it_can() {
         .sum();
     assert_eq!(reported, lost_while_blocked, "the loss is reported in the new file");
     let records = records_in(&[&rotated, &log]);
-    assert!(records.iter().all(|r| !(23000..23002).contains(&r.dst_port) && !(23000..23002).contains(&r.src_port)));
+    assert!(
+        records
+            .iter()
+            .all(|r| !(23000..23002).contains(&r.dst_port) && !(23000..23002).contains(&r.src_port))
+    );
     assert!(records.iter().any(|r| r.dst_port == 22000), "writing resumed");
     assert!(finished.stderr.iter().any(|l| l.contains("cannot write the flow log")));
     // The blocked phase's packets are in no record; every other packet is.

@@ -25,6 +25,11 @@ fn a_minute_of_churn_is_accounted_exactly_with_no_losses() {
     );
     assert_eq!(report.total_losses(), 0, "{:?}", report.losses);
     assert!(report.flows_started > 1000, "churn ran: {} flows", report.flows_started);
+    assert!(
+        report.traffic_failures * 100 < report.flows_started,
+        "the traffic generator mostly worked: {} failures",
+        report.traffic_failures
+    );
     assert_eq!(report.samples.len(), 4);
     assert!(report.samples.iter().all(|s| s.rss_kib > 0 && s.records_written > 0));
 }

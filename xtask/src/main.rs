@@ -3,6 +3,7 @@
 //! Every command does its own set-up first, so that on a fresh machine of the
 //! project's kind `cargo xtask run ...` and `cargo xtask test` just work.
 
+mod fuzz;
 mod image;
 mod setup;
 
@@ -45,7 +46,8 @@ enum Cmd {
         quick: bool,
     },
     /// Set up, then fuzz: hubcap's loaded tc programs against the host
-    /// parser through BPF_PROG_TEST_RUN (writes target/fuzz/kernel.json).
+    /// parser through BPF_PROG_TEST_RUN (writes target/fuzz/kernel.json),
+    /// then the user-space decoders with cargo fuzz.
     Fuzz {
         /// Packets through the kernel programs.
         #[arg(long, default_value_t = 10_000_000)]
@@ -53,6 +55,10 @@ enum Cmd {
         /// The packet generator's seed (default: from the clock).
         #[arg(long)]
         seed: Option<u64>,
+        /// Seconds of libFuzzer for each user-space decoder target (cargo
+        /// fuzz, fuzz/); 0 skips them.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Set up, then run hubcap under churn and steady traffic for N minutes
     /// (writes target/soak/report.md).
@@ -122,7 +128,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Fuzz { packets, seed } => {
+        Cmd::Fuzz { packets, seed, seconds } => {
             setup::ensure_all()?;
             cargo_env(
                 &["build", "--release", "--package", "hubcap-fuzz-kernel"],
@@ -141,6 +147,9 @@ fn main() -> Result<()> {
             let status = fuzz.status().context("running hubcap-fuzz-kernel")?;
             if !status.success() {
                 bail!("the kernel fuzzer found a difference ({status})");
+            }
+            if seconds > 0 {
+                fuzz::decoders(&root, seconds)?;
             }
             Ok(())
         }

@@ -42,6 +42,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// libFuzzer's cargo front end, for `cargo xtask fuzz` only (not part of
+/// `ensure_all`: the tests do not need it).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const EBPF_TOOLCHAIN: &str = "nightly";
 
 pub fn ensure_all() -> Result<()> {
@@ -255,6 +258,20 @@ fn ensure_bpf_linker() -> Result<()> {
     .context("building bpf-linker failed")?;
     fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())
+}
+
+/// Installs cargo-fuzz unless this version is there.
+pub(crate) fn ensure_cargo_fuzz() -> Result<()> {
+    let installed = Command::new(cargo_home().join("bin/cargo-fuzz"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION));
+    if installed {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION]))
+        .context("installing cargo-fuzz failed")
 }
 
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {

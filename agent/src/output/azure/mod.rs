@@ -79,7 +79,10 @@ impl AzureFlowLog {
     fn count_lost(&mut self, records: u64, error: &std::io::Error) {
         let name = self.name();
         self.metrics.write_errors.with_label_values(&[name]).inc();
-        self.metrics.output_records_lost.with_label_values(&[name]).inc_by(records);
+        self.metrics
+            .output_records_lost
+            .with_label_values(&[name])
+            .inc_by(records);
         if !self.failing {
             warn!(output = name, %error, "cannot write the flow log: records are counted as lost until it works again");
         }

@@ -111,7 +111,7 @@ pub(super) fn read_text(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-pub(super) fn parse_config(path: &Path, text: &str) -> Result<Vec<FlowLogConfig>, ConfigError> {
+pub fn parse_config(path: &Path, text: &str) -> Result<Vec<FlowLogConfig>, ConfigError> {
     let file: ConfigFile = serde_norway::from_str(text).map_err(|error| ConfigError::Parse {
         path: path.display().to_string(),
         error,

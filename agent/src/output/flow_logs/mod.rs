@@ -26,7 +26,7 @@ use std::{
     sync::Arc,
 };
 
-pub use config::{AggregationOptions, ConfigError, FlowLogConfig, read_config};
+pub use config::{AggregationOptions, ConfigError, FlowLogConfig, parse_config, read_config};
 pub use log::FlowLog;
 
 use super::{Output, OutputError};
