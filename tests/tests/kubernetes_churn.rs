@@ -1,6 +1,7 @@
 //! Kubernetes identities while the cluster changes under running traffic:
-//! an address reused by a new pod, and the API server going away and
-//! coming back. Counts stay exact against the veths' counters throughout.
+//! an address reused by a new pod, the API server going away and coming
+//! back, hubcap's access forbidden by RBAC and then granted. Counts stay
+//! exact against the veths' counters throughout.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -9,14 +10,17 @@ use std::{
 
 use hubcap_tests::{
     agent::{Agent, scrape_metrics},
-    kube::{ControlPlane, create, run_pod, wait_for_service_account},
+    kube::{ControlPlane, create, deployed_service_account_token, run_pod, wait_for_service_account},
     output::{self, Record},
     require_root,
     topology::Node,
     traffic::udp_echo,
     upstream::hubble,
 };
-use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node as KubeNode, Pod},
+    rbac::v1::ClusterRoleBinding,
+};
 use kube::{Api, api::DeleteParams};
 use serde_json::json;
 
@@ -98,6 +102,58 @@ fn names(records: &[Record], src: IpAddr, port: u64, side: &str) -> Vec<String> 
     found
 }
 
+/// Sends a datagram from pod `from` (index) to pod `to`, a new port each
+/// time from `first_port` on, until the Observer API's latest record of
+/// it names the sender `name` (the watch caught up). Returns the port.
+fn wait_until_named(node: &Node, agent: &Agent, (from, name): (usize, &str), to: usize, first_port: u16) -> u16 {
+    let socket = format!("unix://{}", agent.grpc_socket.as_ref().unwrap().display());
+    let (sender, receiver) = (&node.pods[from], &node.pods[to]);
+    let from_ip = sender.ipv4.to_string();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut port = first_port;
+    loop {
+        port += 1;
+        udp_echo(
+            &sender.ns,
+            &receiver.ns,
+            SocketAddr::new(receiver.ipv4.into(), port),
+            1,
+            100,
+        );
+        let last = hubble(
+            &node.ns,
+            &[
+                "observe",
+                "--server",
+                &socket,
+                "--from-ip",
+                &from_ip,
+                "--last",
+                "1",
+                "-o",
+                "json",
+            ],
+        );
+        let named = output::parse(&last)
+            .records
+            .first()
+            .is_some_and(|r| r.json["source"]["pod_name"] == name);
+        if named {
+            return port;
+        }
+        assert!(Instant::now() < deadline, "{name} was never named: {last}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn watch_errors(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("hubcap_kubernetes_watch_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn assert_exact(node: &Node, records: &[Record], counters: Vec<hubcap_tests::topology::Counters>) {
     let veths: Vec<(&str, _)> = node.pods.iter().map(|p| p.host_if.as_str()).zip(counters).collect();
     let ours: Vec<Record> = records
@@ -164,37 +220,7 @@ fn an_api_server_outage_keeps_counts_exact_and_identities_recover() {
     // A pod made after it returns is named once the watch recovers by
     // itself: its traffic, seen through the Observer API, says when.
     make_pods(&node, &plane, &[("second", 2)]);
-    let socket = format!("unix://{}", agent.grpc_socket.as_ref().unwrap().display());
-    let from_second = p2.ipv4.to_string();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut port = 7100;
-    loop {
-        port += 1;
-        udp_echo(&p2.ns, &p1.ns, SocketAddr::new(p1.ipv4.into(), port), 1, 100);
-        let last = hubble(
-            &node.ns,
-            &[
-                "observe",
-                "--server",
-                &socket,
-                "--from-ip",
-                &from_second,
-                "--last",
-                "1",
-                "-o",
-                "json",
-            ],
-        );
-        let named = output::parse(&last)
-            .records
-            .first()
-            .is_some_and(|r| r.json["source"]["pod_name"] == "second");
-        if named {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the new pod was never named: {last}");
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let port = wait_until_named(&node, &agent, (2, "second"), 1, 7100);
     let metrics = scrape_metrics(&node.ns, "127.0.0.1:9965");
     let counters: Vec<_> = node.pods.iter().map(|p| node.settled_counters(&p.host_if)).collect();
     let finished = agent.stop();
@@ -208,15 +234,74 @@ fn an_api_server_outage_keeps_counts_exact_and_identities_recover() {
             .iter()
             .all(|n| n == "second")
     );
-    let errors: u64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("hubcap_kubernetes_watch_errors_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert!(errors > 0, "the outage is counted: {metrics}");
+    assert!(watch_errors(&metrics) > 0, "the outage is counted: {metrics}");
     assert!(
         finished.stderr.iter().any(|l| l.contains("Kubernetes watch failed")),
         "and logged"
+    );
+    assert_exact(&node, &records, counters);
+}
+
+#[test]
+fn access_forbidden_by_rbac_degrades_visibly_and_recovers_when_granted() {
+    require_root();
+    let node = Node::new(2);
+    let plane = ControlPlane::start(&node.ns);
+    make_pods(&node, &plane, &[("client", 0), ("server", 1)]);
+    // The shipped RBAC, then its binding taken away: the ServiceAccount's
+    // token is valid, every list and watch is forbidden.
+    let token = plane.run(&node.ns, |client| async move {
+        let token = deployed_service_account_token(&client).await;
+        Api::<ClusterRoleBinding>::all(client)
+            .delete("hubcap", &DeleteParams::default())
+            .await
+            .expect("delete the binding");
+        token
+    });
+    let kubeconfig = plane.kubeconfig_with_token("hubcap-forbidden.kubeconfig", &token);
+    let mut args = Node::METRICS_AND_QUICK_ENDS.to_vec();
+    let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
+    args.extend(["--kubernetes", "on", "--kubeconfig", &kubeconfig, "--node-name", NODE]);
+    let agent = node.capture(&args);
+    // Capture runs; identities cannot be listed, and hubcap says why.
+    let forbidden = agent.wait_for_log("Kubernetes watch failed", Duration::from_secs(30));
+    assert!(forbidden.contains("forbidden"), "{forbidden}");
+    agent.wait_for_log("Kubernetes metadata not listed in time", Duration::from_secs(40));
+    node.up();
+    let (p0, p1) = (&node.pods[0], &node.pods[1]);
+    udp_echo(&p0.ns, &p1.ns, SocketAddr::new(p1.ipv4.into(), 7001), 3, 100);
+    // Every record of it written (its flows ended) before access returns.
+    node.wait_for_flows_to_end();
+    let metrics_while_forbidden = scrape_metrics(&node.ns, "127.0.0.1:9965");
+
+    // Granted again: the watches recover by themselves.
+    plane.run(&node.ns, |client| async move {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/rbac.yaml");
+        let text = std::fs::read_to_string(path).expect("rbac.yaml");
+        let binding = serde_norway::Deserializer::from_str(&text)
+            .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).expect("YAML"))
+            .find(|o| o["kind"] == "ClusterRoleBinding")
+            .expect("a binding in rbac.yaml");
+        create(&Api::<ClusterRoleBinding>::all(client), binding).await;
+    });
+    let port = wait_until_named(&node, &agent, (0, "client"), 1, 7100);
+    let counters: Vec<_> = node.pods.iter().map(|p| node.settled_counters(&p.host_if)).collect();
+    let finished = agent.stop();
+    assert!(finished.status.success());
+    let records = output::parse(&finished.stdout).records;
+    let client: IpAddr = p0.ipv4.into();
+    assert!(
+        names(&records, client, 7001, "source").iter().all(|n| n.is_empty()),
+        "no identities while forbidden"
+    );
+    assert!(
+        names(&records, client, u64::from(port), "source")
+            .iter()
+            .all(|n| n == "client")
+    );
+    assert!(
+        watch_errors(&metrics_while_forbidden) > 0,
+        "counted: {metrics_while_forbidden}"
     );
     assert_exact(&node, &records, counters);
 }
