@@ -93,3 +93,48 @@ fn a_full_flow_map_is_reported_and_accounted() {
     assert!(warned, "a loss is also logged");
     std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
 }
+
+/// The ring buffer overflows while hubcap is not reading it (stopped with
+/// SIGSTOP through a burst of new flows): the events that found no room
+/// are counted, and their flows' counts, kept in the kernel map, still
+/// reach the records: flows add up to the interface counters exactly.
+#[test]
+fn a_full_ring_buffer_is_counted_and_loses_no_counts() {
+    require_root();
+    let node = Node::new(2);
+    let mut args = vec!["--ring-buffer-mb", "1"];
+    args.extend(Node::METRICS_AND_QUICK_ENDS);
+    let agent = node.capture(&args);
+    node.up();
+    let (p1, p2) = (&node.pods[0], &node.pods[1]);
+    let target = p2.ipv4;
+    let _sinks: Vec<UdpSocket> = p2.ns.enter(move || {
+        (30_000..40_000u16)
+            .map(|port| UdpSocket::bind((target, port)).expect("bind"))
+            .collect()
+    });
+    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    // 10,000 new flows, two directions each (one per veth): a NEW event
+    // each, about 20,000 events of 144 bytes for a 1 MB ring.
+    p1.ns.enter(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for port in 30_000..40_000u16 {
+            socket.send_to(b"x", (target, port)).expect("send");
+        }
+    });
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    node.wait_for_flows_to_end();
+    let counters = node.settled_pod_counters();
+    let lost = hubcap_tests::agent::metric(&node.ns, "127.0.0.1:9965", "hubcap_ringbuf_records_lost_total");
+    let finished = agent.stop();
+    assert!(finished.status.success());
+    assert!(lost > 0, "the ring buffer must have overflowed");
+    let records = output::parse(&finished.stdout).records;
+    let veths: Vec<_> = counters.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    output::assert_records_match_counters(&records, &veths);
+    println!(
+        "{lost} events found the ring full; {} records hold every packet",
+        records.len()
+    );
+}
