@@ -327,10 +327,13 @@ impl FlowTable {
     }
 
     /// Takes a newer snapshot of a direction's entry. Events from different
-    /// CPUs may arrive out of order, so totals only ever grow.
+    /// CPUs may arrive out of order, so totals only ever grow. Packets and
+    /// bytes are two atomic adds: a snapshot taken between them has the
+    /// packet without its bytes, so of two with the same packets the one
+    /// with more bytes is the newer.
     fn update(&mut self, key: &FlowKey, stats: &FlowStats, flags: u16, now_ns: u64) {
         let Some(d) = self.directions.get_mut(key) else { return };
-        if stats.packets >= d.latest.packets {
+        if (stats.packets, stats.bytes) >= (d.latest.packets, d.latest.bytes) {
             d.latest = *stats;
         }
         d.pending_flags |= flags;
@@ -347,8 +350,10 @@ impl FlowTable {
         out.push(FlowUpdate {
             key: *key,
             stats: d.latest,
-            packets: d.latest.packets - d.reported_packets,
-            bytes: d.latest.bytes - d.reported_bytes,
+            // Never below what was reported (see `update`); saturating so
+            // that a record can never carry a wrapped, absurd count.
+            packets: d.latest.packets.saturating_sub(d.reported_packets),
+            bytes: d.latest.bytes.saturating_sub(d.reported_bytes),
             tcp_flags: d.pending_flags,
             state,
             is_reply,
