@@ -130,10 +130,7 @@ fn main() -> Result<()> {
         }
         Cmd::Fuzz { packets, seed, seconds } => {
             setup::ensure_all()?;
-            cargo_env(
-                &["build", "--release", "--package", "hubcap-fuzz-kernel"],
-                &[("HUBCAP_REQUIRE_EBPF", "1")],
-            )?;
+            build_release_bins(&["hubcap-fuzz-kernel"], &[("HUBCAP_REQUIRE_EBPF", "1")])?;
             let root = workspace_root();
             std::fs::create_dir_all(root.join("target/fuzz"))?;
             let mut fuzz = Command::new(root.join("target/release/hubcap-fuzz-kernel"));
@@ -156,18 +153,7 @@ fn main() -> Result<()> {
         Cmd::Soak { minutes } => {
             setup::ensure_all()?;
             let real_ebpf = [("HUBCAP_REQUIRE_EBPF", "1")];
-            cargo_env(
-                &[
-                    "build",
-                    "--release",
-                    "--package",
-                    "agent",
-                    "--package",
-                    "hubcap-tests",
-                    "--bins",
-                ],
-                &real_ebpf,
-            )?;
+            build_release_bins(&["agent", "hubcap-tests"], &real_ebpf)?;
             let root = workspace_root();
             std::fs::create_dir_all(root.join("target/soak"))?;
             let status = Command::new(root.join("target/release/hubcap-soak"))
@@ -193,18 +179,7 @@ fn main() -> Result<()> {
                 ("HUBCAP_TOOLS", tools.to_str().expect("UTF-8 path")),
             ];
             // hubcap, and the kernel fuzzer its short run in the tests uses.
-            cargo_env(
-                &[
-                    "build",
-                    "--release",
-                    "--package",
-                    "agent",
-                    "--package",
-                    "hubcap-fuzz-kernel",
-                    "--bins",
-                ],
-                &real_ebpf,
-            )?;
+            build_release_bins(&["agent", "hubcap-fuzz-kernel"], &real_ebpf)?;
             // The image test runs what was just built.
             image::build(&workspace_root())?;
             run_tests(
@@ -268,6 +243,15 @@ fn workspace_root() -> std::path::PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+/// `cargo build --release` of every binary of `packages`.
+fn build_release_bins(packages: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let mut args = vec!["build", "--release", "--bins"];
+    for package in packages {
+        args.extend(["--package", package]);
+    }
+    cargo_env(&args, env)
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
