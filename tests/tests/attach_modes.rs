@@ -117,15 +117,26 @@ fn capture_program_ids() -> BTreeSet<u64> {
 }
 
 /// `kill -9` leaves whatever the kernel does not clean up by itself: in tc
-/// mode the clsact filters (and so the programs). The next hubcap must
-/// remove them, not run beside them, count exactly, and leave nothing when
-/// it stops.
+/// mode the clsact filters (and so the programs), in every mode the
+/// Observer API's socket file. The next hubcap must remove them, not run
+/// beside them or fail to bind, count exactly, and leave nothing when it
+/// stops.
 fn restart_after_kill_9(mode: &str) {
     require_root();
     let node = Node::new(1);
     let pattern = node.pattern();
     let dev = node.pods[0].host_if.clone();
-    let args = ["--interface", pattern.as_str(), "--attach-mode", mode];
+    // One socket path for both runs: the killed run leaves its socket file.
+    let socket = std::env::temp_dir().join(format!("hubcap-kill9-{}.sock", node.id));
+    let socket = socket.to_str().unwrap();
+    let args = [
+        "--interface",
+        pattern.as_str(),
+        "--attach-mode",
+        mode,
+        "--grpc-socket",
+        socket,
+    ];
 
     let loaded_before = capture_program_ids();
     let killed = Agent::start(&node.ns, &args);
@@ -134,7 +145,11 @@ fn restart_after_kill_9(mode: &str) {
     drop(killed); // SIGKILL, then reaped
 
     let left = capture_program_ids().intersection(&killed_programs).count();
+    assert!(std::path::Path::new(socket).exists(), "a killed run leaves its socket");
     let restarted = Agent::start(&node.ns, &args);
+    // The stale socket was replaced: the new run serves on it.
+    let status = hubcap_tests::upstream::hubble(&node.ns, &["status", "--server", &format!("unix://{socket}")]);
+    assert!(status.contains("Healthcheck (via"), "{status}");
     if mode == "tc" {
         assert_eq!(left, 2, "clsact filters (and their programs) outlive a killed process");
         restarted.wait_for_logs("removed a filter left attached", 2, Duration::from_secs(1));
@@ -164,6 +179,10 @@ fn restart_after_kill_9(mode: &str) {
         (counters.tx_packets, counters.tx_bytes)
     );
     assert!(our_filters(&node, &dev).is_empty(), "no filter left after a clean stop");
+    assert!(
+        !std::path::Path::new(socket).exists(),
+        "a clean stop removes its socket"
+    );
 }
 
 #[test]
