@@ -1,6 +1,7 @@
 //! Kubernetes identities while the cluster changes under running traffic:
 //! an address reused by a new pod, the API server going away and coming
-//! back, hubcap's access forbidden by RBAC and then granted. Counts stay
+//! back with the history hubcap's watches knew compacted away (410 Gone),
+//! hubcap's access forbidden by RBAC and then granted. Counts stay
 //! exact against the veths' counters throughout.
 
 use std::{
@@ -215,6 +216,9 @@ fn an_api_server_outage_keeps_counts_exact_and_identities_recover() {
     plane.stop_apiserver();
     // While it is gone: capture goes on, with the last known identities.
     udp_echo(&p0.ns, &p1.ns, SocketAddr::new(p1.ipv4.into(), 7002), 3, 100);
+    // And the history hubcap's watches would resume from is compacted
+    // away: they get 410 Gone and list again.
+    plane.compact_history(&node.ns);
     std::thread::sleep(Duration::from_secs(2));
     plane.start_apiserver(&node.ns);
     // A pod made after it returns is named once the watch recovers by
@@ -238,6 +242,13 @@ fn an_api_server_outage_keeps_counts_exact_and_identities_recover() {
     assert!(
         finished.stderr.iter().any(|l| l.contains("Kubernetes watch failed")),
         "and logged"
+    );
+    assert!(
+        finished
+            .stderr
+            .iter()
+            .any(|l| l.contains("Kubernetes watch failed") && (l.contains("410") || l.contains("too old"))),
+        "the compacted history was met (410 Gone) and listed again"
     );
     assert_exact(&node, &records, counters);
 }
