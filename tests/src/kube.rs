@@ -237,6 +237,61 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// A kubeconfig (admin token) that reaches this API server through
+    /// `proxy_port` on loopback instead of its own port.
+    pub fn kubeconfig_via(&self, name: &str, proxy_port: u16) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(
+            &path,
+            kubeconfig_text(&self.dir.join("certs/apiserver.crt"), proxy_port),
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// A TCP proxy on 127.0.0.1:`port` in a namespace that forwards to the API
+/// server and holds every chunk for `delay` in each direction: a slow or
+/// far-away API server. Runs until the test process ends.
+pub fn start_slow_proxy(ns: &Netns, port: u16, delay: Duration) {
+    let netns = format!("/run/netns/{}", ns.name);
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // This thread lives in the namespace: its listener and its
+        // connections to the API server are there.
+        let file = std::fs::File::open(&netns).expect("the namespace");
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the proxy");
+        ready_tx.send(()).unwrap();
+        for client in listener.incoming().map_while(Result::ok) {
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", API_PORT)) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        std::thread::sleep(delay);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    ready.recv().expect("the proxy started");
+}
+
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -11,7 +11,7 @@ use std::{
 
 use hubcap_tests::{
     agent::{Agent, scrape_metrics},
-    kube::{ControlPlane, create, deployed_service_account_token, run_pod, wait_for_service_account},
+    kube::{ControlPlane, create, deployed_service_account_token, run_pod, start_slow_proxy, wait_for_service_account},
     output::{self, Record},
     require_root,
     topology::Node,
@@ -315,4 +315,45 @@ fn access_forbidden_by_rbac_degrades_visibly_and_recovers_when_granted() {
         "counted: {metrics_while_forbidden}"
     );
     assert_exact(&node, &records, counters);
+}
+
+#[test]
+fn a_slow_api_server_delays_identities_but_never_counts() {
+    require_root();
+    let node = Node::new(3);
+    let plane = ControlPlane::start(&node.ns);
+    make_pods(&node, &plane, &[("first", 0), ("peer", 1)]);
+    // 300 ms added to every chunk, both ways: a TLS handshake and a list
+    // take seconds, a watch event arrives late.
+    start_slow_proxy(&node.ns, 16443, Duration::from_millis(300));
+    let kubeconfig = plane.kubeconfig_via("slow.kubeconfig", 16443);
+    let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
+    let mut args = Node::METRICS_AND_QUICK_ENDS.to_vec();
+    args.extend(["--kubernetes", "on", "--kubeconfig", &kubeconfig, "--node-name", NODE]);
+    let started = Instant::now();
+    let agent = node.capture(&args);
+    agent.wait_for_log("Kubernetes metadata listed", Duration::from_secs(40));
+    let listed_after = started.elapsed();
+    node.up();
+    let (p0, p1) = (&node.pods[0], &node.pods[1]);
+    udp_echo(&p0.ns, &p1.ns, SocketAddr::new(p1.ipv4.into(), 7001), 3, 100);
+    // A pod made now reaches hubcap through the slow watch.
+    make_pods(&node, &plane, &[("late", 2)]);
+    let port = wait_until_named(&node, &agent, (2, "late"), 1, 7100);
+    let counters: Vec<_> = node.pods.iter().map(|p| node.settled_counters(&p.host_if)).collect();
+    let finished = agent.stop();
+    assert!(finished.status.success());
+    let records = output::parse(&finished.stdout).records;
+    assert!(
+        names(&records, p0.ipv4.into(), 7001, "source")
+            .iter()
+            .all(|n| n == "first")
+    );
+    assert!(
+        names(&records, node.pods[2].ipv4.into(), u64::from(port), "source")
+            .iter()
+            .all(|n| n == "late")
+    );
+    assert_exact(&node, &records, counters);
+    println!("listed through the slow proxy after {listed_after:?}");
 }
