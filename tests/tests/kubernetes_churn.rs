@@ -84,12 +84,17 @@ fn delete_pod(node: &Node, plane: &ControlPlane, name: &'static str) {
 }
 
 fn start_agent(node: &Node, plane: &ControlPlane) -> Agent {
-    let kubeconfig = plane.kubeconfig.to_str().unwrap().to_owned();
-    let mut args = Node::METRICS_AND_QUICK_ENDS.to_vec();
-    args.extend(["--kubernetes", "on", "--kubeconfig", &kubeconfig, "--node-name", NODE]);
-    let agent = node.capture(&args);
+    let agent = start_agent_with(node, &plane.kubeconfig);
     agent.wait_for_log("Kubernetes metadata listed", Duration::from_secs(30));
     agent
+}
+
+/// hubcap on this node's veths with Kubernetes through `kubeconfig`.
+fn start_agent_with(node: &Node, kubeconfig: &std::path::Path) -> Agent {
+    let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
+    let mut args = Node::METRICS_AND_QUICK_ENDS.to_vec();
+    args.extend(["--kubernetes", "on", "--kubeconfig", &kubeconfig, "--node-name", NODE]);
+    node.capture(&args)
 }
 
 /// The pod name on `side` of the records from `src` to port `port`.
@@ -104,8 +109,9 @@ fn names(records: &[Record], src: IpAddr, port: u64, side: &str) -> Vec<String> 
 }
 
 /// Sends a datagram from pod `from` (index) to pod `to`, a new port each
-/// time from `first_port` on, until the Observer API's latest record of
-/// it names the sender `name` (the watch caught up). Returns the port.
+/// time from `first_port` on, until the Observer API's records of that
+/// exchange all name the sender `name` (the watch caught up). Returns the
+/// port.
 fn wait_until_named(node: &Node, agent: &Agent, (from, name): (usize, &str), to: usize, first_port: u16) -> u16 {
     let socket = format!("unix://{}", agent.grpc_socket.as_ref().unwrap().display());
     let (sender, receiver) = (&node.pods[from], &node.pods[to]);
@@ -121,7 +127,8 @@ fn wait_until_named(node: &Node, agent: &Agent, (from, name): (usize, &str), to:
             1,
             100,
         );
-        let last = hubble(
+        let to_port = port.to_string();
+        let seen = hubble(
             &node.ns,
             &[
                 "observe",
@@ -129,20 +136,19 @@ fn wait_until_named(node: &Node, agent: &Agent, (from, name): (usize, &str), to:
                 &socket,
                 "--from-ip",
                 &from_ip,
+                "--to-port",
+                &to_port,
                 "--last",
-                "1",
+                "10",
                 "-o",
                 "json",
             ],
         );
-        let named = output::parse(&last)
-            .records
-            .first()
-            .is_some_and(|r| r.json["source"]["pod_name"] == name);
-        if named {
+        let records = output::parse(&seen).records;
+        if !records.is_empty() && records.iter().all(|r| r.json["source"]["pod_name"] == name) {
             return port;
         }
-        assert!(Instant::now() < deadline, "{name} was never named: {last}");
+        assert!(Instant::now() < deadline, "{name} was never named: {seen}");
         std::thread::sleep(Duration::from_secs(1));
     }
 }
@@ -269,11 +275,10 @@ fn access_forbidden_by_rbac_degrades_visibly_and_recovers_when_granted() {
             .expect("delete the binding");
         token
     });
-    let kubeconfig = plane.kubeconfig_with_token("hubcap-forbidden.kubeconfig", &token);
-    let mut args = Node::METRICS_AND_QUICK_ENDS.to_vec();
-    let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
-    args.extend(["--kubernetes", "on", "--kubeconfig", &kubeconfig, "--node-name", NODE]);
-    let agent = node.capture(&args);
+    let agent = start_agent_with(
+        &node,
+        &plane.kubeconfig_with_token("hubcap-forbidden.kubeconfig", &token),
+    );
     // Capture runs; identities cannot be listed, and hubcap says why.
     let forbidden = agent.wait_for_log("Kubernetes watch failed", Duration::from_secs(30));
     assert!(forbidden.contains("forbidden"), "{forbidden}");
@@ -326,12 +331,8 @@ fn a_slow_api_server_delays_identities_but_never_counts() {
     // 300 ms added to every chunk, both ways: a TLS handshake and a list
     // take seconds, a watch event arrives late.
     start_slow_proxy(&node.ns, 16443, Duration::from_millis(300));
-    let kubeconfig = plane.kubeconfig_via("slow.kubeconfig", 16443);
-    let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
-    let mut args = Node::METRICS_AND_QUICK_ENDS.to_vec();
-    args.extend(["--kubernetes", "on", "--kubeconfig", &kubeconfig, "--node-name", NODE]);
     let started = Instant::now();
-    let agent = node.capture(&args);
+    let agent = start_agent_with(&node, &plane.kubeconfig_via("slow.kubeconfig", 16443));
     agent.wait_for_log("Kubernetes metadata listed", Duration::from_secs(40));
     let listed_after = started.elapsed();
     node.up();
