@@ -76,7 +76,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let blobs = args.output_format != OutputFormat::Hubble
         && (args.output.ends_with('/') || std::path::Path::new(&args.output).is_dir());
     let sink = match args.output.as_str() {
-        "none" => None,
+        "none" => {
+            if args.flow_logs_config.is_none() && !args.flow_log_crds {
+                warn!(
+                    "--output none and no flow logs configured: no record is stored (only the Observer API, metrics and IPFIX, where enabled, see flows)"
+                );
+            }
+            None
+        }
         path if blobs => Some(Destination::Blobs(
             HourlyBlobs::open(path.into(), &node_name).with_context(|| format!("cannot write to {path}"))?,
         )),
@@ -120,10 +127,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         _ => None,
     };
     if let Some(addr) = &args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = crate::listen::bind(*addr)
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
-        info!(address = addr, "serving metrics on /metrics");
+        info!(address = %addr, "serving metrics on /metrics");
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             if let Err(e) = metrics_server::serve(listener, metrics).await {
@@ -270,6 +277,13 @@ impl Agent {
         let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         self.sync_interfaces()?;
+        let present = interfaces::list().context("listing network interfaces")?;
+        for pattern in self.selector.unmatched(&present) {
+            warn!(
+                pattern,
+                "--interface matches no interface yet: capture starts on it when one appears"
+            );
+        }
         info!(interfaces = self.attachments.len(), mode = ?self.attachments.mode(), "capturing");
         if let Some(k) = &self.kubernetes {
             // Records written before the first full list would be
@@ -360,6 +374,7 @@ impl Agent {
     /// Attaches to matching interfaces that appeared, forgets vanished ones.
     fn sync_interfaces(&mut self) -> Result<()> {
         let present = interfaces::list().context("listing network interfaces")?;
+        let attached_before = self.attachments.len();
         for iface in &present {
             // Every interface is named, not only captured ones: drops can
             // happen on any of them.
@@ -372,10 +387,15 @@ impl Agent {
                 }
             }
         }
+        let mut detached = false;
         for ifindex in self.attachments.ifindexes() {
             if !present.iter().any(|i| i.index == ifindex) {
-                self.attachments.detach(&mut self.datapath, ifindex);
+                self.attachments.detach(ifindex);
+                detached = true;
             }
+        }
+        if detached || self.attachments.len() != attached_before {
+            self.publish_attachments();
         }
         if let Some(scope) = &mut self.drop_scope {
             let captured: Vec<_> = present
@@ -398,6 +418,18 @@ impl Agent {
             self.updates.shrink_to(UPDATES_KEEP);
         }
         Ok(written?)
+    }
+
+    /// `hubcap_attachments`: exactly the hooks attached now.
+    fn publish_attachments(&self) {
+        let gauge = &self.metrics.attachments;
+        gauge.reset();
+        let mode = self.attachments.mode().name();
+        for name in self.attachments.names() {
+            for hook in ["ingress", "egress"] {
+                gauge.with_label_values(&[name, hook, mode]).set(1);
+            }
+        }
     }
 
     fn update_gauges(&self) {
@@ -431,7 +463,8 @@ impl Agent {
     /// Detach first so the counts stop moving, then read what is left in the
     /// ring buffer and the map: every open flow gets its final `E` record.
     fn shutdown(&mut self) -> Result<()> {
-        self.attachments.detach_all(&mut self.datapath);
+        self.attachments.detach_all();
+        self.publish_attachments();
         self.datapath.detach_drops();
         self.drain_ring();
         self.table

@@ -132,16 +132,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1024..))]
     pub flow_map_size: u32,
 
-    /// Drop reasons to capture: `default` (all but NOT_SPECIFIED and TCP's
-    /// normal discards), `all`, `none`, or a comma-separated list of the
-    /// kernel's reason names (e.g. `NETFILTER_DROP,NO_SOCKET`).
+    /// Drop reasons to capture: `default` (all but NOT_SPECIFIED,
+    /// SOCKET_CLOSE, QUEUE_PURGE, PACKET_SOCK_ERROR, TCP_OLD_DATA,
+    /// TCP_OLD_ACK and TCP_OLD_SEQUENCE: frees that are no network problem),
+    /// `all`, `none`, or a comma-separated list of the kernel's reason names
+    /// (e.g. `NETFILTER_DROP,NO_SOCKET`).
     #[arg(long, value_name = "LIST", default_value = "default")]
     pub drop_reasons: String,
 
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9965,
-    /// Hubble's metrics port). Off by default.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
+    /// or :9965 for every address; Hubble's metrics port). Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = listen_address)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 
     /// Serve Hubble's Observer API (what `hubble observe` and `hubcap
     /// observe` read) on this unix socket; `none` turns it off.
@@ -150,7 +152,7 @@ pub struct RunArgs {
 
     /// Also serve the Observer API on TCP (e.g. 127.0.0.1:4244, or :4244 for
     /// every address). Anything but loopback needs TLS or --grpc-insecure.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = checked_listen_address)]
     pub grpc_listen: Option<String>,
 
     /// TLS certificate (PEM) for --grpc-listen.
@@ -212,7 +214,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 4095, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub event_buffer_capacity: u32,
 
-    /// Size of the kernel-to-user ring buffer.
+    /// Size of the kernel-to-user ring buffer: a power of two from 1 to
+    /// 1024 (the kernel's rule for BPF ring buffers).
     #[arg(long, value_name = "MB", default_value_t = 8, value_parser = ring_buffer_mb)]
     pub ring_buffer_mb: u32,
 }
@@ -261,12 +264,40 @@ impl RunArgs {
     }
 }
 
+/// An error and its causes on one line, `outer: cause: root`, leaving out
+/// a cause whose text the line already ends with (an error that both shows
+/// its source in its message and hands it on as its source would otherwise
+/// print it twice).
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 fn positive_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(secs > 0.0 && secs.is_finite() && secs <= 86_400.0) {
         return Err(format!("{s} must be more than 0 and at most 86400 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn listen_address(s: &str) -> Result<std::net::SocketAddr, String> {
+    crate::listen::parse_listen(s).map_err(|e| e.to_string())
+}
+
+/// Checked at parse time, kept as written (the server announces it).
+fn checked_listen_address(s: &str) -> Result<String, String> {
+    listen_address(s).map(|_| s.to_owned())
 }
 
 fn ring_buffer_mb(s: &str) -> Result<u32, String> {
@@ -286,6 +317,39 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading {path}: {source}")]
+    struct ShowsItsSource {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_that_shows_its_source_is_printed_once() {
+        let inner = ShowsItsSource {
+            path: "/etc/kubeconfig",
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let error = anyhow::Error::new(inner).context("Kubernetes");
+        assert_eq!(
+            error_text(&error),
+            "Kubernetes: reading /etc/kubeconfig: entity not found"
+        );
+        let plain = anyhow::anyhow!("root").context("middle").context("outer");
+        assert_eq!(error_text(&plain), "outer: middle: root");
+    }
+
+    #[test]
+    fn the_drop_reasons_help_names_every_reason_left_out_by_default() {
+        let mut command = Cli::command();
+        let run = command.find_subcommand_mut("run").expect("run");
+        let help = run.render_long_help().to_string();
+        for reason in crate::drop_reasons::NOISE {
+            assert!(help.contains(reason), "{reason} missing from --drop-reasons' help");
+        }
+        assert!(help.contains("power of two"), "--ring-buffer-mb says what it takes");
     }
 
     #[test]

@@ -7,16 +7,18 @@
 //! the blacklist. IPs take CIDRs; pods and services take `namespace/` or
 //! `namespace/name-prefix`; labels take Hubble's selectors (`endpoint`).
 //!
-//! Filters are compiled once (CIDRs, ports and globs parsed) and then
-//! applied to every flow. Fields hubcap cannot evaluate (FQDNs, L7,
-//! translated IPs, node labels, trace ids) are refused with an error naming
-//! them, rather than silently matching nothing.
+//! Filters are compiled once (CIDRs, ports, globs and FQDN patterns
+//! parsed) and then applied to every flow. Fields hubcap cannot evaluate
+//! (HTTP, DNS queries, translated IPs, node labels, trace ids) are refused
+//! with an error naming them, rather than silently matching nothing.
 
 use std::net::IpAddr;
 
 mod endpoint;
+mod names;
 
 use endpoint::{LabelSelector, NameMatch, workload_matches};
+use names::FqdnPattern;
 
 use crate::proto::flow::{EventTypeFilter, Flow, FlowFilter, NetworkInterface, TcpFlags, Workload};
 
@@ -28,8 +30,10 @@ pub enum FilterError {
     Port(String),
     #[error("invalid node name pattern {0:?}")]
     NodeName(String),
-    #[error("unknown protocol {0:?} (tcp, udp, sctp, icmpv4, icmpv6)")]
+    #[error("unknown protocol {0:?} (tcp, udp, sctp, icmp, icmpv4, icmpv6, vrrp, igmp, dns, http, kafka)")]
     Protocol(String),
+    #[error("invalid FQDN pattern {0:?} (letters, digits, \"-\", \"_\", \".\" and \"*\")")]
+    Fqdn(String),
     #[error("invalid label selector {0:?} (key=value, key!=value, key, !key; comma-separated)")]
     Label(String),
     #[error("hubcap cannot filter on {0} yet")]
@@ -75,6 +79,44 @@ impl IpMatch {
     }
 }
 
+/// One value of the protocol filter, with Hubble's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProtocolMatch {
+    /// An L4 protocol by Hubble's name, as [`Flow::l4_parts`] gives it.
+    L4(&'static str),
+    /// `icmp`: ICMPv4 or ICMPv6.
+    AnyIcmp,
+    /// `dns`, `http`, `kafka`: L7 records of that protocol. hubcap writes
+    /// no L7 records yet, so these select nothing (as in Hubble on a node
+    /// without L7 visibility), rather than being refused.
+    L7,
+}
+
+impl ProtocolMatch {
+    fn parse(name: &str) -> Result<Self, FilterError> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "tcp" => Self::L4("TCP"),
+            "udp" => Self::L4("UDP"),
+            "sctp" => Self::L4("SCTP"),
+            "icmpv4" => Self::L4("ICMPv4"),
+            "icmpv6" => Self::L4("ICMPv6"),
+            "vrrp" => Self::L4("VRRP"),
+            "igmp" => Self::L4("IGMP"),
+            "icmp" => Self::AnyIcmp,
+            "dns" | "http" | "kafka" => Self::L7,
+            _ => return Err(FilterError::Protocol(name.to_owned())),
+        })
+    }
+
+    fn matches(self, l4_protocol: &str) -> bool {
+        match self {
+            Self::L4(name) => name == l4_protocol,
+            Self::AnyIcmp => matches!(l4_protocol, "ICMPv4" | "ICMPv6"),
+            Self::L7 => false,
+        }
+    }
+}
+
 /// One compiled filter; empty lists match everything.
 #[derive(Debug, Default)]
 struct Compiled {
@@ -98,8 +140,9 @@ struct Compiled {
     drop_reason_desc: Vec<i32>,
     interface: Vec<NetworkInterface>,
     event_type: Vec<EventTypeFilter>,
-    /// Hubble's protocol names (`TCP`, `ICMPv4`), as [`Flow::l4_parts`] gives them.
-    protocol: Vec<&'static str>,
+    protocol: Vec<ProtocolMatch>,
+    source_fqdn: Vec<FqdnPattern>,
+    destination_fqdn: Vec<FqdnPattern>,
     source_port: Vec<u32>,
     destination_port: Vec<u32>,
     reply: Vec<bool>,
@@ -122,8 +165,6 @@ impl Compiled {
     fn new(f: &FlowFilter) -> Result<Self, FilterError> {
         let unsupported = [
             ("source_ip_xlated", f.source_ip_xlated.is_empty()),
-            ("source_fqdn", f.source_fqdn.is_empty()),
-            ("destination_fqdn", f.destination_fqdn.is_empty()),
             ("http_status_code", f.http_status_code.is_empty()),
             ("http_method", f.http_method.is_empty()),
             ("http_path", f.http_path.is_empty()),
@@ -147,15 +188,13 @@ impl Compiled {
         let protocol = f
             .protocol
             .iter()
-            .map(|p| match p.to_ascii_lowercase().as_str() {
-                "tcp" => Ok("TCP"),
-                "udp" => Ok("UDP"),
-                "sctp" => Ok("SCTP"),
-                "icmpv4" => Ok("ICMPv4"),
-                "icmpv6" => Ok("ICMPv6"),
-                other => Err(FilterError::Protocol(other.to_owned())),
-            })
+            .map(|p| ProtocolMatch::parse(p))
             .collect::<Result<_, _>>()?;
+        let fqdns = |list: &[String]| {
+            list.iter()
+                .map(|s| FqdnPattern::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+        };
         let node_name = f
             .node_name
             .iter()
@@ -183,6 +222,8 @@ impl Compiled {
             interface: f.interface.clone(),
             event_type: f.event_type.clone(),
             protocol,
+            source_fqdn: fqdns(&f.source_fqdn)?,
+            destination_fqdn: fqdns(&f.destination_fqdn)?,
             source_port: ports(&f.source_port)?,
             destination_port: ports(&f.destination_port)?,
             reply: f.reply.clone(),
@@ -238,7 +279,9 @@ impl Compiled {
                     .as_ref()
                     .is_some_and(|fe| fe.r#type == e.r#type && (!e.match_sub_type || fe.sub_type == e.sub_type))
             })
-            && any(&self.protocol, |p| *p == l4.protocol)
+            && any(&self.protocol, |p| p.matches(l4.protocol))
+            && any(&self.source_fqdn, |p| p.matches_any(&flow.source_names))
+            && any(&self.destination_fqdn, |p| p.matches_any(&flow.destination_names))
             && any(&self.source_port, |p| Some(*p) == sport)
             && any(&self.destination_port, |p| Some(*p) == dport)
             && any(&self.reply, |r| flow.is_reply == Some(*r))

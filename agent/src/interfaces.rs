@@ -160,6 +160,16 @@ impl InterfaceSelector {
         }
     }
 
+    /// Patterns that match none of `present` (capture waits for such an
+    /// interface to appear: worth a warning, not an error).
+    pub fn unmatched<'a>(&'a self, present: &[Interface]) -> Vec<&'a str> {
+        self.patterns
+            .iter()
+            .filter(|p| !present.iter().any(|i| p.matches(&i.name)))
+            .map(glob::Pattern::as_str)
+            .collect()
+    }
+
     /// Plain names (no wildcard) must name an existing interface: a typo
     /// should fail at once rather than capture nothing.
     pub fn check_plain_names_exist(&self, present: &[Interface]) -> Result<(), SelectorError> {
@@ -194,6 +204,13 @@ mod tests {
         assert!(s.matches(&iface("eth0", true, false)));
         assert!(!s.matches(&iface("eth1", false, false)));
         assert!(!s.matches(&iface("lo", true, true)));
+    }
+
+    #[test]
+    fn patterns_that_match_no_present_interface_are_named() {
+        let s = InterfaceSelector::new(&["eth*".into(), "veth*".into()]).unwrap();
+        let present = [iface("eth0", true, false), iface("lo", true, true)];
+        assert_eq!(s.unmatched(&present), ["veth*"]);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod hubble_api;
 pub mod interfaces;
 pub mod json;
 pub mod kubernetes;
+pub mod listen;
 pub mod metrics;
 pub mod metrics_server;
 pub mod netns;

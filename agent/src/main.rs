@@ -31,7 +31,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hubcap: error: {e:#}");
+            eprintln!("hubcap: error: {}", hubcap::cli::error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }

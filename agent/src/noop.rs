@@ -34,6 +34,6 @@ pub async fn run(args: NoopArgs) -> Result<()> {
         _ = sigint.recv() => {}
         _ = sigterm.recv() => {}
     }
-    attachments.detach_all(&mut datapath);
+    attachments.detach_all();
     Ok(())
 }

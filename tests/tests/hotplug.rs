@@ -48,5 +48,4 @@ fn interfaces_come_and_go() {
         .collect();
     assert!(!on_gone.is_empty(), "flows of the removed interface are reported");
     assert_eq!(on_gone.iter().map(|r| r.packets).sum::<u64>(), 5);
-    assert_eq!(on_gone.last().unwrap().state, "E");
 }

@@ -97,9 +97,23 @@ fn metrics_match_the_traffic_and_pass_promtool() {
         .map(|(_, v)| *v as u64)
         .sum();
     assert_eq!(value(&s, r#"hubcap_records_written_total{sink="stdout"}"#), processed);
-    for point in ["from-endpoint", "to-endpoint"] {
-        let series = format!(r#"hubble_flows_processed_total{{subtype="{point}",type="Trace",verdict="FORWARDED"}}"#);
-        assert!(value(&s, &series) > 0, "{series}");
+    // Cilium's flow metric's labels exactly: protocol, type, subtype, verdict.
+    for protocol in ["TCP", "UDP"] {
+        for point in ["from-endpoint", "to-endpoint"] {
+            let series = format!(
+                r#"hubble_flows_processed_total{{protocol="{protocol}",subtype="{point}",type="Trace",verdict="FORWARDED"}}"#
+            );
+            assert!(value(&s, &series) > 0, "{series}");
+        }
+    }
+    for (series, _) in s.iter().filter(|(k, _)| k.starts_with("hubble_flows_processed_total")) {
+        let names: Vec<&str> = series
+            .trim_start_matches("hubble_flows_processed_total{")
+            .trim_end_matches('}')
+            .split(',')
+            .map(|pair| pair.split_once('=').expect("label pair").0)
+            .collect();
+        assert_eq!(names, ["protocol", "subtype", "type", "verdict"], "{series}");
     }
     assert_eq!(value(&s, "hubcap_attached_interfaces"), 2);
     assert_eq!(value(&s, "hubcap_kernel_flow_capacity"), 262_144);
@@ -135,4 +149,21 @@ fn metrics_match_the_traffic_and_pass_promtool() {
     // The output holds at least what the metrics counted.
     let written = output::parse(&finished.stdout).records.len() as u64;
     assert!(written >= processed);
+}
+
+/// `--metrics-listen :PORT`, Cilium's usual form, serves on every address;
+/// each attached hook is listed with its interface and mode.
+#[test]
+fn a_bare_port_serves_metrics_on_every_address() {
+    require_root();
+    let node = Node::new(1);
+    let _agent = node.capture(&["--metrics-listen", ":9967"]);
+    let text = scrape_metrics(&node.ns, "127.0.0.1:9967");
+    let s = samples(&text);
+    assert_eq!(value(&s, "hubcap_attached_interfaces"), 1);
+    let veth = &node.pods[0].host_if;
+    for hook in ["egress", "ingress"] {
+        let series = format!(r#"hubcap_attachments{{hook="{hook}",interface="{veth}",mode="tcx"}}"#);
+        assert_eq!(value(&s, &series), 1, "{series}");
+    }
 }

@@ -73,10 +73,7 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::ensure_all(),
         Cmd::Run { args } => {
             setup::ensure_all()?;
-            cargo_env(
-                &["build", "--release", "--package", "agent", "--bin", "hubcap"],
-                &[("HUBCAP_REQUIRE_EBPF", "1")],
-            )?;
+            build_hubcap()?;
             let args = if args.is_empty() { vec!["run".to_owned()] } else { args };
             let bin = workspace_root().join("target/release/hubcap");
             let status = Command::new(&bin)
@@ -87,10 +84,7 @@ fn main() -> Result<()> {
         }
         Cmd::Image => {
             setup::ensure_all()?;
-            cargo_env(
-                &["build", "--release", "--package", "agent", "--bin", "hubcap"],
-                &[("HUBCAP_REQUIRE_EBPF", "1")],
-            )?;
+            build_hubcap()?;
             image::build(&workspace_root())
         }
         Cmd::Manifests => {
@@ -109,12 +103,8 @@ fn main() -> Result<()> {
         }
         Cmd::Bench { quick } => {
             setup::ensure_all()?;
-            let real_ebpf = [("HUBCAP_REQUIRE_EBPF", "1")];
-            cargo_env(
-                &["build", "--release", "--package", "agent", "--bin", "hubcap"],
-                &real_ebpf,
-            )?;
-            cargo_env(&["build", "--release", "--package", "hubcap-bench"], &real_ebpf)?;
+            build_hubcap()?;
+            cargo_env(&["build", "--release", "--package", "hubcap-bench"], &REAL_EBPF)?;
             let root = workspace_root();
             let status = Command::new(root.join("target/release/hubcap-bench"))
                 .args(quick.then_some("--quick"))
@@ -130,7 +120,7 @@ fn main() -> Result<()> {
         }
         Cmd::Fuzz { packets, seed, seconds } => {
             setup::ensure_all()?;
-            build_release_bins(&["hubcap-fuzz-kernel"], &[("HUBCAP_REQUIRE_EBPF", "1")])?;
+            build_hubcap()?;
             let root = workspace_root();
             std::fs::create_dir_all(root.join("target/fuzz"))?;
             let mut fuzz = Command::new(root.join("target/release/hubcap-fuzz-kernel"));
@@ -178,8 +168,7 @@ fn main() -> Result<()> {
                 ("HUBCAP_REQUIRE_EBPF", "1"),
                 ("HUBCAP_TOOLS", tools.to_str().expect("UTF-8 path")),
             ];
-            // hubcap, and the kernel fuzzer its short run in the tests uses.
-            build_release_bins(&["agent", "hubcap-fuzz-kernel"], &real_ebpf)?;
+            build_hubcap()?;
             // The image test runs what was just built.
             image::build(&workspace_root())?;
             run_tests(
@@ -243,6 +232,18 @@ fn workspace_root() -> std::path::PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+/// The eBPF object must be real (never the stub a plain `cargo check`
+/// embeds without the toolchain).
+const REAL_EBPF: [(&str, &str); 1] = [("HUBCAP_REQUIRE_EBPF", "1")];
+
+/// hubcap and the kernel fuzzer, built by one and the same cargo command
+/// for `run`, `test`, `image`, `bench` and `fuzz`: the same packages give
+/// the same features, so whichever ran first built it for all the others
+/// (a different package set would rebuild every shared dependency).
+fn build_hubcap() -> Result<()> {
+    build_release_bins(&["agent", "hubcap-fuzz-kernel"], &REAL_EBPF)
 }
 
 /// `cargo build --release` of every binary of `packages`.

@@ -39,6 +39,15 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // What is attached to the kernel, for the tests that check nothing is
     // left behind.
     ("bpftool", "bpftool"),
+    // The Hubble UI test: its frontend served by nginx as in Cilium's
+    // chart, opened in headless Chromium driven by selenium.
+    ("nginx-light", "nginx"),
+    ("chromium", "chromium"),
+    ("chromium-driver", "chromedriver"),
+    (
+        "python3-selenium",
+        "/usr/lib/python3/dist-packages/selenium/__init__.py",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -102,7 +111,38 @@ fn ensure_upstream_tools() -> Result<()> {
         .arg(&install)
         .arg(tools_dir())
         .stdout(Stdio::null()))
-    .context("unpacking the upstream tools")
+    .context("unpacking the upstream tools")?;
+    ensure_hubble_ui_frontend(&install)
+}
+
+/// The Hubble UI's built frontend (what its image serves), unpacked into
+/// `target/tools/hubble-ui-frontend` once per archive.
+fn ensure_hubble_ui_frontend(install: &Path) -> Result<()> {
+    let Some(archive) = fs::read_dir(install.with_file_name("hubble-ui"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("frontend-"))
+        })
+    else {
+        return Ok(());
+    };
+    let dir = tools_dir().join("hubble-ui-frontend");
+    let stamp = dir.join(".archive");
+    let name = archive.file_name().expect("a file").to_string_lossy().into_owned();
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == name) {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    run(Command::new("tar").arg("-xJf").arg(&archive).arg("-C").arg(&dir))
+        .with_context(|| format!("unpacking {}", archive.display()))?;
+    fs::write(stamp, name)?;
+    Ok(())
 }
 
 /// `PATH` with `$CARGO_HOME/bin` in front, where `cargo install` puts bpf-linker.

@@ -2,19 +2,22 @@
 //! and clsact otherwise. Our programs always return "continue", so
 //! whatever else is attached keeps working.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::Path};
 
 use agent_common::{EGRESS_PROGRAM, INGRESS_PROGRAM, NOOP_PROGRAM};
 use aya::{
     programs::{
-        LinkOrder, ProgramError,
-        tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcAttachType},
+        Link as _, LinkOrder, ProgramError,
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcAttachType},
     },
     util::KernelVersion,
 };
 use tracing::{debug, info, warn};
 
-use super::Datapath;
+use super::{
+    Datapath,
+    tc_owners::{self, FilterId, OwnerFile},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
@@ -27,6 +30,14 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Tcx => "tcx",
+            AttachMode::Tc => "tc",
+        }
+    }
+
     pub fn resolve(self) -> AttachMode {
         match self {
             AttachMode::Auto => match KernelVersion::current() {
@@ -49,8 +60,9 @@ pub struct AttachError {
 
 struct Attachment {
     name: String,
-    ingress: SchedClassifierLinkId,
-    egress: SchedClassifierLinkId,
+    /// Owned: dropping one detaches it.
+    ingress: SchedClassifierLink,
+    egress: SchedClassifierLink,
 }
 
 /// The programs that go on the ingress and egress hooks.
@@ -78,34 +90,24 @@ pub struct Attachments {
     mode: AttachMode,
     programs: ProgramPair,
     by_ifindex: HashMap<u32, Attachment>,
-    /// Whether filters of ours found on an interface are leftovers (clsact
-    /// only: a killed hubcap's tcx links die with its file descriptors, its
-    /// clsact filters do not). Decided once, at start.
-    stale_filters: StaleFilters,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StaleFilters {
-    /// No other hubcap runs here: any filter with our program names was
-    /// left by one that was killed (`kill -9`, OOM) and still runs on
-    /// every packet into maps nobody reads. Removed before attaching.
-    Remove,
-    /// Another hubcap process runs on this machine; its filters look the
-    /// same as a dead one's, so none are touched.
-    Keep,
+    /// In tc mode: this run's record of its clsact filters (see
+    /// `tc_owners`), so that a run killed with SIGKILL has its filters
+    /// removed by the next one. `None` in tcx mode, or when the record
+    /// cannot be written (warned).
+    owners: Option<OwnerFile>,
 }
 
 impl Attachments {
+    /// In tc mode, first removes the filters of runs that died without
+    /// detaching (warned, one line each).
     pub fn new(mode: AttachMode, programs: ProgramPair) -> Self {
+        let mode = mode.resolve();
+        let owners = (mode == AttachMode::Tc).then(|| take_over_tc_filters(Path::new(tc_owners::DEFAULT_DIR)));
         Attachments {
-            mode: mode.resolve(),
+            mode,
             programs,
             by_ifindex: HashMap::new(),
-            stale_filters: if another_hubcap_runs() {
-                StaleFilters::Keep
-            } else {
-                StaleFilters::Remove
-            },
+            owners: owners.flatten(),
         }
     }
 
@@ -125,6 +127,11 @@ impl Attachments {
         self.by_ifindex.is_empty()
     }
 
+    /// The attached interfaces' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_ifindex.values().map(|a| a.name.as_str())
+    }
+
     pub fn ifindexes(&self) -> Vec<u32> {
         self.by_ifindex.keys().copied().collect()
     }
@@ -136,17 +143,33 @@ impl Attachments {
             if let Err(e) = tc::qdisc_add_clsact(name) {
                 debug!(interface = name, error = %e, "clsact qdisc not added");
             }
-            self.remove_stale_filters(name);
         }
         let ingress = self.attach_one(datapath, name, self.programs.ingress, TcAttachType::Ingress)?;
-        let egress = match self.attach_one(datapath, name, self.programs.egress, TcAttachType::Egress) {
-            Ok(link) => link,
-            Err(e) => {
-                let _ = datapath.program(self.programs.ingress).detach(ingress);
-                return Err(e);
-            }
-        };
+        // On error, `ingress` is dropped, which detaches it.
+        let egress = self.attach_one(datapath, name, self.programs.egress, TcAttachType::Egress)?;
         info!(interface = name, ifindex, mode = ?self.mode, "attached");
+        if let Some(owners) = &mut self.owners {
+            for (hook, link) in [(TcAttachType::Ingress, &ingress), (TcAttachType::Egress, &egress)] {
+                let recorded = match (link.priority(), link.handle()) {
+                    (Ok(priority), Ok(handle)) => owners
+                        .add(FilterId {
+                            interface: name.to_owned(),
+                            ifindex,
+                            hook,
+                            priority,
+                            handle: handle.into(),
+                        })
+                        .map_err(|e| e.to_string()),
+                    (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+                };
+                if let Err(error) = recorded {
+                    warn!(
+                        interface = name,
+                        error, "this filter is not recorded: were hubcap killed, the next run could not remove it"
+                    );
+                }
+            }
+        }
         self.by_ifindex.insert(
             ifindex,
             Attachment {
@@ -158,40 +181,21 @@ impl Attachments {
         Ok(())
     }
 
-    fn remove_stale_filters(&self, name: &str) {
-        if self.stale_filters == StaleFilters::Keep {
-            debug!(interface = name, "another hubcap runs: filters of ours are left alone");
-            return;
-        }
-        for (hook, program) in [
-            (TcAttachType::Ingress, self.programs.ingress),
-            (TcAttachType::Egress, self.programs.egress),
-        ] {
-            match tc::qdisc_detach_program(name, hook, program) {
-                Ok(()) => warn!(
-                    interface = name,
-                    program, "removed a filter left attached by an earlier hubcap that did not stop cleanly"
-                ),
-                Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => warn!(interface = name, program, error = %e, "could not look for stale filters"),
-            }
-        }
-    }
-
     fn attach_one(
         &self,
         datapath: &mut Datapath,
         name: &str,
         program: &'static str,
         hook: TcAttachType,
-    ) -> Result<SchedClassifierLinkId, AttachError> {
+    ) -> Result<SchedClassifierLink, AttachError> {
         let options = match self.mode {
             AttachMode::Tcx | AttachMode::Auto => TcAttachOptions::TcxOrder(LinkOrder::default()),
             AttachMode::Tc => TcAttachOptions::Netlink(NlOptions::default()),
         };
-        datapath
-            .program(program)
+        let program = datapath.program(program);
+        program
             .attach_with_options(name, hook, options)
+            .and_then(|id| program.take_link(id))
             .map_err(|source| AttachError {
                 interface: name.to_owned(),
                 hook: if hook == TcAttachType::Ingress {
@@ -205,40 +209,70 @@ impl Attachments {
 
     /// Detaches from an interface. One that vanished took our programs with
     /// it, so failures there are expected and only logged.
-    pub fn detach(&mut self, datapath: &mut Datapath, ifindex: u32) {
+    pub fn detach(&mut self, ifindex: u32) {
         let Some(a) = self.by_ifindex.remove(&ifindex) else {
             return;
         };
-        for (program, link) in [(self.programs.ingress, a.ingress), (self.programs.egress, a.egress)] {
-            if let Err(e) = datapath.program(program).detach(link) {
-                debug!(interface = a.name, error = %e, "detach (interface probably gone)");
+        let mut detached = true;
+        for link in [a.ingress, a.egress] {
+            if let Err(e) = link.detach() {
+                let gone = nix::net::if_::if_nametoindex(a.name.as_str()) != Ok(ifindex);
+                detached &= gone;
+                if gone {
+                    debug!(interface = a.name, error = %e, "detach (interface gone)");
+                } else {
+                    warn!(interface = a.name, error = %e, "could not detach");
+                }
+            }
+        }
+        if detached && let Some(owners) = &mut self.owners {
+            if let Err(e) = owners.remove_interface(ifindex) {
+                warn!(interface = a.name, error = %e, "updating the record of our tc filters");
             }
         }
         info!(interface = a.name, ifindex, "detached");
     }
 
-    pub fn detach_all(&mut self, datapath: &mut Datapath) {
+    pub fn detach_all(&mut self) {
         for ifindex in self.ifindexes() {
-            self.detach(datapath, ifindex);
+            self.detach(ifindex);
         }
-        if !self.by_ifindex.is_empty() {
-            warn!("some attachments could not be removed");
+        if self.owners.as_ref().is_some_and(|o| !o.is_empty()) {
+            warn!("some attachments could not be removed: the next hubcap removes them");
         }
+        // Removes the record when nothing is left in it.
+        self.owners = None;
     }
 }
 
-/// Whether a process named `hubcap` other than this one runs on the machine
-/// (the pid namespace we see: the host's for the DaemonSet).
-fn another_hubcap_runs() -> bool {
-    let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    entries.filter_map(Result::ok).any(|entry| {
-        let pid = entry.file_name();
-        let pid = pid.to_string_lossy();
-        pid.bytes().all(|b| b.is_ascii_digit())
-            && pid != me
-            && std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|comm| comm.trim_end() == "hubcap")
-    })
+/// Removes the clsact filters of runs that died without detaching them,
+/// then starts this run's record.
+fn take_over_tc_filters(dir: &Path) -> Option<OwnerFile> {
+    match tc_owners::remove_stale(dir) {
+        Ok(cleanup) => {
+            for f in &cleanup.removed {
+                warn!(
+                    interface = f.interface,
+                    hook = if f.hook == TcAttachType::Ingress {
+                        "ingress"
+                    } else {
+                        "egress"
+                    },
+                    "removed a filter left attached by an earlier hubcap that did not stop cleanly"
+                );
+            }
+        }
+        Err(e) => warn!(dir = %dir.display(), error = %e, "could not look for filters left by a killed hubcap"),
+    }
+    match OwnerFile::create(dir) {
+        Ok(owners) => Some(owners),
+        Err(e) => {
+            warn!(
+                dir = %dir.display(),
+                error = %e,
+                "cannot record this run's tc filters: were hubcap killed, they would stay attached"
+            );
+            None
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod btf;
 mod counters;
 mod kernel_flows;
 mod load;
+mod tc_owners;
 
 pub use attach::{AttachMode, Attachments, ProgramPair};
 pub use counters::{CounterValues, KernelCounters};

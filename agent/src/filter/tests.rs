@@ -146,6 +146,24 @@ fn each_field_kind() {
         ),
         ("verdict", f(|x| x.verdict = vec![Verdict::Dropped as i32]), false, true),
         ("protocol", f(|x| x.protocol = vec!["UDP".into()]), false, true),
+        (
+            "protocol icmp (either family)",
+            f(|x| x.protocol = vec!["icmp".into()]),
+            false,
+            false,
+        ),
+        (
+            "protocol dns (L7 records only)",
+            f(|x| x.protocol = vec!["dns".into()]),
+            false,
+            false,
+        ),
+        (
+            "destination fqdn on a flow without names",
+            f(|x| x.destination_fqdn = vec!["*".into()]),
+            false,
+            false,
+        ),
         ("source port", f(|x| x.source_port = vec!["40000".into()]), true, false),
         (
             "destination port",
@@ -312,11 +330,62 @@ fn bad_and_unsupported_filters_are_errors() {
         FilterError::Label("app=web,".into())
     );
     assert_eq!(
-        err(f(|x| x.source_fqdn = vec!["example.com".into()])),
-        FilterError::Unsupported("source_fqdn")
+        err(f(|x| x.source_fqdn = vec!["exa mple.com".into()])),
+        FilterError::Fqdn("exa mple.com".into())
     );
     assert_eq!(
         err(f(|x| x.dns_query = vec!["*.example.com".into()])),
         FilterError::Unsupported("dns_query")
     );
+}
+
+fn icmp_flow(v6: bool) -> Flow {
+    let protocol = if v6 {
+        Protocol::IcmPv6(flow::IcmPv6 { r#type: 128, code: 0 })
+    } else {
+        Protocol::IcmPv4(flow::IcmPv4 { r#type: 8, code: 0 })
+    };
+    Flow {
+        l4: Some(Layer4 {
+            protocol: Some(protocol),
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn protocol_icmp_selects_both_families_as_in_hubble() {
+    let icmp = FlowSelector::new(&[f(|x| x.protocol = vec!["ICMP".into()])], &[]).unwrap();
+    assert!(icmp.selects(&icmp_flow(false)));
+    assert!(icmp.selects(&icmp_flow(true)));
+    assert!(!icmp.selects(&tcp_flow()));
+    let v6 = FlowSelector::new(&[f(|x| x.protocol = vec!["icmpv6".into()])], &[]).unwrap();
+    assert!(!v6.selects(&icmp_flow(false)));
+    assert!(v6.selects(&icmp_flow(true)));
+}
+
+#[test]
+fn every_protocol_hubble_accepts_is_accepted() {
+    for name in [
+        "tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6", "vrrp", "igmp", "dns", "http", "kafka",
+    ] {
+        FlowSelector::new(&[f(|x| x.protocol = vec![name.to_uppercase()])], &[]).unwrap();
+    }
+}
+
+/// What the Hubble UI always sends: a blacklist on both FQDNs. It must
+/// exclude nothing from flows without names, and exclude named ones.
+#[test]
+fn the_hubble_ui_fqdn_blacklist_keeps_flows_without_names() {
+    let blacklist = [
+        f(|x| x.source_fqdn = vec!["*.cluster.local*".into()]),
+        f(|x| x.destination_fqdn = vec!["*.cluster.local*".into()]),
+    ];
+    let selector = FlowSelector::new(&[], &blacklist).unwrap();
+    assert!(selector.selects(&tcp_flow()));
+    let mut named = tcp_flow();
+    named.destination_names = vec!["web.default.svc.cluster.local".into()];
+    assert!(!selector.selects(&named));
+    named.destination_names = vec!["example.com".into()];
+    assert!(selector.selects(&named));
 }

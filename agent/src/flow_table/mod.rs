@@ -12,7 +12,11 @@
 //! right after its final counts are read.
 //!
 //! Each record carries the counts since the previous record of that
-//! direction, so the records of a flow sum to its totals.
+//! direction, so the records of a flow sum to its totals. A `C` is only
+//! made when there is something new to count; an `E` is made even when
+//! there is not (an *empty* end, [`FlowUpdate::is_empty`]), because the
+//! formats that track flow state (VNet tuples) need to hear that the flow
+//! ended. Outputs that count traffic skip empty ends (see `output`).
 
 mod connection;
 #[cfg(test)]
@@ -88,6 +92,13 @@ pub struct FlowUpdate {
     /// `None` when the initiator is not known (a TCP connection that began
     /// before hubcap started).
     pub is_reply: Option<bool>,
+}
+
+impl FlowUpdate {
+    /// An end with nothing new to count: it says only that the flow ended.
+    pub fn is_empty(&self) -> bool {
+        self.packets == 0 && self.bytes == 0
+    }
 }
 
 /// What the table keeps per flow direction (its connection is found again
@@ -346,6 +357,11 @@ impl FlowTable {
 
     fn emit(&mut self, key: &FlowKey, state: FlowState, now_ns: u64, out: &mut Vec<FlowUpdate>) {
         let Some(d) = self.directions.get_mut(key) else { return };
+        let nothing_new = (d.latest.packets, d.latest.bytes) <= (d.reported_packets, d.reported_bytes);
+        if state == FlowState::Continuing && nothing_new {
+            // A periodic event for counts a sweep already reported.
+            return;
+        }
         let is_reply = self.connections.get(&ConnKey::of(key)).and_then(|c| c.is_reply(key));
         out.push(FlowUpdate {
             key: *key,

@@ -385,3 +385,43 @@ fn a_flow_is_reported_once_per_interval_and_on_each_new_tcp_flag() {
         ]
     );
 }
+
+#[test]
+fn a_single_packet_flow_is_counted_by_its_begin_and_ended_by_an_empty_end() {
+    let mut h = Harness::new();
+    let k = key(1, 5000, 2, 53, UDP, hook::INGRESS);
+    h.send(k, 80, 0, SEC);
+    h.table.sweep(&mut h.kernel, 40 * SEC, &mut h.out);
+    let records = h.records_of(&k);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(
+        (records[0].state, records[0].packets, records[0].bytes),
+        (FlowState::Begin, 1, 80)
+    );
+    assert_eq!(records[1].state, FlowState::End);
+    assert!(records[1].is_empty() && !records[0].is_empty());
+}
+
+#[test]
+fn a_periodic_event_for_counts_a_sweep_reported_makes_no_record() {
+    let mut h = Harness::new();
+    let k = key(1, 5000, 2, 53, UDP, hook::INGRESS);
+    h.send(k, 100, 0, 0);
+    h.send(k, 100, 0, SEC);
+    // The sweep reports the second packet (quiet for a report interval)...
+    h.table.sweep(&mut h.kernel, 6 * SEC, &mut h.out);
+    assert_eq!(h.records_of(&k).len(), 2);
+    // ...and a periodic event with the same totals arrives late.
+    let mut stats = h.kernel.get(&k).unwrap();
+    stats.tcp_flags_recent = 0;
+    let late = FlowEvent {
+        key: k,
+        stats,
+        reason: report_reason::PERIODIC,
+        ..Default::default()
+    };
+    h.table.on_event(&late, 7 * SEC, &mut h.out);
+    let records = h.records_of(&k);
+    assert_eq!(records.len(), 2, "no empty C: {records:?}");
+    assert!(records.iter().all(|u| !u.is_empty()));
+}

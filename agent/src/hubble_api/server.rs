@@ -74,8 +74,8 @@ pub enum ServerError {
     NotASocket(PathBuf),
     #[error("{path}: {source}")]
     Socket { path: PathBuf, source: std::io::Error },
-    #[error("invalid --grpc-listen address {0:?} (want IP:PORT, [IPv6]:PORT or :PORT)")]
-    Address(String),
+    #[error("--grpc-listen: {0}")]
+    Address(#[from] crate::listen::BadAddress),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(
@@ -106,15 +106,6 @@ fn announced_address(bound: SocketAddr, node_ip: Option<IpAddr>) -> SocketAddr {
         Some(ip) if bound.ip().is_unspecified() => SocketAddr::new(ip, bound.port()),
         _ => bound,
     }
-}
-
-/// Parses `--grpc-listen`: `:PORT` means every address, as in Hubble.
-pub fn parse_listen(addr: &str) -> Result<SocketAddr, ServerError> {
-    let full = match addr.strip_prefix(':') {
-        Some(port) => format!("[::]:{port}"),
-        None => addr.to_owned(),
-    };
-    full.parse().map_err(|_| ServerError::Address(addr.to_owned()))
 }
 
 /// The Observer API, served from a thread of its own: what clients cost
@@ -201,7 +192,7 @@ impl Listeners {
         stopping: watch::Receiver<bool>,
     ) -> Result<(Listeners, Arc<ObserverState>), ServerError> {
         let tcp = match &config.listen {
-            Some(addr) => Some(bind_tcp(parse_listen(addr)?, config).await?),
+            Some(addr) => Some(bind_tcp(crate::listen::parse_listen(addr)?, config).await?),
             None => None,
         };
         let tls = match (&config.tls, &tcp) {
@@ -323,7 +314,7 @@ async fn bind_tcp(addr: SocketAddr, config: &GrpcConfig) -> Result<(SocketAddr, 
     if !addr.ip().is_loopback() && config.tls.is_none() && !config.insecure {
         return Err(ServerError::NeedsTls(addr));
     }
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = crate::listen::bind(addr)
         .await
         .map_err(|source| ServerError::Listen { addr, source })?;
     let local = listener
@@ -377,23 +368,13 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServerError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(parse_listen(":4244").unwrap(), "[::]:4244".parse().unwrap());
-        assert_eq!(parse_listen("127.0.0.1:4244").unwrap().port(), 4244);
-        assert!(parse_listen("[::1]:1").unwrap().ip().is_loopback());
-        for bad in ["4244", "localhost:4244", "1.2.3.4", ""] {
-            assert!(matches!(parse_listen(bad), Err(ServerError::Address(_))), "{bad}");
-        }
-    }
-
     #[tokio::test]
     async fn non_loopback_needs_tls_or_insecure() {
         let config = GrpcConfig {
             listen: Some("0.0.0.0:0".into()),
             ..Default::default()
         };
-        let addr = parse_listen("0.0.0.0:0").unwrap();
+        let addr = crate::listen::parse_listen("0.0.0.0:0").unwrap();
         assert!(matches!(bind_tcp(addr, &config).await, Err(ServerError::NeedsTls(_))));
         let insecure = GrpcConfig {
             insecure: true,

@@ -268,6 +268,14 @@ fn no_events<T: Send + 'static>(follow: bool, mut stopping: watch::Receiver<bool
     Box::pin(ReceiverStream::new(rx))
 }
 
+/// The field mask a client asked for: the top-level `field_mask` of Hubble
+/// 1.15+ clients, else the `experimental` one older clients send.
+fn requested_field_mask(req: &GetFlowsRequest) -> Vec<String> {
+    let top = req.field_mask.as_ref().filter(|m| !m.paths.is_empty());
+    let experimental = req.experimental.as_ref().and_then(|e| e.field_mask.as_ref());
+    top.or(experimental).map(|m| m.paths.clone()).unwrap_or_default()
+}
+
 #[tonic::async_trait]
 impl Observer for ObserverService {
     type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
@@ -281,11 +289,7 @@ impl Observer for ObserverService {
         }
         let selector =
             FlowSelector::new(&req.whitelist, &req.blacklist).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let paths = req
-            .experimental
-            .and_then(|e| e.field_mask)
-            .map(|m| m.paths)
-            .unwrap_or_default();
+        let paths = requested_field_mask(&req);
         let mask = FieldMask::new(&paths).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let query = FlowQuery {
             selector,

@@ -1,9 +1,11 @@
 //! Prometheus metrics: Hubble's names and labels, so existing dashboards
 //! and alerts work, plus hubcap's own `hubcap_*` ones.
 //!
-//! Hubble counts flow *events*; hubcap counts flow *records* (one per flow
-//! direction per report), so `hubble_flows_processed_total` grows with flows,
-//! not with packets. Packet and byte totals are in
+//! Hubble counts flow *events*; hubcap counts forwarded flow *records* (one
+//! per flow direction per report, never an empty one), so
+//! `hubble_flows_processed_total` grows with flows, not with packets; dropped
+//! packets are counted one by one, as Hubble's drop events are. Packet and
+//! byte totals are in
 //! `hubcap_flow_packets_total` and `hubcap_flow_bytes_total`.
 //!
 //! Written in the classic Prometheus text format, which every scraper and
@@ -49,6 +51,16 @@ fn labels<'a>(own: &[&'a str], context: &'a [String]) -> Vec<&'a str> {
     own.iter().copied().chain(context.iter().map(String::as_str)).collect()
 }
 
+/// The `protocol` label of `hubble_flows_processed_total`: Hubble's L4
+/// name, or what Hubble writes for a flow without one.
+fn metric_protocol(l4_protocol: &'static str) -> &'static str {
+    if l4_protocol.is_empty() {
+        "Unknown L4"
+    } else {
+        l4_protocol
+    }
+}
+
 /// The `source` label of `hubble_lost_events_total`, as Hubble writes it.
 fn lost_source_label(source: LostEventSource) -> String {
     source.as_str_name().to_lowercase()
@@ -59,7 +71,8 @@ pub struct Metrics {
     /// Extra `source`/`destination` labels on the flow, drop and TCP-flag
     /// metrics (Hubble's context options), when asked for.
     contexts: Contexts,
-    /// Labels `type`, `subtype`, `verdict`, as Hubble.
+    /// Labels `protocol`, `type`, `subtype`, `verdict`, as Hubble's flow
+    /// metric.
     pub flows_processed: IntCounterVec,
     /// Packets and bytes of written records by observation point, verdict,
     /// protocol and the context labels: what the dashboards rank pods,
@@ -81,6 +94,10 @@ pub struct Metrics {
     pub kernel_packets: IntCounterVec,
     pub flow_table_directions: IntGauge,
     pub attached_interfaces: IntGauge,
+    /// Programs attached, labels `interface`, `hook` (ingress, egress),
+    /// `mode` (tcx, tc): how a user sees hubcap is attached where bpftool
+    /// cannot show tcx links.
+    pub attachments: IntGaugeVec,
     /// Labels `interface`, `hook` (ingress, egress).
     pub flow_packets: IntCounterVec,
     pub flow_bytes: IntCounterVec,
@@ -169,8 +186,8 @@ impl Metrics {
             ),
             flows_processed: counter_vec(
                 "hubble_flows_processed_total",
-                "Flow records processed, by type, subtype and verdict",
-                &with_context(&["type", "subtype", "verdict"]),
+                "Flow records processed (dropped packets: each one), by protocol, type, subtype and verdict",
+                &with_context(&["protocol", "type", "subtype", "verdict"]),
             ),
             drops: counter_vec(
                 "hubble_drop_total",
@@ -210,6 +227,11 @@ impl Metrics {
             attached_interfaces: gauge(
                 "hubcap_attached_interfaces",
                 "Interfaces hubcap's programs are attached to",
+            ),
+            attachments: gauge_vec(
+                "hubcap_attachments",
+                "Programs hubcap attached, by interface, hook and mode (1 while attached)",
+                &["interface", "hook", "mode"],
             ),
             flow_packets: counter_vec(
                 "hubcap_flow_packets_total",
@@ -333,10 +355,11 @@ impl Metrics {
         if update.key.hook == hook::DROP {
             // Hubble counts each dropped packet once, by its reason.
             let reason = record.flow.drop_reason_desc().as_str_name();
-            self.flows_processed
-                .with_label_values(&labels(&["Drop", "", "DROPPED"], &context))
-                .inc();
             let protocol = record.flow.l4_parts().protocol;
+            // Hubble has an event per dropped packet; so does this count.
+            self.flows_processed
+                .with_label_values(&labels(&[metric_protocol(protocol), "Drop", "", "DROPPED"], &context))
+                .inc_by(update.packets);
             self.drops
                 .with_label_values(&labels(&[reason, protocol], &context))
                 .inc_by(update.packets);
@@ -349,8 +372,12 @@ impl Metrics {
             &context,
             update,
         );
+        let protocol = metric_protocol(record.flow.l4_parts().protocol);
         self.flows_processed
-            .with_label_values(&labels(&["Trace", trace_point(point).1, "FORWARDED"], &context))
+            .with_label_values(&labels(
+                &[protocol, "Trace", trace_point(point).1, "FORWARDED"],
+                &context,
+            ))
             .inc();
         let family = if update.key.ip_version == 6 { "IPv6" } else { "IPv4" };
         let flags = update.tcp_flags;

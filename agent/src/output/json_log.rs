@@ -163,7 +163,7 @@ impl Output for JsonLog {
             tracing::warn!(output = self.sink.name(), "closing the flow log: {e}");
         }
         info!(
-            output = self.sink.name(),
+            output = %self.sink.target(),
             records = self.stats.lines,
             bytes_written = self.stats.bytes,
             rotations = self.stats.rotations,

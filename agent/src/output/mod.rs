@@ -6,6 +6,12 @@
 //! metrics, the Observer API's ring. Loss reports take the same way, so
 //! every output sees every loss.
 //!
+//! An empty end (a flow's `E` with nothing new to count) is not traffic: it
+//! reaches only the outputs that track flow state ([`Output::tracks_flow_state`],
+//! the VNet/NSG tuples). Everything that counts (Hubble logs, the Observer
+//! API, metrics, IPFIX) sees each packet exactly once, in a record that
+//! carries it.
+//!
 //! An output is one type behind the [`Output`] trait, in a file of its own;
 //! adding one (a second log with its own filter, an IPFIX exporter) is that
 //! file plus one [`Outputs::add`] where `agent.rs` wires the stages.
@@ -57,6 +63,10 @@ pub trait Output: Send {
     }
     /// At exit, after the last batch: log what it did.
     fn close(&mut self) {}
+    /// Whether this output wants empty ends too (see the module's doc).
+    fn tracks_flow_state(&self) -> bool {
+        false
+    }
 }
 
 pub struct Outputs {
@@ -90,11 +100,17 @@ impl Outputs {
     pub fn write(&mut self, updates: &[FlowUpdate]) -> Result<(), OutputError> {
         for chunk in updates.chunks(WRITE_CHUNK) {
             for update in chunk {
+                let empty = update.is_empty();
+                if empty && !self.outputs.iter().any(|o| o.tracks_flow_state()) {
+                    continue;
+                }
                 let identities = self.enricher.identify(update);
                 let source = self.stamper.stamp(update, identities);
                 let record = self.builder.build(&source);
                 for output in &mut self.outputs {
-                    output.flow(&source, &record);
+                    if !empty || output.tracks_flow_state() {
+                        output.flow(&source, &record);
+                    }
                 }
             }
             self.end_batch()?;

@@ -22,6 +22,21 @@ struct Seen {
 
 struct Recorder(Arc<Mutex<Seen>>);
 
+/// A recorder that tracks flow state, as the VNet/NSG tuples do.
+struct StateRecorder(Recorder);
+
+impl Output for StateRecorder {
+    fn flow(&mut self, source: &RecordSource, record: &FlowRecord) {
+        self.0.flow(source, record)
+    }
+    fn lost(&mut self, lost: &LostEvent, time: &Timestamp) {
+        self.0.lost(lost, time)
+    }
+    fn tracks_flow_state(&self) -> bool {
+        true
+    }
+}
+
 impl Output for Recorder {
     fn flow(&mut self, source: &RecordSource, record: &FlowRecord) {
         self.0.lock().unwrap().flows.push((source.clone(), record.clone()));
@@ -120,4 +135,50 @@ fn losses_reach_every_output_and_nothing_is_reported_for_zero() {
         assert_eq!(s.lost[0].num_events_lost, 12);
         assert_eq!(s.lost[0].source, LostEventSource::PerfEventRingBuffer as i32);
     }
+}
+
+#[test]
+fn an_empty_end_reaches_only_the_outputs_that_track_flow_state() {
+    let (mut outputs, seen) = outputs(Box::new(NoIdentities), 1);
+    let states = Arc::new(Mutex::new(Seen::default()));
+    outputs.add(StateRecorder(Recorder(Arc::clone(&states))));
+    let empty_end = FlowUpdate {
+        state: FlowState::End,
+        ..update(0)
+    };
+    let last_end = FlowUpdate {
+        state: FlowState::End,
+        ..update(2)
+    };
+    outputs.write(&[update(1), empty_end, last_end]).unwrap();
+    let counted: Vec<_> = seen[0]
+        .lock()
+        .unwrap()
+        .flows
+        .iter()
+        .map(|(_, r)| r.counts.packets)
+        .collect();
+    assert_eq!(counted, [1, 2], "no record without traffic");
+    let tracked: Vec<_> = states
+        .lock()
+        .unwrap()
+        .flows
+        .iter()
+        .map(|(_, r)| (r.counts.state, r.counts.packets))
+        .collect();
+    assert_eq!(
+        tracked,
+        [(FlowState::Begin, 1), (FlowState::End, 0), (FlowState::End, 2)]
+    );
+}
+
+#[test]
+fn without_an_output_that_tracks_state_an_empty_end_is_not_even_built() {
+    let (mut outputs, seen) = outputs(Box::new(NoIdentities), 1);
+    let empty_end = FlowUpdate {
+        state: FlowState::End,
+        ..update(0)
+    };
+    outputs.write(&[empty_end]).unwrap();
+    assert!(seen[0].lock().unwrap().flows.is_empty());
 }

@@ -38,6 +38,10 @@ pub struct FileSink {
 }
 
 impl FileSink {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn open(path: PathBuf, rotation: RotationConfig) -> io::Result<Self> {
         let (file, identity, size) = open_append(&path)?;
         Ok(FileSink {

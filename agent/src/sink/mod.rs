@@ -52,6 +52,14 @@ impl Sink {
         }
     }
 
+    /// Where the lines go, for people: `stdout` or the file's path.
+    pub fn target(&self) -> String {
+        match self {
+            Sink::Stdout(_) => "stdout".to_owned(),
+            Sink::File(f) => f.path().display().to_string(),
+        }
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::Stdout(w) => w.flush(),

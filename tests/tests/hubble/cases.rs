@@ -22,6 +22,9 @@ pub const CASES: &[Case] = &[
     ("list_nodes", |f| list_nodes(f, &f.socket_server())),
     ("observe_over_tcp_json", observe_over_tcp_json),
     ("observe_compact", observe_compact),
+    ("protocol_icmp_is_both_families", protocol_icmp_is_both_families),
+    ("protocol_dns_selects_no_l3_l4_flow", protocol_dns_selects_nothing),
+    ("top_level_field_mask_is_honoured", top_level_field_mask),
     ("input_file_round_trips", input_file_round_trips),
     ("relay_list_nodes", |f| list_nodes(f, RELAY)),
     ("relay_status_connected_nodes", relay_status),
@@ -287,4 +290,68 @@ pub fn follow_prints_new_flows(f: &Fixture) {
         "{lines:?}"
     );
     assert_eq!(records.iter().filter(|r| r.state == "B").count(), 2, "{lines:?}");
+}
+
+/// `hubble observe --protocol icmp`: every ICMPv4 and ICMPv6 record of the
+/// file, nothing else (the ping, and the closed port's ICMP errors).
+fn protocol_icmp_is_both_families(f: &Fixture) {
+    let out = f.hubble(&[
+        "observe",
+        "--server",
+        &f.socket_server(),
+        "--all",
+        "--protocol",
+        "icmp",
+        "-o",
+        "json",
+    ]);
+    let mut got = observed(&out);
+    let mut want = uuids(f.file.records.iter().filter(|r| r.protocol.starts_with("ICMP")));
+    got.sort();
+    want.sort();
+    assert!(!want.is_empty(), "the fixture pings");
+    assert_eq!(got, want);
+}
+
+/// L7 protocols are accepted as in Hubble; hubcap has no L7 records yet,
+/// so they select nothing (an empty answer, not an error).
+fn protocol_dns_selects_nothing(f: &Fixture) {
+    let out = f.hubble(&[
+        "observe",
+        "--server",
+        &f.socket_server(),
+        "--all",
+        "--protocol",
+        "dns",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out, "", "no L7 record");
+}
+
+/// Hubble 1.15+ sends `--field-mask` as the request's top-level
+/// `field_mask`: only the masked fields come back.
+fn top_level_field_mask(f: &Fixture) {
+    let out = f.hubble(&[
+        "observe",
+        "--server",
+        &f.socket_server(),
+        "--last",
+        "10",
+        "--field-mask",
+        "IP.source,l4",
+        "-o",
+        "json",
+    ]);
+    let flows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["flow"].clone())
+        .collect();
+    assert_eq!(flows.len(), 10, "{out}");
+    for flow in &flows {
+        let keys: Vec<&String> = flow.as_object().expect("flow").keys().collect();
+        assert!(keys.iter().all(|k| *k == "IP" || *k == "l4"), "{flow}");
+        let ip: Vec<&String> = flow["IP"].as_object().expect("IP").keys().collect();
+        assert_eq!(ip, ["source"], "{flow}");
+    }
 }

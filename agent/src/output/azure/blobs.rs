@@ -18,6 +18,11 @@ pub struct HourlyBlobs {
 }
 
 impl HourlyBlobs {
+    /// The directory the blobs are written under.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     /// Creates `root` now, so that an unwritable one fails before capture.
     pub fn open(root: PathBuf, node: &str) -> io::Result<HourlyBlobs> {
         fs::create_dir_all(&root)?;

@@ -255,11 +255,22 @@ impl Output for AzureFlowLog {
         if let Destination::Lines(sink) = &mut self.sink {
             let _ = sink.close();
         }
+        let target = match &self.sink {
+            Destination::Lines(sink) => sink.target(),
+            Destination::Blobs(blobs) => blobs.root().display().to_string(),
+        };
         info!(
+            output = %target,
             format = format_name(self.format),
             lines = self.stats.lines,
             "flow log closed"
         );
+    }
+
+    /// VNet/NSG tuples carry the flow's state: an `E` with no new counts
+    /// still tells the reader that the connection ended.
+    fn tracks_flow_state(&self) -> bool {
+        true
     }
 }
 

@@ -185,6 +185,19 @@ impl FlowLog {
         let _ = self.flush();
         self.close();
     }
+
+    /// A log removed from the config leaves no metric series behind.
+    pub fn forget_metrics(&self) {
+        let m = &self.metrics;
+        for counter in [
+            &m.flow_log_records,
+            &m.flow_log_filtered,
+            &m.flow_log_bytes,
+            &m.flow_log_rotations,
+        ] {
+            let _ = counter.remove_label_values(&[&self.name]);
+        }
+    }
 }
 
 impl Output for FlowLog {
@@ -240,5 +253,9 @@ impl Output for FlowLog {
 
     fn close(&mut self) {
         self.log.output().close();
+    }
+
+    fn tracks_flow_state(&self) -> bool {
+        matches!(self.log, Writer::Tuples(_))
     }
 }

@@ -147,6 +147,7 @@ impl FlowLogs {
         }
         for (_, mut gone) in previous {
             gone.finish();
+            gone.forget_metrics();
         }
         Ok(())
     }
@@ -187,9 +188,16 @@ impl SharedFlowLogs {
 
 impl Output for SharedFlowLogs {
     fn flow(&mut self, source: &RecordSource, record: &FlowRecord) {
+        let empty = source.update.is_empty();
         for (_, log) in &mut self.logs().logs {
-            log.flow(source, record);
+            if !empty || log.tracks_flow_state() {
+                log.flow(source, record);
+            }
         }
+    }
+
+    fn tracks_flow_state(&self) -> bool {
+        self.logs().logs.iter().any(|(_, log)| log.tracks_flow_state())
     }
 
     fn lost(&mut self, lost: &LostEvent, time: &prost_types::Timestamp) {
