@@ -11,7 +11,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hubcap_tests::{
@@ -19,7 +19,7 @@ use hubcap_tests::{
     require_root,
     topology::Node,
     traffic::tcp_transfer,
-    upstream::{Background, hubble, relay, tool},
+    upstream::{Background, relay, tool},
 };
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
@@ -37,7 +37,8 @@ const UI: &str = "127.0.0.1:8081";
 fn nginx_config(dir: &Path, frontend: &Path) -> String {
     let d = dir.display();
     format!(
-        r#"worker_processes 1;
+        r#"# One process, so that the test's SIGKILL stops all of nginx.
+master_process off;
 user root;
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log;
@@ -101,13 +102,47 @@ fn create_pods(plane: &ControlPlane, node: &Node) {
     });
 }
 
+/// Waits until Relay (which finds hubcap through its Peer service) returns
+/// at least `count` flows to `port` of the namespace.
+fn wait_for_relay_flows(node: &Node, port: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = node
+            .ns
+            .command(tool("hubble").to_str().unwrap())
+            .args([
+                "observe",
+                "--server",
+                RELAY,
+                "--namespace",
+                NAMESPACE,
+                "--to-port",
+                port,
+                "-o",
+                "json",
+            ])
+            .output()
+            .expect("hubble");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && text.lines().count() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Relay returns no flows: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// What the page showed (see `tests/ui/hubble_ui_page.py`).
 fn open_ui(node: &Node, screenshot: &Path, expected: &[&str]) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ui/hubble_ui_page.py");
     let url = format!("http://{UI}/?namespace={NAMESPACE}");
     let out = node
         .ns
-        .command("python3")
+        .command("/usr/bin/python3") // Debian's, with its python3-selenium
         .arg(&script)
         .arg(&url)
         .arg(screenshot)
@@ -152,6 +187,7 @@ fn the_hubble_ui_shows_the_pods_cards_and_flows_through_relay() {
         "1",
     ]);
     agent.wait_for_log("Kubernetes metadata listed", Duration::from_secs(30));
+    node.up();
     let _relay = relay(&node.ns, "127.0.0.1:4244", RELAY);
 
     // The backend reads only $HOME/.kube/config, and watches Namespaces.
@@ -188,24 +224,7 @@ fn the_hubble_ui_shows_the_pods_cards_and_flows_through_relay() {
         tcp_transfer(&client.ns, &server.ns, target, 2_000, 20_000);
     }
     let port = SERVER_PORT.to_string();
-    let through_relay = hubble(
-        &node.ns,
-        &[
-            "observe",
-            "--server",
-            RELAY,
-            "--namespace",
-            NAMESPACE,
-            "--to-port",
-            &port,
-            "-o",
-            "json",
-        ],
-    );
-    assert!(
-        through_relay.lines().count() >= 5,
-        "Relay returns the flows: {through_relay}"
-    );
+    wait_for_relay_flows(&node, &port, 5);
 
     let screenshot = dir.join("hubble-ui.png");
     let page = open_ui(&node, &screenshot, &["client", "server", &port]);
@@ -240,5 +259,7 @@ fn the_hubble_ui_shows_the_pods_cards_and_flows_through_relay() {
         "{api:#?}"
     );
     drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("HUBCAP_KEEP_UI").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

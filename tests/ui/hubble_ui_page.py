@@ -34,12 +34,16 @@ try:
     while True:
         body = driver.find_element(By.TAG_NAME, "body").text
         rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, '[class*="styles_row_"]')]
-        cards = [c.text for c in driver.find_elements(By.CSS_SELECTOR, '[class*="styles_card_"]')]
+        # The service map's cards (HTML inside the map's SVG).
+        cards = [c.get_attribute("textContent") for c in
+                 driver.find_elements(By.CSS_SELECTOR, '.visible-cards [class*="styles_baseCard_"]')]
         seen = all(t in body for t in expected) and rows and cards
         if seen or time.time() - started > wait_s:
             break
         time.sleep(1)
     driver.save_screenshot(screenshot)
+    with open(screenshot.rsplit(".", 1)[0] + ".html", "w") as page:
+        page.write(driver.page_source)
     api = []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
