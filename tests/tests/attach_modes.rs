@@ -194,3 +194,68 @@ fn tc_mode_removes_the_filters_of_a_killed_run() {
 fn tcx_mode_leaves_nothing_after_a_killed_run() {
     restart_after_kill_9("tcx");
 }
+
+/// Another hubcap in tc mode runs on the same interface (and so a process
+/// named hubcap exists) while one is killed: the next run removes exactly
+/// the killed run's filters, keeps the running one's, and both running
+/// ones still count every packet.
+#[test]
+fn tc_mode_removes_a_killed_runs_filters_and_keeps_a_running_ones() {
+    require_root();
+    let node = Node::new(1);
+    let pattern = node.pattern();
+    let dev = node.pods[0].host_if.clone();
+    let args = ["--interface", pattern.as_str(), "--attach-mode", "tc"];
+
+    let before = capture_program_ids();
+    let bystander = Agent::start(&node.ns, &args);
+    let bystander_programs: BTreeSet<u64> = capture_program_ids().difference(&before).copied().collect();
+    let killed = Agent::start(&node.ns, &args);
+    let killed_programs: BTreeSet<u64> = capture_program_ids()
+        .difference(&before)
+        .filter(|id| !bystander_programs.contains(id))
+        .copied()
+        .collect();
+    assert_eq!((bystander_programs.len(), killed_programs.len()), (2, 2));
+    drop(killed); // SIGKILL: its filters stay
+    assert_eq!(our_filters(&node, &dev).len(), 4, "the killed run's filters outlive it");
+
+    let restarted = Agent::start(&node.ns, &args);
+    restarted.wait_for_logs("removed a filter left attached", 2, Duration::from_secs(1));
+    // The kernel frees a program once its last filter is gone (after an
+    // RCU grace period).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let loaded = loop {
+        let loaded = capture_program_ids();
+        if loaded.is_disjoint(&killed_programs) || std::time::Instant::now() > deadline {
+            break loaded;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        loaded.is_disjoint(&killed_programs),
+        "the killed run's programs are gone"
+    );
+    assert!(loaded.is_superset(&bystander_programs), "the running one's are not");
+    let filters: BTreeSet<u64> = our_filters(&node, &dev).into_iter().map(|(_, _, id)| id).collect();
+    assert_eq!(filters.len(), 4, "two runs, two filters each");
+    assert!(filters.is_superset(&bystander_programs));
+
+    node.up();
+    ping(&node.pods[0].ns, &node.bridge_v4().to_string(), 3);
+    let counters = node.settled_counters(&dev);
+    for agent in [restarted, bystander] {
+        let finished = agent.stop();
+        assert!(finished.status.success());
+        let sums = output::sums(&output::parse(&finished.stdout).records);
+        assert_eq!(
+            sums[&(dev.clone(), "FROM_ENDPOINT".to_owned())],
+            (counters.rx_packets, counters.rx_bytes)
+        );
+        assert_eq!(
+            sums[&(dev.clone(), "TO_ENDPOINT".to_owned())],
+            (counters.tx_packets, counters.tx_bytes)
+        );
+    }
+    assert!(our_filters(&node, &dev).is_empty(), "no filter left after clean stops");
+}
