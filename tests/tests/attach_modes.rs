@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 use hubcap_tests::{
     agent::Agent,
     output, require_root,
-    topology::Node,
+    topology::{Counters, Node},
     traffic::{ping, tcp_transfer, udp_echo},
 };
 
@@ -116,6 +116,25 @@ fn capture_program_ids() -> BTreeSet<u64> {
         .collect()
 }
 
+/// Stops `agent` and checks that its records of `dev` hold exactly what
+/// the veth's counters counted.
+fn stop_and_check_counts(agent: Agent, dev: &str, counters: Counters) {
+    let finished = agent.stop();
+    assert!(finished.status.success());
+    let sums = output::sums(&output::parse(&finished.stdout).records);
+    let point = |name: &str| sums[&(dev.to_owned(), name.to_owned())];
+    assert_eq!(
+        point("FROM_ENDPOINT"),
+        (counters.rx_packets, counters.rx_bytes),
+        "{dev} rx"
+    );
+    assert_eq!(
+        point("TO_ENDPOINT"),
+        (counters.tx_packets, counters.tx_bytes),
+        "{dev} tx"
+    );
+}
+
 /// `kill -9` leaves whatever the kernel does not clean up by itself: in tc
 /// mode the clsact filters (and so the programs), in every mode the
 /// Observer API's socket file. The next hubcap must remove them, not run
@@ -167,17 +186,7 @@ fn restart_after_kill_9(mode: &str) {
     let pod = &node.pods[0];
     ping(&pod.ns, &node.bridge_v4().to_string(), 3);
     let counters = node.settled_counters(&dev);
-    let finished = restarted.stop();
-    assert!(finished.status.success());
-    let sums = output::sums(&output::parse(&finished.stdout).records);
-    assert_eq!(
-        sums[&(dev.clone(), "FROM_ENDPOINT".to_owned())],
-        (counters.rx_packets, counters.rx_bytes)
-    );
-    assert_eq!(
-        sums[&(dev.clone(), "TO_ENDPOINT".to_owned())],
-        (counters.tx_packets, counters.tx_bytes)
-    );
+    stop_and_check_counts(restarted, &dev, counters);
     assert!(our_filters(&node, &dev).is_empty(), "no filter left after a clean stop");
     assert!(
         !std::path::Path::new(socket).exists(),
@@ -245,17 +254,7 @@ fn tc_mode_removes_a_killed_runs_filters_and_keeps_a_running_ones() {
     ping(&node.pods[0].ns, &node.bridge_v4().to_string(), 3);
     let counters = node.settled_counters(&dev);
     for agent in [restarted, bystander] {
-        let finished = agent.stop();
-        assert!(finished.status.success());
-        let sums = output::sums(&output::parse(&finished.stdout).records);
-        assert_eq!(
-            sums[&(dev.clone(), "FROM_ENDPOINT".to_owned())],
-            (counters.rx_packets, counters.rx_bytes)
-        );
-        assert_eq!(
-            sums[&(dev.clone(), "TO_ENDPOINT".to_owned())],
-            (counters.tx_packets, counters.tx_bytes)
-        );
+        stop_and_check_counts(agent, &dev, counters);
     }
     assert!(our_filters(&node, &dev).is_empty(), "no filter left after clean stops");
 }

@@ -88,9 +88,18 @@ fn missing_privileges_are_an_error() {
 #[test]
 fn bad_metrics_address_is_an_error() {
     require_root();
+    // Refused with the usage errors, before anything is loaded.
     let (code, text) = hubcap(&["run", "--interface", "lo", "--metrics-listen", "not-an-address"]);
-    assert_eq!(code, 1);
-    assert!(text.contains("cannot serve metrics on not-an-address"), "{text}");
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("--metrics-listen") && text.contains("want IP:PORT, [IPv6]:PORT or :PORT"),
+        "{text}"
+    );
+    assert!(!text.contains("attached"), "{text}");
+    // A well-formed address that cannot be bound fails at start.
+    let (code, text) = hubcap(&["run", "--interface", "lo", "--metrics-listen", "192.0.2.1:9965"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("cannot serve metrics on 192.0.2.1:9965"), "{text}");
     assert!(!text.contains("attached"), "{text}");
 }
 

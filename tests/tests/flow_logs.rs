@@ -350,8 +350,9 @@ fn rotated_files_are_gzipped_hubble_json() {
     .unwrap();
     let agent = node.capture(&["--flow-logs-config", config.to_str().unwrap()]);
     node.up();
-    // About 900 bytes a record, 8 records a UDP exchange: 2.9 MB.
-    for i in 0..400 {
+    // About 900 bytes a record, 4 records a UDP exchange (a B for each
+    // direction on each veth; the empty ends are no records): 2.9 MB.
+    for i in 0..800 {
         udp_echo(&p1.ns, &p2.ns, (p2.ipv4, 20000 + i).into(), 1, 100);
     }
     let finished = agent.stop();

@@ -165,8 +165,12 @@ fn a_thousand_followers_and_bad_clients_leave_capture_exact() {
         mib(rss_after_burst[1]),
         mib(rss_crowd_left)
     );
+    // A burst fans out ~370,000 responses (about 370 MB of them): keeping
+    // even a tenth would add well over 20%. The allocator's own high-water
+    // mark moves by up to ~10% between identical bursts (seen: 178 -> 197
+    // MiB once in a full test run, +0-5% alone), so 20% is the line.
     assert!(
-        rss_after_burst[1] <= rss_after_burst[0] + rss_after_burst[0] / 10,
+        rss_after_burst[1] <= rss_after_burst[0] + rss_after_burst[0] / 5,
         "a second burst raised RSS from {} to {} MiB",
         mib(rss_after_burst[0]),
         mib(rss_after_burst[1])

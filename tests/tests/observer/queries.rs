@@ -53,7 +53,7 @@ pub const CASES: &[Case] = &[
             f,
             request(
                 vec![FlowFilter {
-                    source_fqdn: vec!["example.com".into()],
+                    http_method: vec!["GET".into()],
                     ..Default::default()
                 }],
                 vec![],
