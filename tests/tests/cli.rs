@@ -223,3 +223,21 @@ fn bad_flow_logs_config_is_an_error_before_capture() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Starts that capture nothing or store nothing say so, and hubcap still
+/// runs (an interface matching the pattern may come later).
+#[test]
+fn a_pattern_matching_nothing_and_no_stored_output_are_warned() {
+    require_root();
+    let node = hubcap_tests::topology::Node::new(1);
+    let agent = hubcap_tests::agent::Agent::start(&node.ns, &["--interface", "nothing-here*", "--output", "none"]);
+    agent.wait_for_log(
+        "--interface matches no interface yet: capture starts on it when one appears pattern=\"nothing-here*\"",
+        std::time::Duration::from_secs(1),
+    );
+    agent.wait_for_log(
+        "--output none and no flow logs configured",
+        std::time::Duration::from_secs(1),
+    );
+    assert!(agent.stop().status.success());
+}

@@ -297,4 +297,23 @@ mod tests {
         assert_eq!(logs.names(), ["a", "b"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_removed_log_leaves_no_metric_series() {
+        let dir = std::env::temp_dir().join(format!("hubcap-flowlogs-series-{}", fastrand::u64(..)));
+        let log = |name: &str| format!("  - name: {name}\n    filePath: {}/{name}.log\n", dir.display());
+        let f = write(&format!("flowLogs:\n{}{}", log("kept"), log("gone")));
+        let metrics = Arc::new(Metrics::new());
+        let mut logs = FlowLogs::open(Some(&f.0), "node", Arc::clone(&metrics)).unwrap();
+        assert!(metrics.render().contains(r#"log="gone""#));
+        std::fs::write(&f.0, format!("flowLogs:\n{}", log("kept"))).unwrap();
+        assert!(logs.reload().unwrap());
+        let text = metrics.render();
+        assert!(!text.contains(r#"log="gone""#), "{text}");
+        assert!(
+            text.contains(r#"hubcap_flow_log_records_total{log="kept"} 0"#),
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
