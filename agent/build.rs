@@ -68,6 +68,13 @@ fn build_ebpf() -> Result<()> {
         fs::write(&object, []).context("writing the stub object")?;
         return Ok(());
     }
+    // aya-build hands every line the inner cargo prints to stderr on as a
+    // cargo warning, which cargo then repeats on every later build ("warning:
+    // agent@0.1.0: Finished ..."). Quiet, the inner cargo prints only what
+    // is wrong: errors still show, and compiler warnings come as messages.
+    // SAFETY: build scripts are single-threaded; the variable is for the
+    // child cargo only.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     let ebpf_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../agent-ebpf");
     let ebpf_dir = ebpf_dir.canonicalize().context("locating agent-ebpf")?;
     aya_build::build_ebpf(
