@@ -118,6 +118,20 @@ impl FlowKey {
         self.ip(&self.dst_addr)
     }
 
+    /// Source and destination ports, for the protocols that have them
+    /// (TCP, UDP, SCTP). The one place that says so: ICMP keys hold an
+    /// identifier and the type and code in the same fields.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        matches!(self.protocol, ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP)
+            .then_some((self.src_port, self.dst_port))
+    }
+
+    /// ICMP's (or ICMPv6's) type and code.
+    pub fn icmp_type_code(&self) -> Option<(u8, u8)> {
+        matches!(self.protocol, ip_proto::ICMP | ip_proto::ICMPV6)
+            .then_some(((self.dst_port >> 8) as u8, (self.dst_port & 0xff) as u8))
+    }
+
     fn ip(&self, bytes: &[u8; 16]) -> core::net::IpAddr {
         if self.ip_version == 6 {
             core::net::IpAddr::from(*bytes)
@@ -314,3 +328,34 @@ mod user {
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 112);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(protocol: u8, src_port: u16, dst_port: u16) -> FlowKey {
+        FlowKey {
+            protocol,
+            src_port,
+            dst_port,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_tcp_udp_and_sctp_have_ports() {
+        for protocol in [ip_proto::TCP, ip_proto::UDP, ip_proto::SCTP] {
+            assert_eq!(key(protocol, 40000, 443).ports(), Some((40000, 443)));
+        }
+        for protocol in [ip_proto::ICMP, ip_proto::ICMPV6, 47] {
+            assert_eq!(key(protocol, 7, 0x0800).ports(), None);
+        }
+    }
+
+    #[test]
+    fn icmp_keys_hold_type_and_code() {
+        assert_eq!(key(ip_proto::ICMP, 7, 0x0303).icmp_type_code(), Some((3, 3)));
+        assert_eq!(key(ip_proto::ICMPV6, 7, 0x8000).icmp_type_code(), Some((128, 0)));
+        assert_eq!(key(ip_proto::UDP, 7, 0x0303).icmp_type_code(), None);
+    }
+}

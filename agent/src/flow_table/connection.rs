@@ -31,24 +31,20 @@ pub struct ConnKey {
 /// A direction's source and destination endpoints as pairing sees them,
 /// and its ICMP class.
 fn endpoints(key: &FlowKey) -> (Endpoint, Endpoint, u16) {
-    match key.protocol {
-        ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP => {
-            ((key.src_addr, key.src_port), (key.dst_addr, key.dst_port), 0)
+    if let Some((sport, dport)) = key.ports() {
+        return ((key.src_addr, sport), (key.dst_addr, dport), 0);
+    }
+    match key.icmp_type_code() {
+        Some((icmp_type, _)) if ip_proto::is_icmp_query(key.protocol, icmp_type) => {
+            let id = key.src_port;
+            (
+                (key.src_addr, id),
+                (key.dst_addr, id),
+                u16::from(query_family(key.protocol, icmp_type)),
+            )
         }
-        ip_proto::ICMP | ip_proto::ICMPV6 => {
-            let icmp_type = (key.dst_port >> 8) as u8;
-            if ip_proto::is_icmp_query(key.protocol, icmp_type) {
-                let id = key.src_port;
-                (
-                    (key.src_addr, id),
-                    (key.dst_addr, id),
-                    u16::from(query_family(key.protocol, icmp_type)),
-                )
-            } else {
-                ((key.src_addr, 0), (key.dst_addr, 0), key.dst_port)
-            }
-        }
-        _ => ((key.src_addr, 0), (key.dst_addr, 0), 0),
+        Some(_) => ((key.src_addr, 0), (key.dst_addr, 0), key.dst_port),
+        None => ((key.src_addr, 0), (key.dst_addr, 0), 0),
     }
 }
 

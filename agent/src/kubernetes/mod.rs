@@ -27,8 +27,6 @@ use tokio::sync::watch as signal;
 use tracing::{info, warn};
 pub use watch::connect;
 
-use agent_common::ip_proto;
-
 use crate::{
     enrich::{Enricher, Identities},
     flow_table::FlowUpdate,
@@ -218,15 +216,14 @@ impl Enricher for KubernetesIdentities {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let key = &update.key;
         let at = update.stats.last_seen_ns;
-        // Ports name services for TCP, UDP and SCTP only.
-        let ports = matches!(key.protocol, ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP);
+        let ports = key.ports();
         let (src, dst) = (key.src_ip(), key.dst_ip());
         Identities {
             source: Some(state.endpoint_at(src, at)),
             destination: Some(state.endpoint_at(dst, at)),
             node_labels: Some(state.own_node_labels()),
-            source_service: ports.then(|| state.service_at(src, key.src_port)).flatten(),
-            destination_service: ports.then(|| state.service_at(dst, key.dst_port)).flatten(),
+            source_service: ports.and_then(|(sport, _)| state.service_at(src, sport)),
+            destination_service: ports.and_then(|(_, dport)| state.service_at(dst, dport)),
         }
     }
 }

@@ -186,14 +186,14 @@ fn layer4(key: &FlowKey, flags: u16) -> (Option<Layer4>, String) {
             "SCTP".to_owned(),
         ),
         ip_proto::ICMP => {
-            let (t, c) = (dst >> 8, dst & 0xff);
+            let (t, c) = icmp_type_code(key);
             (
                 Protocol::IcmPv4(flow::IcmPv4 { r#type: t, code: c }),
                 format!("ICMPv4 {}", icmpv4_name(t)),
             )
         }
         ip_proto::ICMPV6 => {
-            let (t, c) = (dst >> 8, dst & 0xff);
+            let (t, c) = icmp_type_code(key);
             (
                 Protocol::IcmPv6(flow::IcmPv6 { r#type: t, code: c }),
                 format!("ICMPv6 {}", icmpv6_name(t)),
@@ -207,6 +207,11 @@ fn layer4(key: &FlowKey, flags: u16) -> (Option<Layer4>, String) {
         }),
         summary,
     )
+}
+
+fn icmp_type_code(key: &FlowKey) -> (u32, u32) {
+    let (t, c) = key.icmp_type_code().unwrap_or_default();
+    (u32::from(t), u32::from(c))
 }
 
 fn icmpv4_name(t: u32) -> String {

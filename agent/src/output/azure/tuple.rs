@@ -40,8 +40,7 @@ impl Tuple {
         let key = &update.key;
         let reply = update.is_reply == Some(true);
         let (mut src, mut dst) = (key.src_ip().to_string(), key.dst_ip().to_string());
-        let icmp = matches!(key.protocol, ip_proto::ICMP | ip_proto::ICMPV6);
-        let (mut sport, mut dport) = if icmp { (0, 0) } else { (key.src_port, key.dst_port) };
+        let (mut sport, mut dport) = key.ports().unwrap_or((0, 0));
         let counts = (update.packets, update.bytes);
         let (mut sent, mut received) = (counts, (0, 0));
         // The record's own direction, from the endpoint's side; the

@@ -2,7 +2,7 @@
 //! data set of flow records, each message at most [`MAX_MESSAGE`] bytes so
 //! that it fits one UDP datagram on any path.
 
-use agent_common::{hook, ip_proto, tcp_flags};
+use agent_common::{hook, tcp_flags};
 
 use crate::{flow_table::FlowState, record::RecordSource};
 
@@ -87,10 +87,9 @@ pub fn encode_record(out: &mut Vec<u8>, source: &RecordSource) {
     let addr_len = if ipv6 { 16 } else { 4 };
     out.extend(&key.src_addr[..addr_len]);
     out.extend(&key.dst_addr[..addr_len]);
-    let icmp = matches!(key.protocol, ip_proto::ICMP | ip_proto::ICMPV6);
     // For ICMP the key holds the echo id and the type and code, which go
     // in their own element.
-    let (sport, dport) = if icmp { (0, 0) } else { (key.src_port, key.dst_port) };
+    let (sport, dport) = key.ports().unwrap_or((0, 0));
     out.extend(sport.to_be_bytes());
     out.extend(dport.to_be_bytes());
     out.push(key.protocol);
@@ -112,7 +111,8 @@ pub fn encode_record(out: &mut Vec<u8>, source: &RecordSource) {
     out.push(if key.hook == hook::DROP { 0x80 } else { 0x40 });
     out.extend(update.stats.src_mac);
     out.extend(update.stats.dst_mac);
-    out.extend((if icmp { key.dst_port } else { 0 }).to_be_bytes());
+    let type_code = key.icmp_type_code().map_or(0, |(t, c)| u16::from_be_bytes([t, c]));
+    out.extend(type_code.to_be_bytes());
 }
 
 /// Builds messages of one observation domain; the sequence number counts
@@ -241,6 +241,8 @@ pub fn records_in(message: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_common::ip_proto;
+
     use crate::flow_table::FlowUpdate;
 
     fn source(ipv6: bool, packets: u64) -> RecordSource {
