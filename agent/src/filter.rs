@@ -20,7 +20,10 @@ mod names;
 use endpoint::{LabelSelector, NameMatch, workload_matches};
 use names::FqdnPattern;
 
-use crate::proto::flow::{EventTypeFilter, Flow, FlowFilter, NetworkInterface, TcpFlags, Workload};
+use crate::{
+    hubble::ProtocolFilter,
+    proto::flow::{EventTypeFilter, Flow, FlowFilter, NetworkInterface, TcpFlags, Workload},
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -30,7 +33,7 @@ pub enum FilterError {
     Port(String),
     #[error("invalid node name pattern {0:?}")]
     NodeName(String),
-    #[error("unknown protocol {0:?} (tcp, udp, sctp, icmp, icmpv4, icmpv6, vrrp, igmp, dns, http, kafka)")]
+    #[error("unknown protocol {0:?} ({names})", names = ProtocolFilter::names())]
     Protocol(String),
     #[error("invalid FQDN pattern {0:?} (letters, digits, \"-\", \"_\", \".\" and \"*\")")]
     Fqdn(String),
@@ -79,44 +82,6 @@ impl IpMatch {
     }
 }
 
-/// One value of the protocol filter, with Hubble's meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ProtocolMatch {
-    /// An L4 protocol by Hubble's name, as [`Flow::l4_parts`] gives it.
-    L4(&'static str),
-    /// `icmp`: ICMPv4 or ICMPv6.
-    AnyIcmp,
-    /// `dns`, `http`, `kafka`: L7 records of that protocol. hubcap writes
-    /// no L7 records yet, so these select nothing (as in Hubble on a node
-    /// without L7 visibility), rather than being refused.
-    L7,
-}
-
-impl ProtocolMatch {
-    fn parse(name: &str) -> Result<Self, FilterError> {
-        Ok(match name.to_ascii_lowercase().as_str() {
-            "tcp" => Self::L4("TCP"),
-            "udp" => Self::L4("UDP"),
-            "sctp" => Self::L4("SCTP"),
-            "icmpv4" => Self::L4("ICMPv4"),
-            "icmpv6" => Self::L4("ICMPv6"),
-            "vrrp" => Self::L4("VRRP"),
-            "igmp" => Self::L4("IGMP"),
-            "icmp" => Self::AnyIcmp,
-            "dns" | "http" | "kafka" => Self::L7,
-            _ => return Err(FilterError::Protocol(name.to_owned())),
-        })
-    }
-
-    fn matches(self, l4_protocol: &str) -> bool {
-        match self {
-            Self::L4(name) => name == l4_protocol,
-            Self::AnyIcmp => matches!(l4_protocol, "ICMPv4" | "ICMPv6"),
-            Self::L7 => false,
-        }
-    }
-}
-
 /// One compiled filter; empty lists match everything.
 #[derive(Debug, Default)]
 struct Compiled {
@@ -140,7 +105,7 @@ struct Compiled {
     drop_reason_desc: Vec<i32>,
     interface: Vec<NetworkInterface>,
     event_type: Vec<EventTypeFilter>,
-    protocol: Vec<ProtocolMatch>,
+    protocol: Vec<ProtocolFilter>,
     source_fqdn: Vec<FqdnPattern>,
     destination_fqdn: Vec<FqdnPattern>,
     source_port: Vec<u32>,
@@ -188,7 +153,7 @@ impl Compiled {
         let protocol = f
             .protocol
             .iter()
-            .map(|p| ProtocolMatch::parse(p))
+            .map(|p| ProtocolFilter::parse(p).ok_or_else(|| FilterError::Protocol(p.clone())))
             .collect::<Result<_, _>>()?;
         let fqdns = |list: &[String]| {
             list.iter()

@@ -47,6 +47,75 @@ pub fn observation(kind: InterfaceKind, hook_id: u8) -> (TraceObservationPoint, 
     }
 }
 
+// ---- Protocols -------------------------------------------------------
+
+/// Hubble's names of the L4 protocols (the `l4` oneof), as the metrics'
+/// `protocol` label, printed flows and the protocol filter use them.
+pub mod protocol {
+    pub const TCP: &str = "TCP";
+    pub const UDP: &str = "UDP";
+    pub const SCTP: &str = "SCTP";
+    pub const ICMPV4: &str = "ICMPv4";
+    pub const ICMPV6: &str = "ICMPv6";
+    pub const VRRP: &str = "VRRP";
+    pub const IGMP: &str = "IGMP";
+    /// The ones hubcap's records carry.
+    pub const RECORDED: [&str; 5] = [TCP, UDP, SCTP, ICMPV4, ICMPV6];
+    /// What Hubble's flow metric writes for a flow without L4.
+    pub const UNKNOWN_L4: &str = "Unknown L4";
+}
+
+/// One value of Hubble's protocol filter (`--protocol`, `protocol:` in
+/// flow-log configs and resources), with Hubble's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolFilter {
+    /// An L4 protocol by its Hubble name ([`protocol`]).
+    L4(&'static str),
+    /// `icmp`: ICMPv4 or ICMPv6.
+    AnyIcmp,
+    /// `dns`, `http`, `kafka`: L7 records of that protocol. hubcap writes no
+    /// L7 records yet, so these select nothing (as on a Hubble node without
+    /// L7 visibility), rather than being refused.
+    L7(&'static str),
+}
+
+impl ProtocolFilter {
+    /// Hubble's filter names, each once.
+    pub const NAMES: [(&'static str, ProtocolFilter); 11] = [
+        ("tcp", Self::L4(protocol::TCP)),
+        ("udp", Self::L4(protocol::UDP)),
+        ("sctp", Self::L4(protocol::SCTP)),
+        ("icmp", Self::AnyIcmp),
+        ("icmpv4", Self::L4(protocol::ICMPV4)),
+        ("icmpv6", Self::L4(protocol::ICMPV6)),
+        ("vrrp", Self::L4(protocol::VRRP)),
+        ("igmp", Self::L4(protocol::IGMP)),
+        ("dns", Self::L7("dns")),
+        ("http", Self::L7("http")),
+        ("kafka", Self::L7("kafka")),
+    ];
+
+    /// Case-insensitive, as Hubble.
+    pub fn parse(name: &str) -> Option<ProtocolFilter> {
+        let lower = name.to_ascii_lowercase();
+        Self::NAMES.iter().find(|(n, _)| *n == lower).map(|(_, p)| *p)
+    }
+
+    /// Whether a flow with this L4 protocol ([`L4Parts::protocol`]) matches.
+    pub fn matches(self, l4_protocol: &str) -> bool {
+        match self {
+            Self::L4(name) => name == l4_protocol,
+            Self::AnyIcmp => matches!(l4_protocol, protocol::ICMPV4 | protocol::ICMPV6),
+            Self::L7(_) => false,
+        }
+    }
+
+    /// The accepted names, for error messages.
+    pub fn names() -> String {
+        Self::NAMES.map(|(n, _)| n).join(", ")
+    }
+}
+
 // ---- Layer 4 ---------------------------------------------------------
 
 /// A flow's layer 4 at a glance, for the places that name its protocol or
@@ -64,13 +133,17 @@ impl flow::Flow {
     pub fn l4_parts(&self) -> L4Parts<'_> {
         use flow::layer4::Protocol;
         let (protocol, ports, tcp_flags) = match self.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
-            Some(Protocol::Tcp(t)) => ("TCP", Some((t.source_port, t.destination_port)), t.flags.as_ref()),
-            Some(Protocol::Udp(u)) => ("UDP", Some((u.source_port, u.destination_port)), None),
-            Some(Protocol::Sctp(s)) => ("SCTP", Some((s.source_port, s.destination_port)), None),
-            Some(Protocol::IcmPv4(_)) => ("ICMPv4", None, None),
-            Some(Protocol::IcmPv6(_)) => ("ICMPv6", None, None),
-            Some(Protocol::Vrrp(_)) => ("VRRP", None, None),
-            Some(Protocol::Igmp(_)) => ("IGMP", None, None),
+            Some(Protocol::Tcp(t)) => (
+                protocol::TCP,
+                Some((t.source_port, t.destination_port)),
+                t.flags.as_ref(),
+            ),
+            Some(Protocol::Udp(u)) => (protocol::UDP, Some((u.source_port, u.destination_port)), None),
+            Some(Protocol::Sctp(s)) => (protocol::SCTP, Some((s.source_port, s.destination_port)), None),
+            Some(Protocol::IcmPv4(_)) => (protocol::ICMPV4, None, None),
+            Some(Protocol::IcmPv6(_)) => (protocol::ICMPV6, None, None),
+            Some(Protocol::Vrrp(_)) => (protocol::VRRP, None, None),
+            Some(Protocol::Igmp(_)) => (protocol::IGMP, None, None),
             None => ("", None, None),
         };
         L4Parts {

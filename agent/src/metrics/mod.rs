@@ -55,7 +55,7 @@ fn labels<'a>(own: &[&'a str], context: &'a [String]) -> Vec<&'a str> {
 /// name, or what Hubble writes for a flow without one.
 fn metric_protocol(l4_protocol: &'static str) -> &'static str {
     if l4_protocol.is_empty() {
-        "Unknown L4"
+        crate::hubble::protocol::UNKNOWN_L4
     } else {
         l4_protocol
     }
@@ -336,7 +336,7 @@ impl Metrics {
         }
         let empty = self.contexts.empty();
         for reason in HUBBLE_REASONS {
-            for protocol in ["TCP", "UDP", "SCTP", "ICMPv4", "ICMPv6"] {
+            for protocol in crate::hubble::protocol::RECORDED {
                 self.drops
                     .with_label_values(&labels(&[reason.as_str_name(), protocol], &empty));
             }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::config::{FlowLogConfig, flow_filter};
-use crate::filter::FlowSelector;
+use crate::{filter::FlowSelector, hubble::ProtocolFilter};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,24 +191,25 @@ fn label_selector(s: &LabelSelectorSpec) -> Result<String, String> {
     Ok(requirements.join(","))
 }
 
-/// The protocol choices: the listed L4 protocols, and for `dns` port 53
-/// either way.
+/// The protocol choices: `dns` as port 53 either way (what the resources
+/// mean by it: hubcap has no L7 records yet), every other name as Hubble's
+/// protocol filter takes it.
 fn protocols(list: &[String]) -> Result<Vec<Map<String, Value>>, String> {
     if list.is_empty() {
         return Ok(vec![Map::new()]);
     }
-    let mut l4 = Vec::new();
+    let mut by_name = Vec::new();
     let mut dns = false;
     for p in list {
-        match p.to_ascii_lowercase().as_str() {
-            "dns" => dns = true,
-            p @ ("tcp" | "udp" | "sctp" | "icmpv4" | "icmpv6") => l4.push(p.to_owned()),
-            _ => return Err(format!("protocol {p:?}: tcp, udp, dns (or sctp, icmpv4, icmpv6)")),
+        match ProtocolFilter::parse(p) {
+            Some(ProtocolFilter::L7("dns")) => dns = true,
+            Some(_) => by_name.push(p.to_ascii_lowercase()),
+            None => return Err(format!("protocol {p:?}: {}", ProtocolFilter::names())),
         }
     }
     let mut choices = Vec::new();
-    if !l4.is_empty() {
-        choices.push(Map::from_iter([("protocol".to_owned(), json!(l4))]));
+    if !by_name.is_empty() {
+        choices.push(Map::from_iter([("protocol".to_owned(), json!(by_name))]));
     }
     if dns {
         for port in ["destination_port", "source_port"] {
@@ -279,6 +280,15 @@ mod tests {
     }
 
     #[test]
+    fn hubbles_protocol_names_are_taken_as_hubble_takes_them() {
+        let spec = json!({"includefilters": [{"protocol": ["ICMP", "icmpv6"]}]});
+        assert_eq!(
+            resource_filters(&spec).unwrap(),
+            [json!({"protocol": ["icmp", "icmpv6"]})]
+        );
+    }
+
+    #[test]
     fn each_way_of_naming_an_endpoint_is_an_alternative() {
         let spec = json!({"includefilters": [{"from": {
             "ip": ["10.0.0.0/8"],
@@ -300,7 +310,7 @@ mod tests {
     fn bad_resources_say_why() {
         let err = |spec: Value| resource_filters(&spec).unwrap_err();
         assert!(err(json!({"includefilters": []})).contains("empty"));
-        assert!(err(json!({"includefilters": [{"protocol": ["icmp"]}]})).contains("icmp"));
+        assert!(err(json!({"includefilters": [{"protocol": ["gre"]}]})).contains("gre"));
         assert!(err(json!({"includefilters": [{"verdict": ["allowed"]}]})).contains("allowed"));
         assert!(err(json!({"includefilters": [{"name": "x", "from": {"ip": ["10.0.0.300"]}}]})).contains("10.0.0.300"));
         assert!(err(json!({"includefilters": [{"to": {"labelSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}}]})).contains("Near"));
