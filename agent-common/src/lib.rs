@@ -311,6 +311,43 @@ impl Counter {
         Counter::DropsUnwatched,
     ];
     pub const LEN: u32 = Self::ALL.len() as u32;
+
+    /// Its name in hubcap's stop summary. Adding a counter here, to
+    /// [`Counter::ALL`] and (for packets) [`Counter::packet_label`] is all
+    /// that user space needs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::NonIpPackets => "non_ip_packets",
+            Counter::NonIpBytes => "non_ip_bytes",
+            Counter::TruncatedPackets => "truncated_packets",
+            Counter::MalformedPackets => "malformed_packets",
+            Counter::Fragments => "fragments",
+            Counter::MapFullPackets => "map_full_packets",
+            Counter::MapFullBytes => "map_full_bytes",
+            Counter::RingBufFull => "ringbuf_full",
+            Counter::DropsNotIp => "drops_not_ip",
+            Counter::DropsMapFull => "drops_map_full",
+            Counter::EchoRepliesDelivered => "echo_replies_delivered",
+            Counter::DropsUnwatched => "drops_unwatched",
+        }
+    }
+
+    /// The `counter` label of `hubcap_kernel_packets_total`, for the
+    /// counters of packets outside any record (bytes, events and delivered
+    /// echo replies are reported elsewhere).
+    pub const fn packet_label(self) -> Option<&'static str> {
+        match self {
+            Counter::NonIpPackets => Some("non_ip"),
+            Counter::TruncatedPackets => Some("truncated"),
+            Counter::MalformedPackets => Some("malformed"),
+            Counter::Fragments => Some("fragments"),
+            Counter::MapFullPackets => Some("map_full"),
+            Counter::DropsNotIp => Some("drops_not_ip"),
+            Counter::DropsMapFull => Some("drops_map_full"),
+            Counter::DropsUnwatched => Some("drops_unwatched"),
+            Counter::NonIpBytes | Counter::MapFullBytes | Counter::RingBufFull | Counter::EchoRepliesDelivered => None,
+        }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -350,6 +387,20 @@ mod tests {
         for protocol in [ip_proto::ICMP, ip_proto::ICMPV6, 47] {
             assert_eq!(key(protocol, 7, 0x0800).ports(), None);
         }
+    }
+
+    #[test]
+    fn every_counter_has_its_own_name_and_label() {
+        let mut names: [&str; Counter::LEN as usize] = [""; Counter::LEN as usize];
+        for (i, counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*counter as usize, i, "ALL is in index order");
+            names[i] = counter.name();
+        }
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[..i].contains(name), "{name} twice");
+        }
+        let labels = Counter::ALL.iter().filter_map(|c| c.packet_label());
+        assert_eq!(labels.count(), 8);
     }
 
     #[test]

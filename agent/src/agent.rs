@@ -14,7 +14,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use agent_common::Counter;
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -478,17 +477,12 @@ impl Agent {
         }
         self.outputs.close();
         let counters = self.datapath.counters.read().context("reading kernel counters")?;
+        // Every kernel counter, then the user-space ones.
         info!(
-            adopted_from_map = self.table.stats.adopted_from_map,
-            malformed_ring_records = self.reader.malformed,
-            non_ip_packets = counters.get(Counter::NonIpPackets),
-            truncated_packets = counters.get(Counter::TruncatedPackets),
-            malformed_packets = counters.get(Counter::MalformedPackets),
-            fragments = counters.get(Counter::Fragments),
-            map_full_packets = counters.get(Counter::MapFullPackets),
-            echo_replies_delivered = counters.get(Counter::EchoRepliesDelivered),
-            ringbuf_full = counters.get(Counter::RingBufFull),
-            "stopped"
+            "stopped {} adopted_from_map={} malformed_ring_records={}",
+            counters.summary(),
+            self.table.stats.adopted_from_map,
+            self.reader.malformed
         );
         Ok(())
     }

@@ -24,6 +24,15 @@ impl CounterValues {
         CounterValues(core::array::from_fn(|i| self.0[i].saturating_sub(before.0[i])))
     }
 
+    /// Every counter as `name=value`, space-separated, for the stop summary.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = Counter::ALL
+            .iter()
+            .map(|c| format!("{}={}", c.name(), self.get(*c)))
+            .collect();
+        parts.join(" ")
+    }
+
     /// The losses among these counts, as Hubble's loss reports name them.
     pub fn losses(&self) -> [(LostEventSource, u64); 3] {
         [

@@ -26,17 +26,13 @@ use crate::{
     record::FlowRecord,
 };
 
-/// The `counter` labels of `hubcap_kernel_packets_total`.
-const KERNEL_PACKET_COUNTERS: [(&str, Counter); 8] = [
-    ("non_ip", Counter::NonIpPackets),
-    ("truncated", Counter::TruncatedPackets),
-    ("malformed", Counter::MalformedPackets),
-    ("fragments", Counter::Fragments),
-    ("map_full", Counter::MapFullPackets),
-    ("drops_not_ip", Counter::DropsNotIp),
-    ("drops_map_full", Counter::DropsMapFull),
-    ("drops_unwatched", Counter::DropsUnwatched),
-];
+/// The `counter` labels of `hubcap_kernel_packets_total`, with their
+/// counters (named in `agent_common::Counter` only).
+fn kernel_packet_counters() -> impl Iterator<Item = (&'static str, Counter)> {
+    Counter::ALL
+        .into_iter()
+        .filter_map(|c| c.packet_label().map(|label| (label, c)))
+}
 
 /// Every source a loss can be reported from (Hubble's enum).
 const LOST_EVENT_SOURCES: [LostEventSource; 4] = [
@@ -344,7 +340,7 @@ impl Metrics {
         for kind in ["pods", "nodes", "replicasets", "jobs", "services", "endpointslices"] {
             self.kubernetes_watch_errors.with_label_values(&[kind]);
         }
-        for (name, _) in KERNEL_PACKET_COUNTERS {
+        for (name, _) in kernel_packet_counters() {
             self.kernel_packets.with_label_values(&[name]);
         }
     }
@@ -428,7 +424,7 @@ impl Metrics {
     /// Counts what the kernel counted since the last call (`delta`).
     pub fn count_kernel(&self, delta: &CounterValues) {
         self.ring_records_lost.inc_by(delta.get(Counter::RingBufFull));
-        for (name, counter) in KERNEL_PACKET_COUNTERS {
+        for (name, counter) in kernel_packet_counters() {
             self.kernel_packets
                 .with_label_values(&[name])
                 .inc_by(delta.get(counter));
