@@ -38,4 +38,5 @@ pub mod privileges;
 pub mod proto;
 pub mod record;
 pub mod ringbuf;
+pub mod service_thread;
 pub mod sink;

@@ -35,6 +35,7 @@ use crate::{
     metrics::Metrics,
     proto::{observer::observer_server::ObserverServer, peer::peer_server::PeerServer},
     record::RecordBuilder,
+    service_thread::{self, StartError},
 };
 
 /// The health-check service name Hubble's server registers and `hubble
@@ -129,34 +130,23 @@ impl GrpcServer {
         cluster_nodes: Option<ClusterNodes>,
     ) -> Result<(GrpcServer, Arc<ObserverState>), ServerError> {
         let (stop, stopping) = watch::channel(false);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_config = config.clone();
-        let thread = std::thread::Builder::new()
-            .name("hubcap-grpc".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(ServerError::Thread(e)));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match Listeners::serve(&thread_config, builder, metrics, cluster_nodes, stopping.clone()).await {
-                        Ok((listeners, state)) => {
-                            let _ = ready_tx.send(Ok(state));
-                            let mut stopping = stopping;
-                            let _ = stopping.wait_for(|s| *s).await;
-                            listeners.finish().await;
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                        }
-                    }
-                });
-            })
-            .map_err(ServerError::Thread)?;
-        let state = ready_rx.recv().map_err(|_| ServerError::ThreadEnded)??;
+        let started = service_thread::start("hubcap-grpc", move |ready| async move {
+            match Listeners::serve(&thread_config, builder, metrics, cluster_nodes, stopping.clone()).await {
+                Ok((listeners, state)) => {
+                    ready.started(state);
+                    let mut stopping = stopping;
+                    let _ = stopping.wait_for(|s| *s).await;
+                    listeners.finish().await;
+                }
+                Err(e) => ready.failed(e),
+            }
+        });
+        let (thread, state) = started.map_err(|e| match e {
+            StartError::Thread(e) => ServerError::Thread(e),
+            StartError::Ended => ServerError::ThreadEnded,
+            StartError::Failed(e) => e,
+        })?;
         let server = GrpcServer {
             thread: Some(thread),
             socket: config.socket.clone(),

@@ -31,6 +31,7 @@ use crate::{
     enrich::{Enricher, Identities},
     flow_table::FlowUpdate,
     metrics::Metrics,
+    service_thread::{self, StartError},
 };
 
 /// `--kubernetes`.
@@ -126,43 +127,24 @@ impl Kubernetes {
         )));
         let synced = Arc::new(Synced::default());
         let (stop, stopping) = signal::channel(false);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_state = Arc::clone(&state);
         let thread_synced = Arc::clone(&synced);
         let kubeconfig = options.kubeconfig.clone();
-        let thread = std::thread::Builder::new()
-            .name("hubcap-k8s".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(KubeError::Thread(e)));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let client = match watch::connect(kubeconfig).await {
-                        Ok((client, server)) => {
-                            let _ = ready_tx.send(Ok(server));
-                            client
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    watch::run(client, thread_state, thread_synced, metrics, stopping).await;
-                });
-            })
-            .map_err(KubeError::Thread)?;
-        let server = match ready_rx.recv() {
-            Ok(Ok(server)) => server,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => return Err(KubeError::Thread(std::io::Error::other("the watchers' thread ended"))),
-        };
+        let started = service_thread::start("hubcap-k8s", move |ready| async move {
+            let client = match watch::connect(kubeconfig).await {
+                Ok((client, server)) => {
+                    ready.started(server);
+                    client
+                }
+                Err(e) => return ready.failed(e),
+            };
+            watch::run(client, thread_state, thread_synced, metrics, stopping).await;
+        });
+        let (thread, server) = started.map_err(|e| match e {
+            StartError::Thread(e) => KubeError::Thread(e),
+            StartError::Ended => KubeError::Thread(std::io::Error::other("the watchers' thread ended")),
+            StartError::Failed(e) => e,
+        })?;
         Ok(Kubernetes {
             state,
             synced,
