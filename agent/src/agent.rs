@@ -35,15 +35,12 @@ use crate::{
     metrics::{Contexts, Metrics},
     metrics_server,
     output::{
-        FlowMetrics, JsonLog, ObserverFeed, Outputs,
-        azure::{AzureFlowLog, Destination, HourlyBlobs, OutputFormat},
+        ObserverFeed, Outputs,
         flow_logs::{FlowLogs, SharedFlowLogs},
-        ipfix::{self, IpfixExporter},
     },
     privileges,
     record::RecordBuilder,
     ringbuf::EventReader,
-    sink::{RotationConfig, Sink},
 };
 
 const TICK: Duration = Duration::from_millis(500);
@@ -65,36 +62,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let selector = InterfaceSelector::new(&args.interfaces)?;
     let present = interfaces::list().context("listing network interfaces")?;
     selector.check_plain_names_exist(&present)?;
-    let rotation = RotationConfig {
-        max_bytes: args.output_max_size_mb * 1024 * 1024,
-        max_backups: args.output_max_backups,
-        compress: args.output_compress,
-    };
     let node_name = args.node_name();
-    // Azure's formats to a directory: the storage account's hourly blobs.
-    let blobs = args.output_format != OutputFormat::Hubble
-        && (args.output.ends_with('/') || std::path::Path::new(&args.output).is_dir());
-    let sink = match args.output.as_str() {
-        "none" => {
-            if args.flow_logs_config.is_none() && !args.flow_log_crds {
-                warn!(
-                    "--output none and no flow logs configured: no record is stored (only the Observer API, metrics and IPFIX, where enabled, see flows)"
-                );
-            }
-            None
-        }
-        path if blobs => Some(Destination::Blobs(
-            HourlyBlobs::open(path.into(), &node_name).with_context(|| format!("cannot write to {path}"))?,
-        )),
-        path => Some(Destination::Lines(
-            Sink::open(path, rotation).with_context(|| format!("cannot write to {path}"))?,
-        )),
-    };
     let metrics = Arc::new(Metrics::with_contexts(Contexts::new(
         args.metrics_source_context,
         args.metrics_destination_context,
         args.metrics_context_limit,
     )));
+    let opened_outputs = args.output_settings().open(&metrics)?;
     let flow_logs = if args.flow_logs_config.is_some() || args.flow_log_crds {
         let path = args.flow_logs_config.as_deref();
         let logs = FlowLogs::open(path, &node_name, Arc::clone(&metrics))?;
@@ -174,28 +148,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => Box::new(NoIdentities),
     };
     let mut outputs = Outputs::new(Arc::clone(&builder), enricher);
-    match (sink, args.output_format) {
-        (None, _) => {}
-        (Some(Destination::Lines(sink)), OutputFormat::Hubble) => {
-            outputs.add(JsonLog::new(sink, node_name.clone(), Arc::clone(&metrics)))
-        }
-        (Some(destination), format) => outputs.add(AzureFlowLog::new(
-            format,
-            destination,
-            node_name.clone(),
-            Arc::clone(&metrics),
-        )),
-    }
-    outputs.add(FlowMetrics(Arc::clone(&metrics)));
-    if !args.ipfix_collectors.is_empty() {
-        let domain = args
-            .ipfix_observation_domain
-            .unwrap_or_else(|| ipfix::observation_domain(&node_name));
-        outputs.add(IpfixExporter::open(
-            &args.ipfix_collectors,
-            domain,
-            Arc::clone(&metrics),
-        )?);
+    for output in opened_outputs {
+        outputs.add_boxed(output);
     }
     if let Some(logs) = &flow_logs {
         outputs.add(SharedFlowLogs(Arc::clone(logs)));

@@ -10,7 +10,8 @@ use crate::{
     kubernetes::{KubeOptions, KubernetesMode},
     metrics::ContextKind,
     observe::ObserveArgs,
-    output::azure::OutputFormat,
+    output::{OutputSettings, azure::OutputFormat},
+    sink::RotationConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -241,6 +242,22 @@ impl RunArgs {
             kubeconfig: self.kubeconfig.clone(),
             cluster_name: self.cluster_name.clone(),
             node_name: self.node_name(),
+        }
+    }
+
+    pub fn output_settings(&self) -> OutputSettings {
+        OutputSettings {
+            output: self.output.clone(),
+            format: self.output_format,
+            rotation: RotationConfig {
+                max_bytes: self.output_max_size_mb * 1024 * 1024,
+                max_backups: self.output_max_backups,
+                compress: self.output_compress,
+            },
+            node_name: self.node_name(),
+            ipfix_collectors: self.ipfix_collectors.clone(),
+            ipfix_observation_domain: self.ipfix_observation_domain,
+            flow_logs: self.flow_logs_config.is_some() || self.flow_log_crds,
         }
     }
 

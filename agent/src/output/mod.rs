@@ -22,6 +22,7 @@ mod flow_metrics;
 pub mod ipfix;
 mod json_log;
 mod observer_feed;
+mod setup;
 
 use std::{io, sync::Arc};
 
@@ -29,6 +30,7 @@ pub use flow_metrics::FlowMetrics;
 pub use json_log::JsonLog;
 pub use observer_feed::ObserverFeed;
 use prost_types::Timestamp;
+pub use setup::OutputSettings;
 
 use crate::{
     enrich::Enricher,
@@ -90,7 +92,11 @@ impl Outputs {
     }
 
     pub fn add(&mut self, output: impl Output + 'static) {
-        self.outputs.push(Box::new(output));
+        self.add_boxed(Box::new(output));
+    }
+
+    pub fn add_boxed(&mut self, output: Box<dyn Output>) {
+        self.outputs.push(output);
     }
 
     /// Builds each update's record and hands it to every output; then
