@@ -24,7 +24,7 @@ use crate::{
     datapath::{Attachments, CounterValues, Datapath, DatapathConfig, ProgramPair},
     drop_reasons,
     drop_scope::DropScope,
-    enrich::{Enricher, NoIdentities},
+    enrich::Enrichers,
     flow_table::{FlowTable, FlowUpdate, TableConfig},
     hubble_api::server::GrpcServer,
     interfaces::{self, InterfaceSelector},
@@ -143,11 +143,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Last before capture, so that no failure above leaves a socket behind
     // (a busy socket still fails before anything is attached).
     let grpc = args.grpc();
-    let enricher: Box<dyn Enricher> = match &kubernetes {
-        Some(k) => Box::new(k.enricher()),
-        None => Box::new(NoIdentities),
-    };
-    let mut outputs = Outputs::new(Arc::clone(&builder), enricher);
+    let mut enrichers = Enrichers::none();
+    if let Some(k) = &kubernetes {
+        enrichers.push(k.enricher());
+    }
+    let mut outputs = Outputs::new(Arc::clone(&builder), enrichers);
     for output in opened_outputs {
         outputs.add_boxed(output);
     }

@@ -194,18 +194,18 @@ pub struct KubernetesIdentities {
 }
 
 impl Enricher for KubernetesIdentities {
-    fn identify(&mut self, update: &FlowUpdate) -> Identities {
+    /// Endpoints, this node's labels and Services: one read of the cluster
+    /// state for all of them (a record's hot path).
+    fn enrich(&mut self, update: &FlowUpdate, identities: &mut Identities) {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let key = &update.key;
         let at = update.stats.last_seen_ns;
         let ports = key.ports();
         let (src, dst) = (key.src_ip(), key.dst_ip());
-        Identities {
-            source: Some(state.endpoint_at(src, at)),
-            destination: Some(state.endpoint_at(dst, at)),
-            node_labels: Some(state.own_node_labels()),
-            source_service: ports.and_then(|(sport, _)| state.service_at(src, sport)),
-            destination_service: ports.and_then(|(_, dport)| state.service_at(dst, dport)),
-        }
+        identities.source = Some(state.endpoint_at(src, at));
+        identities.destination = Some(state.endpoint_at(dst, at));
+        identities.node_labels = Some(state.own_node_labels());
+        identities.source_service = ports.and_then(|(sport, _)| state.service_at(src, sport));
+        identities.destination_service = ports.and_then(|(_, dport)| state.service_at(dst, dport));
     }
 }

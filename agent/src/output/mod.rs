@@ -33,7 +33,7 @@ use prost_types::Timestamp;
 pub use setup::OutputSettings;
 
 use crate::{
-    enrich::Enricher,
+    enrich::Enrichers,
     flow_table::FlowUpdate,
     interfaces::InterfaceKind,
     proto::flow::{LostEvent, LostEventSource},
@@ -73,7 +73,7 @@ pub trait Output: Send {
 
 pub struct Outputs {
     stamper: Stamper,
-    enricher: Box<dyn Enricher>,
+    enrichers: Enrichers,
     builder: Arc<RecordBuilder>,
     outputs: Vec<Box<dyn Output>>,
 }
@@ -82,10 +82,10 @@ pub struct Outputs {
 pub const WRITE_CHUNK: usize = 4096;
 
 impl Outputs {
-    pub fn new(builder: Arc<RecordBuilder>, enricher: Box<dyn Enricher>) -> Self {
+    pub fn new(builder: Arc<RecordBuilder>, enrichers: Enrichers) -> Self {
         Outputs {
             stamper: Stamper::default(),
-            enricher,
+            enrichers,
             builder,
             outputs: Vec::new(),
         }
@@ -110,7 +110,7 @@ impl Outputs {
                 if empty && !self.outputs.iter().any(|o| o.tracks_flow_state()) {
                     continue;
                 }
-                let identities = self.enricher.identify(update);
+                let identities = self.enrichers.identify(update);
                 let source = self.stamper.stamp(update, identities);
                 let record = self.builder.build(&source);
                 for output in &mut self.outputs {

@@ -7,7 +7,7 @@ use agent_common::{FlowKey, FlowStats, hook, ip_proto};
 
 use super::*;
 use crate::{
-    enrich::{Identities, NoIdentities},
+    enrich::{Enricher, Enrichers, Identities},
     flow_table::FlowState,
     proto::flow::Endpoint,
 };
@@ -54,19 +54,19 @@ impl Output for Recorder {
 struct OnePod;
 
 impl Enricher for OnePod {
-    fn identify(&mut self, _: &FlowUpdate) -> Identities {
-        Identities {
-            source: Some(Arc::new(Endpoint {
-                namespace: "shop".into(),
-                pod_name: "cart-0".into(),
-                ..Default::default()
-            })),
-            destination: None,
-            node_labels: None,
-            source_service: None,
-            destination_service: None,
-        }
+    fn enrich(&mut self, _: &FlowUpdate, identities: &mut Identities) {
+        identities.source = Some(Arc::new(Endpoint {
+            namespace: "shop".into(),
+            pod_name: "cart-0".into(),
+            ..Default::default()
+        }));
     }
+}
+
+fn one_pod() -> Enrichers {
+    let mut enrichers = Enrichers::none();
+    enrichers.push(OnePod);
+    enrichers
 }
 
 fn update(packets: u64) -> FlowUpdate {
@@ -86,8 +86,8 @@ fn update(packets: u64) -> FlowUpdate {
     }
 }
 
-fn outputs(enricher: Box<dyn Enricher>, count: usize) -> (Outputs, Vec<Arc<Mutex<Seen>>>) {
-    let mut outputs = Outputs::new(Arc::new(RecordBuilder::default()), enricher);
+fn outputs(enrichers: Enrichers, count: usize) -> (Outputs, Vec<Arc<Mutex<Seen>>>) {
+    let mut outputs = Outputs::new(Arc::new(RecordBuilder::default()), enrichers);
     let seen: Vec<_> = (0..count).map(|_| Arc::new(Mutex::new(Seen::default()))).collect();
     for s in &seen {
         outputs.add(Recorder(Arc::clone(s)));
@@ -97,7 +97,7 @@ fn outputs(enricher: Box<dyn Enricher>, count: usize) -> (Outputs, Vec<Arc<Mutex
 
 #[test]
 fn every_output_gets_every_record_of_a_batch_once() {
-    let (mut outputs, seen) = outputs(Box::new(NoIdentities), 2);
+    let (mut outputs, seen) = outputs(Enrichers::none(), 2);
     outputs.write(&[update(1), update(2), update(3)]).unwrap();
     let first = seen[0].lock().unwrap();
     let second = seen[1].lock().unwrap();
@@ -114,7 +114,7 @@ fn every_output_gets_every_record_of_a_batch_once() {
 
 #[test]
 fn identities_from_the_enrich_stage_are_in_the_record_and_its_source() {
-    let (mut outputs, seen) = outputs(Box::new(OnePod), 1);
+    let (mut outputs, seen) = outputs(one_pod(), 1);
     outputs.write(&[update(1)]).unwrap();
     let seen = seen[0].lock().unwrap();
     let (source, record) = &seen.flows[0];
@@ -126,7 +126,7 @@ fn identities_from_the_enrich_stage_are_in_the_record_and_its_source() {
 
 #[test]
 fn losses_reach_every_output_and_nothing_is_reported_for_zero() {
-    let (mut outputs, seen) = outputs(Box::new(NoIdentities), 2);
+    let (mut outputs, seen) = outputs(Enrichers::none(), 2);
     outputs.lost(LostEventSource::PerfEventRingBuffer, 0);
     outputs.lost(LostEventSource::PerfEventRingBuffer, 12);
     for s in &seen {
@@ -139,7 +139,7 @@ fn losses_reach_every_output_and_nothing_is_reported_for_zero() {
 
 #[test]
 fn an_empty_end_reaches_only_the_outputs_that_track_flow_state() {
-    let (mut outputs, seen) = outputs(Box::new(NoIdentities), 1);
+    let (mut outputs, seen) = outputs(Enrichers::none(), 1);
     let states = Arc::new(Mutex::new(Seen::default()));
     outputs.add(StateRecorder(Recorder(Arc::clone(&states))));
     let empty_end = FlowUpdate {
@@ -174,7 +174,7 @@ fn an_empty_end_reaches_only_the_outputs_that_track_flow_state() {
 
 #[test]
 fn without_an_output_that_tracks_state_an_empty_end_is_not_even_built() {
-    let (mut outputs, seen) = outputs(Box::new(NoIdentities), 1);
+    let (mut outputs, seen) = outputs(Enrichers::none(), 1);
     let empty_end = FlowUpdate {
         state: FlowState::End,
         ..update(0)
