@@ -292,19 +292,18 @@ pub fn follow_prints_new_flows(f: &Fixture) {
     assert_eq!(records.iter().filter(|r| r.state == "B").count(), 2, "{lines:?}");
 }
 
+/// `hubble observe --all ARGS -o json` over the agent's socket.
+fn all_over_the_socket(f: &Fixture, args: &[&str]) -> String {
+    let server = f.socket_server();
+    let mut all = vec!["observe", "--server", server.as_str(), "--all", "-o", "json"];
+    all.extend_from_slice(args);
+    f.hubble(&all)
+}
+
 /// `hubble observe --protocol icmp`: every ICMPv4 and ICMPv6 record of the
 /// file, nothing else (the ping, and the closed port's ICMP errors).
 fn protocol_icmp_is_both_families(f: &Fixture) {
-    let out = f.hubble(&[
-        "observe",
-        "--server",
-        &f.socket_server(),
-        "--all",
-        "--protocol",
-        "icmp",
-        "-o",
-        "json",
-    ]);
+    let out = all_over_the_socket(f, &["--protocol", "icmp"]);
     let mut got = observed(&out);
     let mut want = uuids(f.file.records.iter().filter(|r| r.protocol.starts_with("ICMP")));
     got.sort();
@@ -316,16 +315,7 @@ fn protocol_icmp_is_both_families(f: &Fixture) {
 /// L7 protocols are accepted as in Hubble; hubcap has no L7 records yet,
 /// so they select nothing (an empty answer, not an error).
 fn protocol_dns_selects_nothing(f: &Fixture) {
-    let out = f.hubble(&[
-        "observe",
-        "--server",
-        &f.socket_server(),
-        "--all",
-        "--protocol",
-        "dns",
-        "-o",
-        "json",
-    ]);
+    let out = all_over_the_socket(f, &["--protocol", "dns"]);
     assert_eq!(out, "", "no L7 record");
 }
 
