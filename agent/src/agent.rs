@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::{
     cli::RunArgs,
     clock::WallClock,
-    datapath::{Attachments, CounterValues, Datapath, DatapathConfig, ProgramPair},
+    datapath::{Attachments, CounterValues, Datapath, DatapathConfig, HOOKS, ProgramPair, hook_name},
     drop_reasons,
     drop_scope::DropScope,
     enrich::Enrichers,
@@ -379,8 +379,8 @@ impl Agent {
         gauge.reset();
         let mode = self.attachments.mode().name();
         for name in self.attachments.names() {
-            for hook in ["ingress", "egress"] {
-                gauge.with_label_values(&[name, hook, mode]).set(1);
+            for hook in HOOKS {
+                gauge.with_label_values(&[name, hook_name(hook), mode]).set(1);
             }
         }
     }

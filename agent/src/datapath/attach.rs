@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Datapath,
-    tc_owners::{self, FilterId, OwnerFile},
+    tc_owners::{self, FilterId, OwnerFile, hook_name},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -198,11 +198,7 @@ impl Attachments {
             .and_then(|id| program.take_link(id))
             .map_err(|source| AttachError {
                 interface: name.to_owned(),
-                hook: if hook == TcAttachType::Ingress {
-                    "ingress"
-                } else {
-                    "egress"
-                },
+                hook: hook_name(hook),
                 source,
             })
     }
@@ -253,11 +249,7 @@ fn take_over_tc_filters(dir: &Path) -> Option<OwnerFile> {
             for f in &cleanup.removed {
                 warn!(
                     interface = f.interface,
-                    hook = if f.hook == TcAttachType::Ingress {
-                        "ingress"
-                    } else {
-                        "egress"
-                    },
+                    hook = hook_name(f.hook),
                     "removed a filter left attached by an earlier hubcap that did not stop cleanly"
                 );
             }

@@ -37,7 +37,11 @@ pub struct FilterId {
     pub handle: u32,
 }
 
-fn hook_name(hook: TcAttachType) -> &'static str {
+/// The hooks hubcap attaches to on each interface.
+pub const HOOKS: [TcAttachType; 2] = [TcAttachType::Ingress, TcAttachType::Egress];
+
+/// A hook's name in logs, metrics and the owner files.
+pub fn hook_name(hook: TcAttachType) -> &'static str {
     if hook == TcAttachType::Ingress {
         "ingress"
     } else {
@@ -63,11 +67,8 @@ impl FilterId {
         let netns = parts.next()?.parse().ok()?;
         let interface = parts.next()?.to_owned();
         let ifindex = parts.next()?.parse().ok()?;
-        let hook = match parts.next()? {
-            "ingress" => TcAttachType::Ingress,
-            "egress" => TcAttachType::Egress,
-            _ => return None,
-        };
+        let hook_text = parts.next()?;
+        let hook = HOOKS.into_iter().find(|h| hook_name(*h) == hook_text)?;
         let priority = parts.next()?.parse().ok()?;
         let handle = parts.next()?.parse().ok()?;
         Some((

@@ -104,10 +104,12 @@ impl Outputs {
     /// sweep or shutdown with a million flows would otherwise hold every
     /// line in memory at once).
     pub fn write(&mut self, updates: &[FlowUpdate]) -> Result<(), OutputError> {
+        // Asked once per call: an output may have to look inside to answer.
+        let any_tracks_state = self.outputs.iter().any(|o| o.tracks_flow_state());
         for chunk in updates.chunks(WRITE_CHUNK) {
             for update in chunk {
                 let empty = update.is_empty();
-                if empty && !self.outputs.iter().any(|o| o.tracks_flow_state()) {
+                if empty && !any_tracks_state {
                     continue;
                 }
                 let identities = self.enrichers.identify(update);
