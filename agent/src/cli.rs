@@ -6,13 +6,22 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     datapath::AttachMode,
+    flow_table::TableConfig,
     hubble_api::server::{GrpcConfig, TlsFiles},
     kubernetes::{KubeOptions, KubernetesMode},
     metrics::ContextKind,
     observe::ObserveArgs,
-    output::{OutputSettings, azure::OutputFormat},
+    output::{
+        OutputSettings,
+        azure::OutputFormat,
+        flow_logs::{FlowLogSettings, StoredLogOptions},
+    },
+    settings::{CaptureSettings, MetricsSettings, Settings},
     sink::RotationConfig,
 };
+
+/// Closed TCP connections wait this long for their last ACKs.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -222,8 +231,43 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The flags as typed settings, grouped by who uses them.
+    pub fn settings(&self) -> Settings {
+        let node_name = self.node_name();
+        Settings {
+            capture: CaptureSettings {
+                interfaces: self.interfaces.clone(),
+                attach_mode: self.attach_mode,
+                drop_reasons: self.drop_reasons.clone(),
+                report_interval: self.report_interval,
+                flow_map_entries: self.flow_map_size,
+                ring_buffer_bytes: self.ring_buffer_mb * 1024 * 1024,
+            },
+            table: TableConfig {
+                report_interval_ns: self.report_interval.as_nanos() as u64,
+                idle_timeout_ns: self.idle_timeout.as_nanos() as u64,
+                close_linger_ns: CLOSE_LINGER.as_nanos() as u64,
+            },
+            outputs: self.output_settings(&node_name),
+            kubernetes: KubeOptions {
+                mode: self.kubernetes,
+                kubeconfig: self.kubeconfig.clone(),
+                cluster_name: self.cluster_name.clone(),
+                node_name: node_name.clone(),
+            },
+            grpc: self.grpc(),
+            metrics: MetricsSettings {
+                listen: self.metrics_listen,
+                source_context: self.metrics_source_context,
+                destination_context: self.metrics_destination_context,
+                context_limit: self.metrics_context_limit,
+            },
+            node_name,
+        }
+    }
+
     /// `--node-name`, else `$NODE_NAME`, else the host name.
-    pub fn node_name(&self) -> String {
+    fn node_name(&self) -> String {
         self.node_name.clone().unwrap_or_else(|| {
             std::env::var("NODE_NAME")
                 .ok()
@@ -236,16 +280,7 @@ impl RunArgs {
         })
     }
 
-    pub fn kubernetes(&self) -> KubeOptions {
-        KubeOptions {
-            mode: self.kubernetes,
-            kubeconfig: self.kubeconfig.clone(),
-            cluster_name: self.cluster_name.clone(),
-            node_name: self.node_name(),
-        }
-    }
-
-    pub fn output_settings(&self) -> OutputSettings {
+    fn output_settings(&self, node_name: &str) -> OutputSettings {
         OutputSettings {
             output: self.output.clone(),
             format: self.output_format,
@@ -254,14 +289,22 @@ impl RunArgs {
                 max_backups: self.output_max_backups,
                 compress: self.output_compress,
             },
-            node_name: self.node_name(),
+            node_name: node_name.to_owned(),
             ipfix_collectors: self.ipfix_collectors.clone(),
             ipfix_observation_domain: self.ipfix_observation_domain,
-            flow_logs: self.flow_logs_config.is_some() || self.flow_log_crds,
+            flow_logs: FlowLogSettings {
+                config_file: self.flow_logs_config.clone(),
+                resources: self.flow_log_crds.then(|| StoredLogOptions {
+                    file_path: self.flow_log_crds_path.clone(),
+                    max_size_mb: self.flow_log_crds_max_size_mb,
+                    max_backups: self.flow_log_crds_max_backups,
+                }),
+                kubeconfig: self.kubeconfig.clone(),
+            },
         }
     }
 
-    pub fn grpc(&self) -> GrpcConfig {
+    fn grpc(&self) -> GrpcConfig {
         let socket = self.grpc_socket.trim();
         GrpcConfig {
             socket: (!socket.is_empty() && socket != "none").then(|| PathBuf::from(socket)),

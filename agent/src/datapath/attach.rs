@@ -128,10 +128,6 @@ impl Attachments {
     }
 
     /// The attached interfaces' names.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_ifindex.values().map(|a| a.name.as_str())
-    }
-
     pub fn ifindexes(&self) -> Vec<u32> {
         self.by_ifindex.keys().copied().collect()
     }
@@ -227,6 +223,20 @@ impl Attachments {
             }
         }
         info!(interface = a.name, ifindex, "detached");
+    }
+
+    /// Sets `gauge` (`hubcap_attachments`) to exactly the hooks attached
+    /// now: 1 for each, by interface, hook and mode.
+    pub fn publish(&self, gauge: &prometheus::IntGaugeVec) {
+        gauge.reset();
+        let mode = self.mode.name();
+        for a in self.by_ifindex.values() {
+            for hook in tc_owners::HOOKS {
+                gauge
+                    .with_label_values(&[a.name.as_str(), hook_name(hook), mode])
+                    .set(1);
+            }
+        }
     }
 
     pub fn detach_all(&mut self) {

@@ -12,4 +12,3 @@ pub use attach::{AttachMode, Attachments, ProgramPair};
 pub use counters::{CounterValues, KernelCounters};
 pub use kernel_flows::KernelFlowMap;
 pub use load::{Datapath, DatapathConfig, DatapathError, DropCapture};
-pub use tc_owners::{HOOKS, hook_name};

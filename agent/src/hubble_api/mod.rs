@@ -1,9 +1,10 @@
 //! Hubble's Observer API, server side: the ring of recent flows and its
 //! live feed (`ring`), the `observer.Observer` service over it (`service`),
-//! field masks (`field_mask`), the `peer.Peer` service through which Hubble
+//! the `peer.Peer` service through which Hubble
 //! Relay finds this node (`peer`), and the listeners (`server`).
 
-pub mod field_mask;
+mod observer_feed;
+pub use observer_feed::ObserverFeed;
 pub mod peer;
 pub mod ring;
 pub mod server;

@@ -28,6 +28,7 @@ use tonic::transport::{
 use tracing::{info, warn};
 
 use super::{
+    ObserverFeed,
     peer::{ClusterNodes, OtherNodes, PeerService, this_node},
     service::{ObserverService, ObserverState},
 };
@@ -35,7 +36,7 @@ use crate::{
     metrics::Metrics,
     proto::{observer::observer_server::ObserverServer, peer::peer_server::PeerServer},
     record::RecordBuilder,
-    service_thread::{self, StartError},
+    side_services::{self, Service, StartError},
 };
 
 /// The health-check service name Hubble's server registers and `hubble
@@ -120,7 +121,8 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     /// Starts the server thread and returns once every listener is bound, so
-    /// a bad address or a busy socket fails before capture starts.
+    /// a bad address or a busy socket fails before capture starts. The feed
+    /// is the output stage's way into the API's ring.
     /// `cluster_nodes`: the other nodes the Peer service announces (with
     /// Kubernetes), when the API is served on TCP.
     pub fn start(
@@ -128,10 +130,11 @@ impl GrpcServer {
         builder: Arc<RecordBuilder>,
         metrics: Arc<Metrics>,
         cluster_nodes: Option<ClusterNodes>,
-    ) -> Result<(GrpcServer, Arc<ObserverState>), ServerError> {
+    ) -> Result<(GrpcServer, ObserverFeed), ServerError> {
         let (stop, stopping) = watch::channel(false);
         let thread_config = config.clone();
-        let started = service_thread::start("hubcap-grpc", move |ready| async move {
+        let feed_metrics = Arc::clone(&metrics);
+        let started = side_services::start("hubcap-grpc", move |ready| async move {
             match Listeners::serve(&thread_config, builder, metrics, cluster_nodes, stopping.clone()).await {
                 Ok((listeners, state)) => {
                     ready.started(state);
@@ -152,11 +155,13 @@ impl GrpcServer {
             socket: config.socket.clone(),
             stop,
         };
-        Ok((server, state))
+        Ok((server, ObserverFeed::new(state, feed_metrics)))
     }
+}
 
+impl Service for GrpcServer {
     /// Ends every stream and listener, and removes the socket.
-    pub fn stop(mut self) {
+    fn stop(mut self: Box<Self>) {
         let _ = self.stop.send(true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

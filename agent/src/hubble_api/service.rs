@@ -18,14 +18,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
-use super::{
-    field_mask::FieldMask,
-    ring::{Event, Feed, FlowRing, pick},
-};
+use super::ring::{Event, Feed, FlowRing, pick};
 use crate::{
     clock::WallClock,
     filter::FlowSelector,
-    hubble::{TimeWindow, nanos},
+    hubble::{TimeWindow, field_mask::FieldMask, nanos},
     metrics::Metrics,
     proto::{
         flow::{LostEvent, LostEventSource},

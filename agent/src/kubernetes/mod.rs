@@ -8,7 +8,6 @@
 //! retried with backoff while records keep the last known identities; a
 //! history the server no longer has (410) is listed again.
 
-pub mod flow_log_resources;
 mod identity;
 mod state;
 mod watch;
@@ -31,7 +30,7 @@ use crate::{
     enrich::{Enricher, Identities},
     flow_table::FlowUpdate,
     metrics::Metrics,
-    service_thread::{self, StartError},
+    side_services::{self, Service, StartError},
 };
 
 /// `--kubernetes`.
@@ -130,7 +129,7 @@ impl Kubernetes {
         let thread_state = Arc::clone(&state);
         let thread_synced = Arc::clone(&synced);
         let kubeconfig = options.kubeconfig.clone();
-        let started = service_thread::start("hubcap-k8s", move |ready| async move {
+        let started = side_services::start("hubcap-k8s", move |ready| async move {
             let client = match watch::connect(kubeconfig).await {
                 Ok((client, server)) => {
                     ready.started(server);
@@ -154,17 +153,9 @@ impl Kubernetes {
         })
     }
 
-    /// Waits (at most `timeout`) until every kind has been listed once, so
-    /// that the first records are not anonymous. Capture goes on meanwhile.
-    pub async fn wait_synced(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.synced.all() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        true
+    /// Tells when every kind has been listed once.
+    pub fn first_list(&self) -> FirstList {
+        FirstList(Arc::clone(&self.synced))
     }
 
     pub fn enricher(&self) -> KubernetesIdentities {
@@ -173,17 +164,38 @@ impl Kubernetes {
         }
     }
 
-    /// The cluster's nodes and their addresses, for the Peer service.
-    pub fn cluster_nodes(&self) -> crate::hubble_api::peer::ClusterNodes {
+    /// The cluster's nodes and their addresses as they are when called
+    /// (for the Peer service).
+    pub fn node_addresses(&self) -> impl Fn() -> Vec<(String, std::net::IpAddr)> + Send + Sync + 'static {
         let state = Arc::clone(&self.state);
-        Arc::new(move || state.read().unwrap_or_else(|e| e.into_inner()).node_addresses())
+        move || state.read().unwrap_or_else(|e| e.into_inner()).node_addresses()
     }
+}
 
-    pub fn stop(mut self) {
+impl Service for Kubernetes {
+    fn stop(mut self: Box<Self>) {
         let _ = self.stop.send(true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Whether the watches have listed every kind once.
+pub struct FirstList(Arc<Synced>);
+
+impl FirstList {
+    /// Waits (at most `timeout`) until every kind has been listed once, so
+    /// that the first records are not anonymous. Capture goes on meanwhile.
+    pub async fn wait(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.0.all() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 }
 

@@ -13,22 +13,21 @@
 //! carries it.
 //!
 //! An output is one type behind the [`Output`] trait, in a file of its own;
-//! adding one (a second log with its own filter, an IPFIX exporter) is that
-//! file plus one [`Outputs::add`] where `agent.rs` wires the stages.
+//! adding one is that file, its settings in [`OutputSettings`] (and the
+//! flag that fills them in `cli.rs`), and one line in `setup.rs` that opens
+//! it.
 
 pub mod azure;
 pub mod flow_logs;
 mod flow_metrics;
 pub mod ipfix;
 mod json_log;
-mod observer_feed;
 mod setup;
 
 use std::{io, sync::Arc};
 
 pub use flow_metrics::FlowMetrics;
 pub use json_log::JsonLog;
-pub use observer_feed::ObserverFeed;
 use prost_types::Timestamp;
 pub use setup::OutputSettings;
 
@@ -63,6 +62,9 @@ pub trait Output: Send {
     fn flush(&mut self) -> Result<(), OutputError> {
         Ok(())
     }
+    /// On the agent's timer (every 500 ms): work that is due with or
+    /// without records (re-reading a config, time-windowed lines).
+    fn tick(&mut self) {}
     /// At exit, after the last batch: log what it did.
     fn close(&mut self) {}
     /// Whether this output wants empty ends too (see the module's doc).
@@ -177,9 +179,13 @@ impl Outputs {
         self.stamper.learn_interface(index, name, kind);
     }
 
-    /// Re-reads the wall clock's offset (NTP steps show in later records).
-    pub fn refresh_clock(&mut self) {
+    /// The timer's work: re-reads the wall clock's offset (NTP steps show
+    /// in later records) and lets each output do what is due.
+    pub fn tick(&mut self) {
         self.stamper.refresh_clock();
+        for output in &mut self.outputs {
+            output.tick();
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! Which outputs a run has, built from their settings: the main log
 //! (`--output`: Hubble JSON lines, or VNet/NSG tuples as lines or as the
 //! storage account's hourly blobs), the flow metrics and the IPFIX
-//! exporter. Everything is opened here, before anything is loaded or
-//! attached, so an unwritable path or a bad collector fails first. The
-//! flow logs and the Observer API's feed join later (they come with
-//! services of their own).
+//! exporter, and the flow logs (their files and the custom resources'
+//! watch). Everything is opened here, before anything is loaded or
+//! attached, so an unwritable path, a bad collector or an unreachable API
+//! server fails first. The Observer API's feed joins later (it comes with
+//! the API's server).
 
 use std::{path::Path, sync::Arc};
 
@@ -14,6 +15,7 @@ use tracing::warn;
 use super::{
     FlowMetrics, JsonLog, Output,
     azure::{AzureFlowLog, Destination, HourlyBlobs, OutputFormat},
+    flow_logs::{FlowLogSettings, FlowLogs},
     ipfix::{self, IpfixExporter},
 };
 use crate::{
@@ -32,14 +34,14 @@ pub struct OutputSettings {
     pub ipfix_collectors: Vec<String>,
     /// Default: derived from the node name.
     pub ipfix_observation_domain: Option<u32>,
-    /// Whether flow logs are configured (then `--output none` is normal).
-    pub flow_logs: bool,
+    /// The flow logs (with them, `--output none` is normal).
+    pub flow_logs: FlowLogSettings,
 }
 
 impl OutputSettings {
     /// Opens every output these settings name, in the order records reach
-    /// them: the main log, the metrics, IPFIX.
-    pub fn open(&self, metrics: &Arc<Metrics>) -> Result<Vec<Box<dyn Output>>> {
+    /// them: the main log, the metrics, IPFIX, the flow logs.
+    pub async fn open(&self, metrics: &Arc<Metrics>) -> Result<Vec<Box<dyn Output>>> {
         let mut outputs: Vec<Box<dyn Output>> = Vec::new();
         if let Some(main) = self.open_main(metrics)? {
             outputs.push(main);
@@ -55,13 +57,16 @@ impl OutputSettings {
                 Arc::clone(metrics),
             )?));
         }
+        if let Some(logs) = FlowLogs::start(&self.flow_logs, &self.node_name, metrics).await? {
+            outputs.push(Box::new(logs));
+        }
         Ok(outputs)
     }
 
     fn open_main(&self, metrics: &Arc<Metrics>) -> Result<Option<Box<dyn Output>>> {
         let path = self.output.as_str();
         if path == "none" {
-            if !self.flow_logs {
+            if !self.flow_logs.any() {
                 warn!(
                     "--output none and no flow logs configured: no record is stored (only the Observer API, metrics and IPFIX, where enabled, see flows)"
                 );
@@ -103,8 +108,17 @@ mod tests {
             node_name: "node-a".into(),
             ipfix_collectors: Vec::new(),
             ipfix_observation_domain: None,
-            flow_logs: false,
+            flow_logs: FlowLogSettings::default(),
         }
+    }
+
+    /// `OutputSettings::open` on a runtime of its own.
+    fn open(settings: &OutputSettings, metrics: &Arc<Metrics>) -> Result<Vec<Box<dyn Output>>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(settings.open(metrics))
     }
 
     fn scratch() -> std::path::PathBuf {
@@ -115,9 +129,7 @@ mod tests {
 
     #[test]
     fn none_leaves_only_the_metrics() {
-        let outputs = settings("none", OutputFormat::Hubble)
-            .open(&Arc::new(Metrics::new()))
-            .unwrap();
+        let outputs = open(&settings("none", OutputFormat::Hubble), &Arc::new(Metrics::new())).unwrap();
         assert_eq!(outputs.len(), 1);
         assert!(!outputs[0].tracks_flow_state());
     }
@@ -127,20 +139,18 @@ mod tests {
         let dir = scratch();
         let metrics = Arc::new(Metrics::new());
         let file = dir.join("flows.json");
-        let hubble = settings(file.to_str().unwrap(), OutputFormat::Hubble)
-            .open(&metrics)
-            .unwrap();
+        let hubble = open(&settings(file.to_str().unwrap(), OutputFormat::Hubble), &metrics).unwrap();
         assert_eq!(hubble.len(), 2);
         assert!(file.exists(), "opened now, before capture");
         assert!(!hubble[0].tracks_flow_state(), "Hubble JSON");
-        let tuples = settings(dir.join("vnet.json").to_str().unwrap(), OutputFormat::Vnet)
-            .open(&metrics)
-            .unwrap();
+        let tuples = open(
+            &settings(dir.join("vnet.json").to_str().unwrap(), OutputFormat::Vnet),
+            &metrics,
+        )
+        .unwrap();
         assert!(tuples[0].tracks_flow_state(), "VNet tuples as lines");
         let blobs_dir = dir.join("blobs/");
-        let blobs = settings(blobs_dir.to_str().unwrap(), OutputFormat::Nsg)
-            .open(&metrics)
-            .unwrap();
+        let blobs = open(&settings(blobs_dir.to_str().unwrap(), OutputFormat::Nsg), &metrics).unwrap();
         assert!(blobs[0].tracks_flow_state() && blobs_dir.is_dir(), "NSG blobs");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -148,8 +158,7 @@ mod tests {
     #[test]
     fn an_unwritable_path_and_a_bad_collector_fail_at_once() {
         let metrics = Arc::new(Metrics::new());
-        let err = settings("/proc/hubcap/flows.json", OutputFormat::Hubble)
-            .open(&metrics)
+        let err = open(&settings("/proc/hubcap/flows.json", OutputFormat::Hubble), &metrics)
             .err()
             .expect("unwritable");
         assert!(
@@ -158,8 +167,8 @@ mod tests {
         );
         let mut ipfix = settings("none", OutputFormat::Hubble);
         ipfix.ipfix_collectors = vec!["sctp://127.0.0.1:4739".into()];
-        assert!(ipfix.open(&metrics).is_err());
+        assert!(open(&ipfix, &metrics).is_err());
         ipfix.ipfix_collectors = vec!["udp://127.0.0.1:4739".into()];
-        assert_eq!(ipfix.open(&metrics).unwrap().len(), 2, "metrics and IPFIX");
+        assert_eq!(open(&ipfix, &metrics).unwrap().len(), 2, "metrics and IPFIX");
     }
 }

@@ -13,7 +13,7 @@ use prost::Message as _;
 use prost_types::Timestamp;
 
 use crate::{
-    hubble_api::field_mask::FieldMask,
+    hubble::field_mask::FieldMask,
     proto::flow::{Aggregate, Flow, TrafficDirection},
     record::{AggregateCounts, FlowRecord},
 };

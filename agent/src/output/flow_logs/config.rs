@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::{
     filter::FilterError,
-    hubble_api::field_mask::FieldMaskError,
+    hubble::field_mask::FieldMaskError,
     output::azure::OutputFormat,
     proto::{descriptor_pool, flow::FlowFilter},
 };

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     filter::FlowSelector,
-    hubble_api::field_mask::FieldMask,
+    hubble::field_mask::FieldMask,
     json::{Counts, ExportPayload},
     metrics::Metrics,
     output::{

@@ -15,10 +15,16 @@
 //! Filters are Hubble's `FlowFilter` (the API's semantics, identities
 //! included); a record goes to a log when any include filter selects it (or
 //! there are none) and no exclude filter does.
+//!
+//! The logs manage themselves, as Cilium's dynamic exporter does: on every
+//! tick they re-read the file, and take the stored log that Azure's custom
+//! resources ask for from their watch (`resource_watch`, a task that only
+//! sends), so nothing outside this module holds or changes them.
 
 mod aggregate;
 mod config;
 mod log;
+mod resource_watch;
 pub mod resources;
 
 use std::{
@@ -26,8 +32,13 @@ use std::{
     sync::Arc,
 };
 
+use anyhow::Context as _;
 pub use config::{AggregationOptions, ConfigError, FlowLogConfig, parse_config, read_config};
 pub use log::FlowLog;
+use resource_watch::ResourceLogs;
+pub use resource_watch::StoredLogOptions;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
 
 use super::{Output, OutputError};
 use crate::{
@@ -35,6 +46,23 @@ use crate::{
     proto::flow::LostEvent,
     record::{FlowRecord, RecordSource},
 };
+
+/// What `hubcap run`'s flow-log flags ask for.
+#[derive(Clone, Debug, Default)]
+pub struct FlowLogSettings {
+    /// `--flow-logs-config`.
+    pub config_file: Option<PathBuf>,
+    /// `--flow-log-crds`: the custom resources' stored log.
+    pub resources: Option<StoredLogOptions>,
+    /// How the resources' watch reaches the API server.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl FlowLogSettings {
+    pub fn any(&self) -> bool {
+        self.config_file.is_some() || self.resources.is_some()
+    }
+}
 
 /// The flow logs in force: those of the config file and those the custom
 /// resources make. When either changes, a log whose config did not change
@@ -54,9 +82,45 @@ pub struct FlowLogs {
     file_configs: Vec<FlowLogConfig>,
     resource_configs: Vec<FlowLogConfig>,
     logs: Vec<(FlowLogConfig, FlowLog)>,
+    /// What the custom resources' watch asks for, and the watch itself.
+    resource_changes: Option<mpsc::Receiver<ResourceLogs>>,
+    resource_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl FlowLogs {
+    /// Opens the logs the settings ask for, if any, and starts the custom
+    /// resources' watch (an unreachable API server is an error here).
+    pub async fn start(
+        settings: &FlowLogSettings,
+        node_name: &str,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Option<FlowLogs>> {
+        if !settings.any() {
+            return Ok(None);
+        }
+        let path = settings.config_file.as_deref();
+        let mut logs = FlowLogs::open(path, node_name, Arc::clone(metrics))?;
+        if let Some(path) = path {
+            info!(logs = ?logs.names(), config = %path.display(), "flow logs configured");
+        }
+        if let Some(options) = &settings.resources {
+            let (client, server) = crate::kubernetes::connect(settings.kubeconfig.clone())
+                .await
+                .context("--flow-log-crds needs the Kubernetes API")?;
+            info!(%server, path = %options.file_path, "flow-log custom resources watched");
+            // One change at a time: the watch waits for each answer anyway.
+            let (changes, received) = mpsc::channel(1);
+            logs.resource_changes = Some(received);
+            logs.resource_watch = Some(tokio::spawn(resource_watch::run(
+                client,
+                changes,
+                options.clone(),
+                Arc::clone(metrics),
+            )));
+        }
+        Ok(Some(logs))
+    }
+
     /// Reads the file (if any) and opens every log; any error stops here.
     pub fn open(path: Option<&Path>, node_name: &str, metrics: Arc<Metrics>) -> Result<FlowLogs, ConfigError> {
         let mut logs = FlowLogs {
@@ -69,6 +133,8 @@ impl FlowLogs {
             file_configs: Vec::new(),
             resource_configs: Vec::new(),
             logs: Vec::new(),
+            resource_changes: None,
+            resource_watch: None,
         };
         logs.reload()?;
         Ok(logs)
@@ -158,11 +224,33 @@ impl FlowLogs {
 
     /// Writes the aggregated lines whose window is over, even when no
     /// record came to push them out.
-    pub fn tick(&mut self) -> Result<(), OutputError> {
+    fn write_due_aggregates(&mut self) -> Result<(), OutputError> {
         self.each(|log| {
             log.write_due_aggregates(false);
             log.end_batch()
         })
+    }
+
+    /// Applies a changed config file; a bad one leaves the previous logs
+    /// in force and is logged and counted.
+    fn reload_logged(&mut self) {
+        match self.reload() {
+            Ok(true) => info!(logs = ?self.names(), "flow logs reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                self.metrics.flow_log_config_errors.inc();
+                warn!(error = %e, "flow logs config not applied: the previous one stays in force");
+            }
+        }
+    }
+
+    /// Applies what the resources' watch sent, answering each change.
+    fn apply_resource_changes(&mut self) {
+        while let Some(change) = self.resource_changes.as_mut().and_then(|r| r.try_recv().ok()) {
+            let result = self.set_resource_logs(change.configs).map_err(|e| e.to_string());
+            // The watch may be gone (it is aborted at close).
+            let _ = change.applied.send(result);
+        }
     }
 
     fn each(&mut self, mut f: impl FnMut(&mut FlowLog) -> Result<(), OutputError>) -> Result<(), OutputError> {
@@ -177,19 +265,11 @@ impl FlowLogs {
     }
 }
 
-/// The set of logs as one output, shared with the timer that reloads it.
-pub struct SharedFlowLogs(pub Arc<std::sync::Mutex<FlowLogs>>);
-
-impl SharedFlowLogs {
-    fn logs(&self) -> std::sync::MutexGuard<'_, FlowLogs> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-impl Output for SharedFlowLogs {
+/// The set of logs is one output.
+impl Output for FlowLogs {
     fn flow(&mut self, source: &RecordSource, record: &FlowRecord) {
         let empty = source.update.is_empty();
-        for (_, log) in &mut self.logs().logs {
+        for (_, log) in &mut self.logs {
             if !empty || log.tracks_flow_state() {
                 log.flow(source, record);
             }
@@ -197,26 +277,46 @@ impl Output for SharedFlowLogs {
     }
 
     fn tracks_flow_state(&self) -> bool {
-        self.logs().logs.iter().any(|(_, log)| log.tracks_flow_state())
+        self.logs.iter().any(|(_, log)| log.tracks_flow_state())
     }
 
     fn lost(&mut self, lost: &LostEvent, time: &prost_types::Timestamp) {
-        for (_, log) in &mut self.logs().logs {
+        for (_, log) in &mut self.logs {
             log.lost(lost, time);
         }
     }
 
     fn end_batch(&mut self) -> Result<(), OutputError> {
-        self.logs().each(|log| log.end_batch())
+        self.each(|log| log.end_batch())
     }
 
     fn flush(&mut self) -> Result<(), OutputError> {
-        self.logs().each(|log| log.flush())
+        self.each(|log| log.flush())
+    }
+
+    fn tick(&mut self) {
+        self.reload_logged();
+        self.apply_resource_changes();
+        if let Err(e) = self.write_due_aggregates() {
+            warn!(error = %e, "writing aggregated flow-log lines");
+        }
     }
 
     fn close(&mut self) {
-        for (_, log) in &mut self.logs().logs {
+        // No change to the logs while they are closed.
+        if let Some(watch) = self.resource_watch.take() {
+            watch.abort();
+        }
+        for (_, log) in &mut self.logs {
             log.finish();
+        }
+    }
+}
+
+impl Drop for FlowLogs {
+    fn drop(&mut self) {
+        if let Some(watch) = &self.resource_watch {
+            watch.abort();
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use prost_types::Timestamp;
 
-use super::Output;
+use crate::output::{Output, OutputError};
 use crate::{
     hubble_api::service::ObserverState,
     metrics::Metrics,
@@ -33,7 +33,7 @@ impl Output for ObserverFeed {
         self.state.ring().push_lost(*lost, *time);
     }
 
-    fn end_batch(&mut self) -> Result<(), super::OutputError> {
+    fn end_batch(&mut self) -> Result<(), OutputError> {
         self.metrics.observer_ring_events.set(self.state.ring().len() as i64);
         Ok(())
     }

@@ -1,7 +1,10 @@
 //! Hubble's vocabulary, each piece in one place: protocol names, event
 //! types and trace points, where a packet was seen, time windows and the
 //! time format. Records, filters, metrics, the Observer API and `hubcap
-//! observe` all take these from here.
+//! observe` all take these from here; `field_mask` applies Hubble's field
+//! masks to flows (the Observer API's and the flow logs').
+
+pub mod field_mask;
 
 use agent_common::hook;
 use prost_types::Timestamp;

@@ -4,11 +4,12 @@
 //! watched; on every change the accepted resources' filters become the one
 //! stored log (none: no log), and each resource's status says whether it
 //! was accepted and, if not, why.
+//!
+//! The watch does not touch the logs: it sends the stored log it wants to
+//! their owner ([`super::FlowLogs`], on the capture task) and writes the
+//! statuses from the answer.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures::{StreamExt as _, stream};
 use kube::{
@@ -17,15 +18,14 @@ use kube::{
     runtime::{WatchStreamExt as _, watcher, watcher::Event},
 };
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::{
-    metrics::Metrics,
-    output::flow_logs::{
-        FlowLogs,
-        resources::{resource_filters, stored_log},
-    },
+use super::{
+    FlowLogConfig,
+    resources::{resource_filters, stored_log},
 };
+use crate::metrics::Metrics;
 
 const GROUP: &str = "acn.azure.com";
 const VERSION: &str = "v1alpha1";
@@ -41,6 +41,13 @@ pub struct StoredLogOptions {
     pub file_path: String,
     pub max_size_mb: u64,
     pub max_backups: u32,
+}
+
+/// The stored log the resources ask for (none, or one), and where its
+/// owner answers whether it could be opened.
+pub struct ResourceLogs {
+    pub configs: Vec<FlowLogConfig>,
+    pub applied: oneshot::Sender<Result<(), String>>,
 }
 
 fn api_resource(kind: &str, plural: &str) -> ApiResource {
@@ -66,9 +73,10 @@ struct Verdict {
     message: String,
 }
 
-/// Watches both kinds until the task is dropped. A kind whose CRD is not
-/// installed is retried with backoff (and said once).
-pub async fn run(client: Client, logs: Arc<Mutex<FlowLogs>>, options: StoredLogOptions, metrics: Arc<Metrics>) {
+/// Watches both kinds until the task is aborted or the logs' owner is
+/// gone. A kind whose CRD is not installed is retried with backoff (and
+/// said once).
+pub async fn run(client: Client, logs: mpsc::Sender<ResourceLogs>, options: StoredLogOptions, metrics: Arc<Metrics>) {
     let apis: Vec<Api<DynamicObject>> = KINDS
         .iter()
         .map(|(kind, plural)| Api::all_with(client.clone(), &api_resource(kind, plural)))
@@ -124,8 +132,8 @@ pub async fn run(client: Client, logs: Arc<Mutex<FlowLogs>>, options: StoredLogO
                 false
             }
         };
-        if changed {
-            reconcile(&apis, &mut known, &logs, &options, &metrics).await;
+        if changed && reconcile(&apis, &mut known, &logs, &options, &metrics).await.is_err() {
+            return;
         }
     }
 }
@@ -138,24 +146,30 @@ fn known_of(object: &DynamicObject) -> Known {
     }
 }
 
-/// Applies what the resources ask for and writes their statuses.
+/// The logs' owner stopped (hubcap is stopping).
+struct OwnerGone;
+
+/// Has what the resources ask for applied and writes their statuses.
 async fn reconcile(
     apis: &[Api<DynamicObject>],
     known: &mut BTreeMap<(usize, String), Known>,
-    logs: &Mutex<FlowLogs>,
+    logs: &mpsc::Sender<ResourceLogs>,
     options: &StoredLogOptions,
     metrics: &Metrics,
-) {
+) -> Result<(), OwnerGone> {
     let mut filters = Vec::new();
     let mut verdicts: Vec<Result<(), String>> = known
         .values()
         .map(|k| resource_filters(&k.spec).map(|f| filters.extend(f)))
         .collect();
     let config = stored_log(filters, &options.file_path, options.max_size_mb, options.max_backups);
-    let applied = logs
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .set_resource_logs(config.into_iter().collect());
+    let (answer, answered) = oneshot::channel();
+    let change = ResourceLogs {
+        configs: config.into_iter().collect(),
+        applied: answer,
+    };
+    logs.send(change).await.map_err(|_| OwnerGone)?;
+    let applied = answered.await.map_err(|_| OwnerGone)?;
     if let Err(e) = &applied {
         warn!(error = %e, "the stored flow log of the resources could not be applied; the previous one stays");
         metrics.flow_log_config_errors.inc();
@@ -193,6 +207,7 @@ async fn reconcile(
             Err(e) => warn!(kind = KINDS[*kind].0, %name, error = %e, "cannot write the resource's status"),
         }
     }
+    Ok(())
 }
 
 /// Whether `status` already says `verdict` of this generation (then it is

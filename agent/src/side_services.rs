@@ -1,9 +1,47 @@
-//! A side service (the Observer API, the Kubernetes watchers) on a thread
-//! of its own with a current-thread runtime, so that what it costs never
-//! runs on the capture task; its start-up result comes back before capture
+//! The services beside the capture loop (the Observer API, the Kubernetes
+//! watchers, the metrics endpoint): [`start`] puts one on a thread of its
+//! own with a current-thread runtime, so that what it costs never runs on
+//! the capture task, and hands back its start-up result before capture
 //! begins, so a bad address or an unreachable API server fails early.
+//! [`SideServices`] stops them all when the agent stops, or fails to start.
 
 use std::{future::Future, sync::mpsc, thread::JoinHandle};
+
+/// Something that runs beside the capture loop until it is stopped.
+pub trait Service {
+    /// Stops it and waits until it has.
+    fn stop(self: Box<Self>);
+}
+
+/// A task on the agent's own runtime (the metrics endpoint).
+impl Service for tokio::task::JoinHandle<()> {
+    fn stop(self: Box<Self>) {
+        self.abort();
+    }
+}
+
+/// The running side services, stopped last-started first.
+#[derive(Default)]
+pub struct SideServices(Vec<Box<dyn Service>>);
+
+impl SideServices {
+    pub fn add(&mut self, service: impl Service + 'static) {
+        self.0.push(Box::new(service));
+    }
+
+    pub fn stop_all(&mut self) {
+        while let Some(service) = self.0.pop() {
+            service.stop();
+        }
+    }
+}
+
+/// An early error return stops what had started.
+impl Drop for SideServices {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
 
 /// How a service's start failed.
 #[derive(Debug)]
