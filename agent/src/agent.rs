@@ -64,7 +64,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .set(i64::from(settings.capture.flow_map_entries));
     // Before anything is loaded: with --kubernetes on, an unreachable API
     // server stops hubcap here.
-    let kubernetes = Kubernetes::start(&settings.kubernetes, Arc::clone(&metrics)).context("Kubernetes")?;
+    let kubernetes = Kubernetes::start(&settings.kubernetes, &metrics).context("Kubernetes")?;
     let (mut datapath, drop_scope, drop_reasons) = load_datapath(&settings.capture)?;
     let reader = EventReader::new(datapath.take_events().expect("ring buffer taken once"))
         .context("watching the ring buffer")?;
@@ -86,8 +86,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Last before capture, so that no failure above leaves a socket behind
     // (a busy socket still fails before anything is attached).
     if settings.grpc.is_enabled() {
-        let (server, feed) = GrpcServer::start(&settings.grpc, builder, Arc::clone(&metrics), cluster_nodes)
-            .context("starting the Observer API")?;
+        let (server, feed) =
+            GrpcServer::start(&settings.grpc, builder, &metrics, cluster_nodes).context("starting the Observer API")?;
         outputs.add(feed);
         services.add(server);
     }

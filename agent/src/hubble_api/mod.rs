@@ -3,6 +3,7 @@
 //! the `peer.Peer` service through which Hubble
 //! Relay finds this node (`peer`), and the listeners (`server`).
 
+mod api_metrics;
 mod observer_feed;
 pub use observer_feed::ObserverFeed;
 pub mod peer;

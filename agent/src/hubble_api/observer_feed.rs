@@ -4,21 +4,21 @@ use std::sync::Arc;
 
 use prost_types::Timestamp;
 
+use super::api_metrics::ApiMetrics;
 use crate::output::{Output, OutputError};
 use crate::{
     hubble_api::service::ObserverState,
-    metrics::Metrics,
     proto::flow::LostEvent,
     record::{FlowRecord, RecordSource},
 };
 
 pub struct ObserverFeed {
     state: Arc<ObserverState>,
-    metrics: Arc<Metrics>,
+    metrics: ApiMetrics,
 }
 
 impl ObserverFeed {
-    pub fn new(state: Arc<ObserverState>, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(state: Arc<ObserverState>, metrics: ApiMetrics) -> Self {
         ObserverFeed { state, metrics }
     }
 }
@@ -34,7 +34,7 @@ impl Output for ObserverFeed {
     }
 
     fn end_batch(&mut self) -> Result<(), OutputError> {
-        self.metrics.observer_ring_events.set(self.state.ring().len() as i64);
+        self.metrics.ring_events.set(self.state.ring().len() as i64);
         Ok(())
     }
 }

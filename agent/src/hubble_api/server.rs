@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use super::{
     ObserverFeed,
+    api_metrics::ApiMetrics,
     peer::{ClusterNodes, OtherNodes, PeerService, this_node},
     service::{ObserverService, ObserverState},
 };
@@ -128,12 +129,13 @@ impl GrpcServer {
     pub fn start(
         config: &GrpcConfig,
         builder: Arc<RecordBuilder>,
-        metrics: Arc<Metrics>,
+        metrics: &Metrics,
         cluster_nodes: Option<ClusterNodes>,
     ) -> Result<(GrpcServer, ObserverFeed), ServerError> {
         let (stop, stopping) = watch::channel(false);
         let thread_config = config.clone();
-        let feed_metrics = Arc::clone(&metrics);
+        let metrics = ApiMetrics::register(metrics);
+        let feed_metrics = metrics.clone();
         let started = side_services::start("hubcap-grpc", move |ready| async move {
             match Listeners::serve(&thread_config, builder, metrics, cluster_nodes, stopping.clone()).await {
                 Ok((listeners, state)) => {
@@ -182,7 +184,7 @@ impl Listeners {
     async fn serve(
         config: &GrpcConfig,
         builder: Arc<RecordBuilder>,
-        metrics: Arc<Metrics>,
+        metrics: ApiMetrics,
         cluster_nodes: Option<ClusterNodes>,
         stopping: watch::Receiver<bool>,
     ) -> Result<(Listeners, Arc<ObserverState>), ServerError> {

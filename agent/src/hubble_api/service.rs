@@ -18,12 +18,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
-use super::ring::{Event, Feed, FlowRing, pick};
+use prometheus::IntGauge;
+
+use super::{
+    api_metrics::ApiMetrics,
+    ring::{Event, Feed, FlowRing, pick},
+};
 use crate::{
     clock::WallClock,
     filter::FlowSelector,
     hubble::{TimeWindow, field_mask::FieldMask, nanos},
-    metrics::Metrics,
     proto::{
         flow::{LostEvent, LostEventSource},
         observer::{
@@ -51,7 +55,7 @@ pub struct ObserverState {
     /// Builds the ring's flows into records (and has the node's name).
     builder: Arc<RecordBuilder>,
     started: Instant,
-    metrics: Arc<Metrics>,
+    metrics: ApiMetrics,
     /// Set once when hubcap stops: every stream then ends.
     stopping: watch::Receiver<bool>,
     /// For GetNodes: where the API listens and whether with TLS.
@@ -63,7 +67,7 @@ impl ObserverState {
     pub fn new(
         capacity: usize,
         builder: Arc<RecordBuilder>,
-        metrics: Arc<Metrics>,
+        metrics: ApiMetrics,
         stopping: watch::Receiver<bool>,
     ) -> ObserverState {
         ObserverState {
@@ -180,18 +184,18 @@ async fn send(tx: &ResponseSender, response: GetFlowsResponse, stopping: &mut wa
 }
 
 /// Counts an open stream for as long as it lives.
-struct StreamGauge(Arc<Metrics>);
+struct StreamGauge(IntGauge);
 
 impl StreamGauge {
-    fn open(metrics: &Arc<Metrics>) -> Self {
-        metrics.observer_streams.inc();
-        StreamGauge(Arc::clone(metrics))
+    fn open(metrics: &ApiMetrics) -> Self {
+        metrics.streams.inc();
+        StreamGauge(metrics.streams.clone())
     }
 }
 
 impl Drop for StreamGauge {
     fn drop(&mut self) {
-        self.0.observer_streams.dec();
+        self.0.dec();
     }
 }
 
@@ -225,7 +229,7 @@ async fn stream_flows(
         let response = match feed {
             None => return,
             Some(Feed::Missed(missed)) => {
-                state.metrics.observer_events_missed.inc_by(missed);
+                state.metrics.events_missed.inc_by(missed);
                 lost_response(
                     LostEvent {
                         source: LostEventSource::HubbleRingBuffer as i32,

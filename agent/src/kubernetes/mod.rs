@@ -24,7 +24,7 @@ use std::{
 pub use state::{ClusterState, NodeInfo, PodInfo};
 use tokio::sync::watch as signal;
 use tracing::{info, warn};
-pub use watch::connect;
+pub use watch::{connect, watch_errors};
 
 use crate::{
     enrich::{Enricher, Identities},
@@ -99,7 +99,7 @@ impl Kubernetes {
     /// Connects and starts the watches. `Ok(None)`: enrichment is off
     /// (by choice, or in `auto` mode without a reachable cluster, which is
     /// logged once).
-    pub fn start(options: &KubeOptions, metrics: Arc<Metrics>) -> Result<Option<Kubernetes>, KubeError> {
+    pub fn start(options: &KubeOptions, metrics: &Metrics) -> Result<Option<Kubernetes>, KubeError> {
         if options.mode == KubernetesMode::Off {
             return Ok(None);
         }
@@ -119,7 +119,7 @@ impl Kubernetes {
         }
     }
 
-    fn connect(options: &KubeOptions, metrics: Arc<Metrics>) -> Result<Kubernetes, KubeError> {
+    fn connect(options: &KubeOptions, metrics: &Metrics) -> Result<Kubernetes, KubeError> {
         let state = Arc::new(RwLock::new(ClusterState::new(
             &options.cluster_name,
             &options.node_name,
@@ -129,6 +129,7 @@ impl Kubernetes {
         let thread_state = Arc::clone(&state);
         let thread_synced = Arc::clone(&synced);
         let kubeconfig = options.kubeconfig.clone();
+        let metrics = watch::WatchMetrics::register(metrics);
         let started = side_services::start("hubcap-k8s", move |ready| async move {
             let client = match watch::connect(kubeconfig).await {
                 Ok((client, server)) => {

@@ -24,11 +24,15 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{WatchStreamExt as _, metadata_watcher, watcher, watcher::Event},
 };
+use prometheus::{IntCounterVec, IntGauge};
 use tokio::sync::watch as signal;
 use tracing::warn;
 
 use super::{ClusterState, KubeError, NodeInfo, PodInfo, Synced};
-use crate::{clock::WallClock, metrics::Metrics};
+use crate::{
+    clock::WallClock,
+    metrics::{Family, Metrics},
+};
 
 /// How long the first call to the API server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +51,14 @@ pub enum Kind {
 
 impl Kind {
     pub const ALL_BITS: u8 = 0b11_1111;
+    const ALL: [Kind; 6] = [
+        Kind::Pods,
+        Kind::Nodes,
+        Kind::ReplicaSets,
+        Kind::Jobs,
+        Kind::Services,
+        Kind::EndpointSlices,
+    ];
 
     pub fn bit(self) -> u8 {
         1 << self as u8
@@ -60,6 +72,42 @@ impl Kind {
             Kind::Jobs => "jobs",
             Kind::Services => "services",
             Kind::EndpointSlices => "endpointslices",
+        }
+    }
+}
+
+const PODS: Family = Family {
+    name: "hubcap_kubernetes_pods",
+    help: "Pods in hubcap's Kubernetes cache",
+    labels: &[],
+};
+const WATCH_ERRORS: Family = Family {
+    name: "hubcap_kubernetes_watch_errors_total",
+    help: "Kubernetes watch failures, by kind; each is retried, and identities may be stale meanwhile",
+    labels: &["kind"],
+};
+
+/// Watch failures by kind (the flow-log resources' watch counts here too).
+pub fn watch_errors(metrics: &Metrics) -> IntCounterVec {
+    metrics.counters(&WATCH_ERRORS)
+}
+
+/// The watches' metrics: pods known, and failures by kind (at 0 from the
+/// start for every kind, for alerts).
+pub struct WatchMetrics {
+    pods: IntGauge,
+    errors: IntCounterVec,
+}
+
+impl WatchMetrics {
+    pub fn register(metrics: &Metrics) -> WatchMetrics {
+        let errors = watch_errors(metrics);
+        for kind in Kind::ALL {
+            errors.with_label_values(&[kind.name()]);
+        }
+        WatchMetrics {
+            pods: metrics.gauge(&PODS),
+            errors,
         }
     }
 }
@@ -97,7 +145,7 @@ pub async fn run(
     client: Client,
     state: Arc<RwLock<ClusterState>>,
     synced: Arc<Synced>,
-    metrics: Arc<Metrics>,
+    metrics: WatchMetrics,
     mut stopping: signal::Receiver<bool>,
 ) {
     let watches = async {
@@ -121,9 +169,9 @@ fn write(state: &RwLock<ClusterState>) -> std::sync::RwLockWriteGuard<'_, Cluste
     state.write().unwrap_or_else(|e| e.into_inner())
 }
 
-fn watch_error(metrics: &Metrics, kind: Kind, error: &watcher::Error) {
+fn watch_error(metrics: &WatchMetrics, kind: Kind, error: &watcher::Error) {
     warn!(kind = kind.name(), %error, "Kubernetes watch failed; retrying, identities may be stale");
-    metrics.kubernetes_watch_errors.with_label_values(&[kind.name()]).inc();
+    metrics.errors.with_label_values(&[kind.name()]).inc();
 }
 
 async fn expire(state: &RwLock<ClusterState>) {
@@ -168,7 +216,7 @@ fn pod_info(pod: &Pod) -> Option<PodInfo> {
     })
 }
 
-async fn watch_pods(client: Client, state: &RwLock<ClusterState>, synced: &Synced, metrics: &Metrics) {
+async fn watch_pods(client: Client, state: &RwLock<ClusterState>, synced: &Synced, metrics: &WatchMetrics) {
     let stream = watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff();
     pin_mut!(stream);
     // Pods listed by the current (re)list: the rest are gone.
@@ -187,7 +235,7 @@ async fn watch_pods(client: Client, state: &RwLock<ClusterState>, synced: &Synce
                     Some(info) => state.apply_pod(info, now),
                     None => state.delete_pod(&uid, now),
                 }
-                metrics.kubernetes_pods.set(state.pod_count() as i64);
+                metrics.pods.set(state.pod_count() as i64);
             }
             Ok(Event::Delete(pod)) => {
                 if let Some(uid) = pod.uid() {
@@ -226,7 +274,7 @@ fn node_info(node: &Node) -> NodeInfo {
     }
 }
 
-async fn watch_nodes(client: Client, state: &RwLock<ClusterState>, synced: &Synced, metrics: &Metrics) {
+async fn watch_nodes(client: Client, state: &RwLock<ClusterState>, synced: &Synced, metrics: &WatchMetrics) {
     let stream = watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
     pin_mut!(stream);
     while let Some(event) = stream.next().await {
@@ -243,8 +291,13 @@ async fn watch_nodes(client: Client, state: &RwLock<ClusterState>, synced: &Sync
 }
 
 /// ReplicaSets and Jobs, by metadata only: who controls them.
-async fn watch_owners<K>(client: Client, kind: Kind, state: &RwLock<ClusterState>, synced: &Synced, metrics: &Metrics)
-where
+async fn watch_owners<K>(
+    client: Client,
+    kind: Kind,
+    state: &RwLock<ClusterState>,
+    synced: &Synced,
+    metrics: &WatchMetrics,
+) where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + std::fmt::Debug
@@ -300,7 +353,7 @@ fn service_info(service: &Service) -> (Vec<IpAddr>, Vec<u16>) {
     (ips, ports)
 }
 
-async fn watch_services(client: Client, state: &RwLock<ClusterState>, synced: &Synced, metrics: &Metrics) {
+async fn watch_services(client: Client, state: &RwLock<ClusterState>, synced: &Synced, metrics: &WatchMetrics) {
     let stream = watcher(Api::<Service>::all(client), watcher::Config::default()).default_backoff();
     pin_mut!(stream);
     while let Some(event) = stream.next().await {
@@ -341,7 +394,7 @@ fn slice_info(slice: &EndpointSlice) -> Option<(String, Vec<(IpAddr, u16)>)> {
     Some((service, backends))
 }
 
-async fn watch_endpoint_slices(client: Client, state: &RwLock<ClusterState>, synced: &Synced, metrics: &Metrics) {
+async fn watch_endpoint_slices(client: Client, state: &RwLock<ClusterState>, synced: &Synced, metrics: &WatchMetrics) {
     let stream = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()).default_backoff();
     pin_mut!(stream);
     while let Some(event) = stream.next().await {

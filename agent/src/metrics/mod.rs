@@ -12,9 +12,12 @@
 //! `promtool check metrics` read.
 
 mod context;
+mod family;
 
 use agent_common::{Counter, hook, ip_proto, tcp_flags};
 pub use context::{ContextKind, Contexts};
+use family::Families;
+pub use family::Family;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::{
@@ -97,41 +100,10 @@ pub struct Metrics {
     /// Labels `interface`, `hook` (ingress, egress).
     pub flow_packets: IntCounterVec,
     pub flow_bytes: IntCounterVec,
-    /// Label `sink` (stdout, file).
-    pub records_written: IntCounterVec,
-    pub bytes_written: IntCounterVec,
-    pub write_errors: IntCounterVec,
-    pub file_rotations: IntCounter,
-    /// Label `log`: the configured flow logs (`--flow-logs-config`).
-    pub flow_log_records: IntCounterVec,
-    pub flow_log_filtered: IntCounterVec,
-    pub flow_log_bytes: IntCounterVec,
-    pub flow_log_rotations: IntCounterVec,
-    pub flow_log_config_errors: IntCounter,
     pub drops_filtered: IntCounter,
-    /// Observer API: flows in the ring, open GetFlows streams, and flows
-    /// followers skipped because they read too slowly.
-    pub observer_ring_events: IntGauge,
-    pub observer_streams: IntGauge,
-    pub observer_events_missed: IntCounter,
-    /// Kubernetes enrichment: pods known, and watch failures by kind
-    /// (identities may be stale while they last).
-    pub kubernetes_pods: IntGauge,
-    pub kubernetes_watch_errors: IntCounterVec,
-    /// Records an output could not write (full disk, removed file), by
-    /// sink; each episode also ends with a `lost_events` line.
-    pub output_records_lost: IntCounterVec,
-    /// Records an output format could not express (NSG tuples: TCP and
-    /// UDP only), by format.
-    pub format_skipped: IntCounterVec,
-    /// IPFIX export, by collector: messages and records sent, and sends
-    /// that failed (each a message lost for that collector).
-    pub ipfix_messages: IntCounterVec,
-    pub ipfix_records: IntCounterVec,
-    pub ipfix_errors: IntCounterVec,
-    /// Container Network Logs resources by state (`configured`, `failed`).
-    pub flow_log_resources: IntGaugeVec,
     pub build_info: IntGaugeVec,
+    /// The families the other modules own (see [`Family`]).
+    families: Families,
 }
 
 impl Metrics {
@@ -239,86 +211,14 @@ impl Metrics {
                 "Bytes in written flow records, by interface and tc hook",
                 &["interface", "hook"],
             ),
-            records_written: counter_vec("hubcap_records_written_total", "Lines written, by sink", &["sink"]),
-            bytes_written: counter_vec("hubcap_bytes_written_total", "Bytes written, by sink", &["sink"]),
-            write_errors: counter_vec("hubcap_write_errors_total", "Failed writes, by sink", &["sink"]),
-            file_rotations: counter("hubcap_file_rotations_total", "Output file rotations"),
-            flow_log_records: counter_vec(
-                "hubcap_flow_log_records_total",
-                "Records a configured flow log selected and wrote, by log",
-                &["log"],
-            ),
-            flow_log_config_errors: counter(
-                "hubcap_flow_log_config_errors_total",
-                "Changes to the flow-logs config that were not applied (the previous one stayed)",
-            ),
-            flow_log_filtered: counter_vec(
-                "hubcap_flow_log_filtered_total",
-                "Records a configured flow log's filters left out, by log",
-                &["log"],
-            ),
-            flow_log_bytes: counter_vec(
-                "hubcap_flow_log_bytes_total",
-                "Bytes a configured flow log wrote to its file, by log",
-                &["log"],
-            ),
-            flow_log_rotations: counter_vec(
-                "hubcap_flow_log_rotations_total",
-                "Rotations of a configured flow log's file, by log",
-                &["log"],
-            ),
             drops_filtered: counter(
                 "hubcap_drops_filtered_total",
                 "Packets freed as NO_SOCKET that are not drops: ICMP echo replies a raw socket (ping) already received",
             ),
-            observer_ring_events: gauge(
-                "hubcap_observer_ring_events",
-                "Events in the Observer API's ring of recent flows",
-            ),
-            observer_streams: gauge("hubcap_observer_streams", "Open GetFlows streams"),
-            observer_events_missed: counter(
-                "hubcap_observer_events_missed_total",
-                "Events GetFlows followers skipped because they read too slowly (each was sent lost_events)",
-            ),
-            kubernetes_pods: gauge("hubcap_kubernetes_pods", "Pods in hubcap's Kubernetes cache"),
-            kubernetes_watch_errors: counter_vec(
-                "hubcap_kubernetes_watch_errors_total",
-                "Kubernetes watch failures, by kind; each is retried, and identities may be stale meanwhile",
-                &["kind"],
-            ),
-            output_records_lost: counter_vec(
-                "hubcap_output_records_lost_total",
-                "Records an output could not write (full disk, removed file), by sink",
-                &["sink"],
-            ),
-            format_skipped: counter_vec(
-                "hubcap_format_skipped_records_total",
-                "Records an output format has no way to write (NSG tuples are TCP and UDP only), by format",
-                &["format"],
-            ),
-            ipfix_messages: counter_vec(
-                "hubcap_ipfix_messages_total",
-                "IPFIX messages sent, by collector",
-                &["collector"],
-            ),
-            ipfix_records: counter_vec(
-                "hubcap_ipfix_records_total",
-                "IPFIX flow records sent, by collector",
-                &["collector"],
-            ),
-            ipfix_errors: counter_vec(
-                "hubcap_ipfix_errors_total",
-                "IPFIX messages that could not be sent (socket full, collector unreachable), by collector",
-                &["collector"],
-            ),
-            flow_log_resources: gauge_vec(
-                "hubcap_flow_log_resources",
-                "RetinaNetworkFlowLog and ContainerNetworkLog resources, by state (configured, failed)",
-                &["state"],
-            ),
             build_info,
             registry,
             contexts,
+            families: Families::default(),
         };
         metrics.start_at_zero();
         metrics
@@ -336,9 +236,6 @@ impl Metrics {
                 self.drops
                     .with_label_values(&labels(&[reason.as_str_name(), protocol], &empty));
             }
-        }
-        for kind in ["pods", "nodes", "replicasets", "jobs", "services", "endpointslices"] {
-            self.kubernetes_watch_errors.with_label_values(&[kind]);
         }
         for (name, _) in kernel_packet_counters() {
             self.kernel_packets.with_label_values(&[name]);
@@ -430,6 +327,26 @@ impl Metrics {
                 .inc_by(delta.get(counter));
         }
         self.drops_filtered.inc_by(delta.get(Counter::EchoRepliesDelivered));
+    }
+
+    /// The counter family `family`, registered on first use.
+    pub fn counters(&self, family: &Family) -> IntCounterVec {
+        self.families.counters(&self.registry, family)
+    }
+
+    /// The gauge family `family`, registered on first use.
+    pub fn gauges(&self, family: &Family) -> IntGaugeVec {
+        self.families.gauges(&self.registry, family)
+    }
+
+    /// The one series of an unlabelled counter family (at 0 from now).
+    pub fn counter(&self, family: &Family) -> IntCounter {
+        self.counters(family).with_label_values::<&str>(&[])
+    }
+
+    /// The one series of an unlabelled gauge family.
+    pub fn gauge(&self, family: &Family) -> IntGauge {
+        self.gauges(family).with_label_values::<&str>(&[])
     }
 
     /// The text exposition of every metric.

@@ -1,12 +1,10 @@
 //! Output as a Hubble JSON flow log: one `ExportEvent` line per record or
 //! loss, written per batch to stdout or a size-rotated file.
 
-use std::sync::Arc;
-
 use prost_types::Timestamp;
 use tracing::{info, warn};
 
-use super::{Output, OutputError};
+use super::{Output, OutputError, sink_metrics::SinkMetrics};
 use crate::{
     json::{ExportPayload, write_export_event},
     metrics::Metrics,
@@ -28,17 +26,12 @@ pub struct JsonLog {
     /// Records that could not be written (a full disk, a removed file):
     /// reported in a `lost_events` line once writing works again.
     lost: u64,
-    metrics: Arc<Metrics>,
+    metrics: SinkMetrics,
 }
 
 impl JsonLog {
-    pub fn new(sink: Sink, node_name: String, metrics: Arc<Metrics>) -> Self {
-        // At 0 from the start, for alerts.
-        let name = sink.name();
-        metrics.write_errors.with_label_values(&[name]);
-        metrics.records_written.with_label_values(&[name]);
-        metrics.bytes_written.with_label_values(&[name]);
-        metrics.output_records_lost.with_label_values(&[name]);
+    pub fn new(sink: Sink, node_name: String, metrics: &Metrics) -> Self {
+        let metrics = SinkMetrics::register(metrics, sink.name());
         JsonLog {
             sink,
             stats: SinkStats::default(),
@@ -64,10 +57,7 @@ impl JsonLog {
     /// The batch's records are lost: counted, and the buffer emptied.
     fn count_lost(&mut self) {
         self.lost += self.line_count;
-        self.metrics
-            .output_records_lost
-            .with_label_values(&[self.sink.name()])
-            .inc_by(self.line_count);
+        self.metrics.records_lost.inc_by(self.line_count);
         self.clear();
     }
 
@@ -136,19 +126,17 @@ impl Output for JsonLog {
         let rotations_before = self.stats.rotations;
         let written = self.sink.write_lines(&self.lines, self.line_count, &mut self.stats);
         let m = &self.metrics;
-        m.file_rotations.inc_by(self.stats.rotations - rotations_before);
+        m.rotations.inc_by(self.stats.rotations - rotations_before);
         if let Err(e) = written {
-            m.write_errors.with_label_values(&[name]).inc();
+            m.write_errors.inc();
             if self.lost == 0 {
                 warn!(output = name, error = %e, "cannot write the flow log: records are counted as lost until it works again");
             }
             self.count_lost();
             return Ok(());
         }
-        m.records_written.with_label_values(&[name]).inc_by(self.line_count);
-        m.bytes_written
-            .with_label_values(&[name])
-            .inc_by(self.lines.len() as u64);
+        m.records_written.inc_by(self.line_count);
+        m.bytes_written.inc_by(self.lines.len() as u64);
         self.clear();
         Ok(())
     }
@@ -159,7 +147,7 @@ impl Output for JsonLog {
 
     fn close(&mut self) {
         if let Err(e) = self.sink.close() {
-            self.metrics.write_errors.with_label_values(&[self.sink.name()]).inc();
+            self.metrics.write_errors.inc();
             tracing::warn!(output = self.sink.name(), "closing the flow log: {e}");
         }
         info!(

@@ -23,6 +23,7 @@ mod flow_metrics;
 pub mod ipfix;
 mod json_log;
 mod setup;
+mod sink_metrics;
 
 use std::{io, sync::Arc};
 

@@ -51,11 +51,7 @@ impl OutputSettings {
             let domain = self
                 .ipfix_observation_domain
                 .unwrap_or_else(|| ipfix::observation_domain(&self.node_name));
-            outputs.push(Box::new(IpfixExporter::open(
-                &self.ipfix_collectors,
-                domain,
-                Arc::clone(metrics),
-            )?));
+            outputs.push(Box::new(IpfixExporter::open(&self.ipfix_collectors, domain, metrics)?));
         }
         if let Some(logs) = FlowLogs::start(&self.flow_logs, &self.node_name, metrics).await? {
             outputs.push(Box::new(logs));
@@ -75,7 +71,6 @@ impl OutputSettings {
         }
         let cannot = || format!("cannot write to {path}");
         let node = self.node_name.clone();
-        let metrics = Arc::clone(metrics);
         // Azure's formats to a directory: the storage account's hourly blobs.
         let blobs = self.format != OutputFormat::Hubble && (path.ends_with('/') || Path::new(path).is_dir());
         let output: Box<dyn Output> = if blobs {
@@ -152,6 +147,26 @@ mod tests {
         let blobs_dir = dir.join("blobs/");
         let blobs = open(&settings(blobs_dir.to_str().unwrap(), OutputFormat::Nsg), &metrics).unwrap();
         assert!(blobs[0].tracks_flow_state() && blobs_dir.is_dir(), "NSG blobs");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn flow_logs_open_with_the_other_outputs() {
+        let dir = scratch();
+        let config = dir.join("flowlogs.yaml");
+        let log = dir.join("dropped.log");
+        std::fs::write(
+            &config,
+            format!("flowLogs:\n  - name: dropped\n    filePath: {}\n", log.display()),
+        )
+        .unwrap();
+        let mut only_logs = settings("none", OutputFormat::Hubble);
+        only_logs.flow_logs.config_file = Some(config);
+        let metrics = Arc::new(Metrics::new());
+        let outputs = open(&only_logs, &metrics).unwrap();
+        assert_eq!(outputs.len(), 2, "metrics and the flow logs");
+        assert!(log.exists(), "the log's file is opened before capture");
+        assert!(metrics.render().contains("hubcap_flow_log_records_total{log=\"dropped\"} 0"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -9,16 +9,18 @@
 mod blobs;
 mod tuple;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use prost_types::Timestamp;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
 pub use self::{blobs::HourlyBlobs, tuple::Tuple};
-use super::{Output, OutputError};
+use super::{Output, OutputError, sink_metrics::SinkMetrics};
+use prometheus::IntCounter;
+
 use crate::{
-    metrics::Metrics,
+    metrics::{Family, Metrics},
     proto::flow::LostEvent,
     record::{FlowRecord, RecordSource},
     sink::{Sink, SinkStats},
@@ -44,6 +46,19 @@ pub enum Destination {
     Blobs(HourlyBlobs),
 }
 
+const FORMAT_SKIPPED: Family = Family {
+    name: "hubcap_format_skipped_records_total",
+    help: "Records an output format has no way to write (NSG tuples are TCP and UDP only), by format",
+    labels: &["format"],
+};
+
+fn destination_name(destination: &Destination) -> &'static str {
+    match destination {
+        Destination::Lines(sink) => sink.name(),
+        Destination::Blobs(_) => "blobs",
+    }
+}
+
 pub struct AzureFlowLog {
     format: OutputFormat,
     sink: Destination,
@@ -53,14 +68,19 @@ pub struct AzureFlowLog {
     batch: BTreeMap<String, Vec<Tuple>>,
     /// Interface MAC addresses, as Azure writes them (`00224871C205`).
     macs: BTreeMap<String, String>,
-    metrics: Arc<Metrics>,
+    metrics: SinkMetrics,
+    /// Records the format cannot express (NSG tuples: TCP and UDP only).
+    skipped: IntCounter,
     /// Writing failed last time (said once, not for every batch).
     failing: bool,
 }
 
 impl AzureFlowLog {
-    pub fn new(format: OutputFormat, sink: Destination, node_name: String, metrics: Arc<Metrics>) -> Self {
-        metrics.format_skipped.with_label_values(&[format_name(format)]);
+    pub fn new(format: OutputFormat, sink: Destination, node_name: String, metrics: &Metrics) -> Self {
+        let skipped = metrics
+            .counters(&FORMAT_SKIPPED)
+            .with_label_values(&[format_name(format)]);
+        let metrics = SinkMetrics::register(metrics, destination_name(&sink));
         AzureFlowLog {
             format,
             sink,
@@ -69,6 +89,7 @@ impl AzureFlowLog {
             batch: BTreeMap::new(),
             macs: BTreeMap::new(),
             metrics,
+            skipped,
             failing: false,
         }
     }
@@ -78,11 +99,8 @@ impl AzureFlowLog {
     /// and the next batch tries again.
     fn count_lost(&mut self, records: u64, error: &std::io::Error) {
         let name = self.name();
-        self.metrics.write_errors.with_label_values(&[name]).inc();
-        self.metrics
-            .output_records_lost
-            .with_label_values(&[name])
-            .inc_by(records);
+        self.metrics.write_errors.inc();
+        self.metrics.records_lost.inc_by(records);
         if !self.failing {
             warn!(output = name, %error, "cannot write the flow log: records are counted as lost until it works again");
         }
@@ -95,16 +113,13 @@ impl AzureFlowLog {
             info!(output = name, "writing the flow log works again");
         }
         self.failing = false;
-        self.metrics.records_written.with_label_values(&[name]).inc_by(records);
-        self.metrics.bytes_written.with_label_values(&[name]).inc_by(bytes);
+        self.metrics.records_written.inc_by(records);
+        self.metrics.bytes_written.inc_by(bytes);
     }
 
     /// The `sink` label of the output metrics.
     fn name(&self) -> &'static str {
-        match &self.sink {
-            Destination::Lines(sink) => sink.name(),
-            Destination::Blobs(_) => "blobs",
-        }
+        destination_name(&self.sink)
     }
 
     /// Lines, bytes and rotations written so far.
@@ -182,10 +197,7 @@ impl Output for AzureFlowLog {
         if self.format == OutputFormat::Nsg && tuple::nsg_letter(source.update.key.protocol).is_none() {
             // No letter for this protocol in NSG tuples: counted, not lost
             // silently (the Hubble outputs have it).
-            self.metrics
-                .format_skipped
-                .with_label_values(&[format_name(self.format)])
-                .inc();
+            self.skipped.inc();
             return;
         }
         let tuple = Tuple::of(source, record);

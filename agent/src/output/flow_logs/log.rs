@@ -1,12 +1,13 @@
 //! One configured flow log: selects, aggregates, masks and writes records.
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 use prost_types::Timestamp;
 
 use super::{
     aggregate::{Aggregator, Group},
     config::{ConfigError, FlowLogConfig, end_time, flow_filter},
+    log_metrics::LogMetrics,
 };
 use crate::{
     filter::FlowSelector,
@@ -50,7 +51,7 @@ pub struct FlowLog {
     mask: Option<FieldMask>,
     aggregator: Option<Aggregator>,
     log: Writer,
-    metrics: Arc<Metrics>,
+    metrics: LogMetrics,
     /// From the config's `end`; `ended` once the wall clock passed it.
     end: Option<Timestamp>,
     ended: bool,
@@ -59,7 +60,7 @@ pub struct FlowLog {
 impl FlowLog {
     /// Checks filters and masks and opens the log's file (an unwritable
     /// path fails here).
-    pub fn open(config: &FlowLogConfig, node_name: &str, metrics: Arc<Metrics>) -> Result<FlowLog, ConfigError> {
+    pub fn open(config: &FlowLogConfig, node_name: &str, metrics: &Metrics) -> Result<FlowLog, ConfigError> {
         let name = config.name.clone();
         let filters = |values: &[serde_json::Value]| {
             values
@@ -100,29 +101,21 @@ impl FlowLog {
             path: config.file_path.clone(),
             error,
         })?;
-        for counter in [
-            &metrics.flow_log_records,
-            &metrics.flow_log_filtered,
-            &metrics.flow_log_bytes,
-            &metrics.flow_log_rotations,
-        ] {
-            counter.with_label_values(&[&name]);
-        }
         Ok(FlowLog {
+            metrics: LogMetrics::register(metrics, &name),
             name,
             selector,
             mask,
             aggregator,
             log: match config.format {
-                OutputFormat::Hubble => Writer::Hubble(JsonLog::new(sink, node_name.to_owned(), Arc::clone(&metrics))),
+                OutputFormat::Hubble => Writer::Hubble(JsonLog::new(sink, node_name.to_owned(), metrics)),
                 format => Writer::Tuples(AzureFlowLog::new(
                     format,
                     Destination::Lines(sink),
                     node_name.to_owned(),
-                    Arc::clone(&metrics),
+                    metrics,
                 )),
             },
-            metrics,
             end: config.end.as_deref().and_then(end_time),
             ended: false,
         })
@@ -188,15 +181,7 @@ impl FlowLog {
 
     /// A log removed from the config leaves no metric series behind.
     pub fn forget_metrics(&self) {
-        let m = &self.metrics;
-        for counter in [
-            &m.flow_log_records,
-            &m.flow_log_filtered,
-            &m.flow_log_bytes,
-            &m.flow_log_rotations,
-        ] {
-            let _ = counter.remove_label_values(&[&self.name]);
-        }
+        self.metrics.forget();
     }
 }
 
@@ -207,10 +192,10 @@ impl Output for FlowLog {
             return;
         }
         if !self.selector.selects(&record.flow) {
-            self.metrics.flow_log_filtered.with_label_values(&[&self.name]).inc();
+            self.metrics.filtered.inc();
             return;
         }
-        self.metrics.flow_log_records.with_label_values(&[&self.name]).inc();
+        self.metrics.records.inc();
         if let Writer::Tuples(log) = &mut self.log {
             log.flow(source, record);
             return;
@@ -238,12 +223,8 @@ impl Output for FlowLog {
         let result = self.log.output().end_batch();
         let after = self.log.stats();
         let m = &self.metrics;
-        m.flow_log_bytes
-            .with_label_values(&[&self.name])
-            .inc_by(after.bytes - before.bytes);
-        m.flow_log_rotations
-            .with_label_values(&[&self.name])
-            .inc_by(after.rotations - before.rotations);
+        m.bytes.inc_by(after.bytes - before.bytes);
+        m.rotations.inc_by(after.rotations - before.rotations);
         result
     }
 

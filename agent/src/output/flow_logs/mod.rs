@@ -24,6 +24,7 @@
 mod aggregate;
 mod config;
 mod log;
+mod log_metrics;
 mod resource_watch;
 pub mod resources;
 
@@ -35,6 +36,7 @@ use std::{
 use anyhow::Context as _;
 pub use config::{AggregationOptions, ConfigError, FlowLogConfig, parse_config, read_config};
 pub use log::FlowLog;
+use prometheus::IntCounter;
 use resource_watch::ResourceLogs;
 pub use resource_watch::StoredLogOptions;
 use tokio::sync::mpsc;
@@ -73,6 +75,8 @@ pub struct FlowLogs {
     path: Option<PathBuf>,
     node_name: String,
     metrics: Arc<Metrics>,
+    /// Changes (file or resources) that were refused.
+    config_errors: IntCounter,
     /// The file's text last applied, and the last one refused (not
     /// reported again until it changes).
     applied_text: Option<String>,
@@ -126,6 +130,7 @@ impl FlowLogs {
         let mut logs = FlowLogs {
             path: path.map(Path::to_owned),
             node_name: node_name.to_owned(),
+            config_errors: log_metrics::config_errors(&metrics),
             metrics,
             applied_text: None,
             refused_text: None,
@@ -194,10 +199,7 @@ impl FlowLogs {
         let mut opened = Vec::new();
         for config in &configs {
             if !self.logs.iter().any(|(c, _)| c == config) {
-                opened.push((
-                    config.clone(),
-                    FlowLog::open(config, &self.node_name, Arc::clone(&self.metrics))?,
-                ));
+                opened.push((config.clone(), FlowLog::open(config, &self.node_name, &self.metrics)?));
             }
         }
         let mut previous = std::mem::take(&mut self.logs);
@@ -238,7 +240,7 @@ impl FlowLogs {
             Ok(true) => info!(logs = ?self.names(), "flow logs reloaded"),
             Ok(false) => {}
             Err(e) => {
-                self.metrics.flow_log_config_errors.inc();
+                self.config_errors.inc();
                 warn!(error = %e, "flow logs config not applied: the previous one stays in force");
             }
         }
@@ -248,6 +250,9 @@ impl FlowLogs {
     fn apply_resource_changes(&mut self) {
         while let Some(change) = self.resource_changes.as_mut().and_then(|r| r.try_recv().ok()) {
             let result = self.set_resource_logs(change.configs).map_err(|e| e.to_string());
+            if result.is_err() {
+                self.config_errors.inc();
+            }
             // The watch may be gone (it is aborted at close).
             let _ = change.applied.send(result);
         }

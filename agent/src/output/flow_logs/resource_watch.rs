@@ -21,8 +21,10 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use prometheus::IntGaugeVec;
+
 use super::{
-    FlowLogConfig,
+    FlowLogConfig, log_metrics,
     resources::{resource_filters, stored_log},
 };
 use crate::metrics::Metrics;
@@ -88,6 +90,8 @@ pub async fn run(client: Client, logs: mpsc::Sender<ResourceLogs>, options: Stor
             .boxed()
     });
     let mut events = stream::select_all(streams);
+    let watch_errors = crate::kubernetes::watch_errors(&metrics);
+    let by_state = log_metrics::resources(&metrics);
     let mut known: BTreeMap<(usize, String), Known> = BTreeMap::new();
     // Per kind: the names of a (re)list in progress, and the last error.
     let mut listing: [Option<Vec<String>>; 2] = [None, None];
@@ -123,16 +127,13 @@ pub async fn run(client: Client, logs: mpsc::Sender<ResourceLogs>, options: Stor
                 let text = e.to_string();
                 if last_error[kind].as_ref() != Some(&text) {
                     warn!(kind = KINDS[kind].0, error = %text, "watching flow-log resources failed; retrying");
-                    metrics
-                        .kubernetes_watch_errors
-                        .with_label_values(&[KINDS[kind].1])
-                        .inc();
+                    watch_errors.with_label_values(&[KINDS[kind].1]).inc();
                     last_error[kind] = Some(text);
                 }
                 false
             }
         };
-        if changed && reconcile(&apis, &mut known, &logs, &options, &metrics).await.is_err() {
+        if changed && reconcile(&apis, &mut known, &logs, &options, &by_state).await.is_err() {
             return;
         }
     }
@@ -155,7 +156,7 @@ async fn reconcile(
     known: &mut BTreeMap<(usize, String), Known>,
     logs: &mpsc::Sender<ResourceLogs>,
     options: &StoredLogOptions,
-    metrics: &Metrics,
+    by_state: &IntGaugeVec,
 ) -> Result<(), OwnerGone> {
     let mut filters = Vec::new();
     let mut verdicts: Vec<Result<(), String>> = known
@@ -172,18 +173,13 @@ async fn reconcile(
     let applied = answered.await.map_err(|_| OwnerGone)?;
     if let Err(e) = &applied {
         warn!(error = %e, "the stored flow log of the resources could not be applied; the previous one stays");
-        metrics.flow_log_config_errors.inc();
         for verdict in verdicts.iter_mut().filter(|v| v.is_ok()) {
             *verdict = Err(format!("accepted, but the stored log could not be opened: {e}"));
         }
     }
     let configured = verdicts.iter().filter(|v| v.is_ok()).count();
-    metrics
-        .flow_log_resources
-        .with_label_values(&["configured"])
-        .set(configured as i64);
-    metrics
-        .flow_log_resources
+    by_state.with_label_values(&["configured"]).set(configured as i64);
+    by_state
         .with_label_values(&["failed"])
         .set((verdicts.len() - configured) as i64);
     if applied.is_ok() {

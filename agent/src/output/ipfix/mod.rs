@@ -17,13 +17,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use prometheus::IntCounter;
 use prost_types::Timestamp;
 use tracing::info;
 
 use self::message::MessageBuilder;
 use super::{Output, OutputError};
 use crate::{
-    metrics::Metrics,
+    metrics::{Family, Metrics},
     proto::flow::LostEvent,
     record::{FlowRecord, RecordSource},
 };
@@ -40,6 +41,42 @@ pub enum CollectorError {
     Address { url: String, error: std::io::Error },
 }
 
+const MESSAGES: Family = Family {
+    name: "hubcap_ipfix_messages_total",
+    help: "IPFIX messages sent, by collector",
+    labels: &["collector"],
+};
+const RECORDS: Family = Family {
+    name: "hubcap_ipfix_records_total",
+    help: "IPFIX flow records sent, by collector",
+    labels: &["collector"],
+};
+const ERRORS: Family = Family {
+    name: "hubcap_ipfix_errors_total",
+    help: "IPFIX messages that could not be sent (socket full, collector unreachable), by collector",
+    labels: &["collector"],
+};
+
+/// One collector's series, at 0 from the start.
+struct CollectorMetrics {
+    messages: IntCounter,
+    records: IntCounter,
+    /// Each a message lost for that collector.
+    errors: IntCounter,
+}
+
+impl CollectorMetrics {
+    fn register(metrics: &Metrics, url: &str) -> CollectorMetrics {
+        let [messages, records, errors] =
+            [MESSAGES, RECORDS, ERRORS].map(|f| metrics.counters(&f).with_label_values(&[url]));
+        CollectorMetrics {
+            messages,
+            records,
+            errors,
+        }
+    }
+}
+
 enum Transport {
     Udp(UdpSocket),
     Tcp(tcp::TcpSender),
@@ -48,10 +85,11 @@ enum Transport {
 struct Collector {
     url: String,
     transport: Transport,
+    metrics: CollectorMetrics,
 }
 
 impl Collector {
-    fn open(url: &str, domain: u32, metrics: &Arc<Metrics>) -> Result<Collector, CollectorError> {
+    fn open(url: &str, domain: u32, metrics: &Metrics) -> Result<Collector, CollectorError> {
         let (tcp, address) = match url.split_once("://") {
             Some(("udp", address)) => (false, address),
             Some(("tcp", address)) => (true, address),
@@ -66,10 +104,12 @@ impl Collector {
             .map_err(error)?
             .next()
             .ok_or_else(|| error(std::io::Error::other("no address")))?;
+        let metrics = CollectorMetrics::register(metrics, url);
         if tcp {
             return Ok(Collector {
                 url: url.to_owned(),
-                transport: Transport::Tcp(tcp::TcpSender::start(url, target, domain, Arc::clone(metrics))),
+                transport: Transport::Tcp(tcp::TcpSender::start(url, target, domain, metrics.errors.clone())),
+                metrics,
             });
         }
         let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
@@ -81,6 +121,7 @@ impl Collector {
         Ok(Collector {
             url: url.to_owned(),
             transport: Transport::Udp(socket),
+            metrics,
         })
     }
 
@@ -99,29 +140,24 @@ pub struct IpfixExporter {
     collectors: Vec<Collector>,
     builder: MessageBuilder,
     templates_sent: Option<Instant>,
-    metrics: Arc<Metrics>,
     sent: u64,
 }
 
 impl IpfixExporter {
     /// Resolves every collector now, so that a bad one stops hubcap before
     /// capture.
-    pub fn open(urls: &[String], domain: u32, metrics: Arc<Metrics>) -> Result<Self, CollectorError> {
+    pub fn open(urls: &[String], domain: u32, metrics: &Metrics) -> Result<Self, CollectorError> {
         let collectors = urls
             .iter()
-            .map(|u| Collector::open(u, domain, &metrics))
+            .map(|u| Collector::open(u, domain, metrics))
             .collect::<Result<Vec<_>, _>>()?;
         for c in &collectors {
-            for counter in [&metrics.ipfix_messages, &metrics.ipfix_records, &metrics.ipfix_errors] {
-                counter.with_label_values(&[&c.url]);
-            }
             info!(collector = %c.url, observation_domain = domain, "exporting IPFIX");
         }
         Ok(IpfixExporter {
             collectors,
             builder: MessageBuilder::new(domain),
             templates_sent: None,
-            metrics,
             sent: 0,
         })
     }
@@ -137,10 +173,10 @@ impl IpfixExporter {
             let message = Arc::new(message);
             for c in &self.collectors {
                 if c.send(&message) {
-                    self.metrics.ipfix_messages.with_label_values(&[&c.url]).inc();
-                    self.metrics.ipfix_records.with_label_values(&[&c.url]).inc_by(records);
+                    c.metrics.messages.inc();
+                    c.metrics.records.inc_by(records);
                 } else {
-                    self.metrics.ipfix_errors.with_label_values(&[&c.url]).inc();
+                    c.metrics.errors.inc();
                 }
             }
             self.sent += records;

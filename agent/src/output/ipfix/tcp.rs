@@ -19,7 +19,7 @@ use std::{
 use tracing::{info, warn};
 
 use super::message::templates_message;
-use crate::metrics::Metrics;
+use prometheus::IntCounter;
 
 /// Messages waiting for a slow or absent collector (about 1.4 MB).
 const QUEUE: usize = 1024;
@@ -33,14 +33,14 @@ pub struct TcpSender {
 }
 
 impl TcpSender {
-    pub fn start(url: &str, target: SocketAddr, domain: u32, metrics: Arc<Metrics>) -> TcpSender {
+    pub fn start(url: &str, target: SocketAddr, domain: u32, errors: IntCounter) -> TcpSender {
         let (queue, messages) = sync_channel(QUEUE);
         let closing = Arc::new(AtomicBool::new(false));
         let thread_closing = Arc::clone(&closing);
         let url = url.to_owned();
         let thread = std::thread::Builder::new()
             .name("hubcap-ipfix".into())
-            .spawn(move || run(&url, target, domain, &messages, &thread_closing, &metrics))
+            .spawn(move || run(&url, target, domain, &messages, &thread_closing, &errors))
             .expect("spawning the IPFIX sender");
         TcpSender {
             queue: Some(queue),
@@ -73,9 +73,9 @@ fn run(
     domain: u32,
     messages: &Receiver<Arc<Vec<u8>>>,
     closing: &AtomicBool,
-    metrics: &Metrics,
+    errors: &IntCounter,
 ) {
-    let error = || metrics.ipfix_errors.with_label_values(&[url]).inc();
+    let error = || errors.inc();
     let mut reported = false;
     loop {
         let mut stream = match TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) {
