@@ -85,7 +85,10 @@ mod tests {
     #[test]
     fn a_family_is_registered_once_and_shared_by_label() {
         let metrics = Metrics::new();
-        assert!(!metrics.render().contains("hubcap_test_written_total"), "not before use");
+        assert!(
+            !metrics.render().contains("hubcap_test_written_total"),
+            "not before use"
+        );
         metrics.counters(&WRITTEN).with_label_values(&["file"]).inc();
         metrics.counters(&WRITTEN).with_label_values(&["stdout"]).inc_by(2);
         let text = metrics.render();

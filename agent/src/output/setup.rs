@@ -166,7 +166,11 @@ mod tests {
         let outputs = open(&only_logs, &metrics).unwrap();
         assert_eq!(outputs.len(), 2, "metrics and the flow logs");
         assert!(log.exists(), "the log's file is opened before capture");
-        assert!(metrics.render().contains("hubcap_flow_log_records_total{log=\"dropped\"} 0"));
+        assert!(
+            metrics
+                .render()
+                .contains("hubcap_flow_log_records_total{log=\"dropped\"} 0")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
