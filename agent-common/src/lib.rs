@@ -8,6 +8,11 @@
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Name of the ring buffer carrying [`FlowEvent`]s.
 pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the ring buffer carrying DNS messages ([`DnsEvent`]s, each cut
+/// to its header and the bytes captured).
+pub const DNS_EVENTS_MAP: &str = "DNS_EVENTS";
+/// Name of the global that turns the DNS hand-over on (1) or off (0).
+pub const DNS_CAPTURE_GLOBAL: &str = "DNS_CAPTURE";
 /// Name of the per-CPU array of [`Counter`]s.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the global that sets how often an active flow is reported.
@@ -185,6 +190,43 @@ pub struct FlowEvent {
     pub stats: FlowStats,
 }
 
+/// DNS's port: TCP and UDP packets to or from it carry DNS messages.
+pub const DNS_PORT: u16 = 53;
+
+/// The most bytes of a DNS packet's payload handed to user space: 1232,
+/// the EDNS buffer size of DNS Flag Day 2020, which today's resolvers
+/// (BIND, Unbound, Knot, PowerDNS, CoreDNS) default to, so every answer
+/// sent over UDP without fragments fits whole. Longer TCP answers are
+/// read up to their last complete record.
+pub const DNS_CAPTURE_BYTES: usize = 1232;
+
+/// What the tc programs say about one DNS packet; `captured` bytes of its
+/// L4 payload follow it in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsEventHeader {
+    /// The packet's flow key (its 5-tuple, interface and hook).
+    pub key: FlowKey,
+    /// `bpf_ktime_get_ns` when the packet was seen (the precise clock:
+    /// query-to-answer latency is measured on it).
+    pub time_ns: u64,
+    /// The L4 payload's length on the wire; for TCP it starts with the
+    /// message's 2-byte length and may hold part of a message or several.
+    pub payload_len: u32,
+    /// How many of those bytes follow (at most [`DNS_CAPTURE_BYTES`]).
+    pub captured: u32,
+}
+
+/// The kernel's staging copy of a DNS event: the header and room for the
+/// most bytes captured. Only `size_of::<DnsEventHeader>() + captured`
+/// bytes of it go into the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DnsEvent {
+    pub header: DnsEventHeader,
+    pub payload: [u8; DNS_CAPTURE_BYTES],
+}
+
 /// Where the drop program finds what it needs in this kernel's `sk_buff`
 /// (byte offsets, from the kernel's BTF at load time, so one binary works
 /// across kernels).
@@ -293,10 +335,17 @@ pub enum Counter {
     /// Dropped packets of a captured reason outside the drop scope (a
     /// device hubcap does not watch, or none): in no drop record.
     DropsUnwatched,
+    /// DNS packets handed to user space (they still count in their flow
+    /// like any packet).
+    DnsMessages,
+    /// DNS packets the DNS ring buffer had no room for: no DNS record.
+    DnsRingFull,
+    /// DNS packets whose payload could not be read: no DNS record.
+    DnsUnreadable,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 15] = [
         Counter::NonIpPackets,
         Counter::NonIpBytes,
         Counter::TruncatedPackets,
@@ -309,6 +358,9 @@ impl Counter {
         Counter::DropsMapFull,
         Counter::EchoRepliesDelivered,
         Counter::DropsUnwatched,
+        Counter::DnsMessages,
+        Counter::DnsRingFull,
+        Counter::DnsUnreadable,
     ];
     pub const LEN: u32 = Self::ALL.len() as u32;
 
@@ -329,6 +381,9 @@ impl Counter {
             Counter::DropsMapFull => "drops_map_full",
             Counter::EchoRepliesDelivered => "echo_replies_delivered",
             Counter::DropsUnwatched => "drops_unwatched",
+            Counter::DnsMessages => "dns_messages",
+            Counter::DnsRingFull => "dns_ringbuf_full",
+            Counter::DnsUnreadable => "dns_unreadable",
         }
     }
 
@@ -345,7 +400,13 @@ impl Counter {
             Counter::DropsNotIp => Some("drops_not_ip"),
             Counter::DropsMapFull => Some("drops_map_full"),
             Counter::DropsUnwatched => Some("drops_unwatched"),
-            Counter::NonIpBytes | Counter::MapFullBytes | Counter::RingBufFull | Counter::EchoRepliesDelivered => None,
+            Counter::NonIpBytes
+            | Counter::MapFullBytes
+            | Counter::RingBufFull
+            | Counter::EchoRepliesDelivered
+            | Counter::DnsMessages
+            | Counter::DnsRingFull
+            | Counter::DnsUnreadable => None,
         }
     }
 }
@@ -357,6 +418,7 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::DnsEventHeader {}
     unsafe impl aya::Pod for super::SkbLayout {}
     unsafe impl aya::Pod for super::DropFilter {}
 }
@@ -365,6 +427,8 @@ mod user {
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<DnsEventHeader>() == 64);
+const _: () = assert!(core::mem::size_of::<DnsEvent>().is_multiple_of(8));
 
 #[cfg(test)]
 mod tests {

@@ -57,6 +57,11 @@ pub fn account(ctx: &TcContext, hook: u8) {
         || unsafe { bpf_ktime_get_coarse_ns() },
         interval,
     );
+    // SAFETY: `account` zeroes the slot before anything else.
+    let packet = unsafe { slot.assume_init_ref() };
+    // Fields the parse did not reach stay zero: a packet it gave up on has
+    // no payload, so it is never handed over.
+    crate::dns::hand_over(ctx, packet, ifindex, hook);
 }
 
 /// Counts a packet of `len` bytes, seen at kernel time `now`, in its flow

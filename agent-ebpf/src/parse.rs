@@ -51,6 +51,11 @@ pub struct ParsedPacket {
     pub tcp_flags: u16,
     /// What was unusual about a packet that still counts in a flow.
     pub note: Note,
+    /// For TCP and UDP: where the L4 payload starts, and how long it is
+    /// by the IP and L4 headers' own lengths (never counting the padding
+    /// of a short Ethernet frame). What DNS hand-over copies.
+    pub payload_offset: u16,
+    pub payload_len: u16,
 }
 
 /// The Ethernet addresses of a packet. Read only for a flow's first packet
@@ -146,12 +151,13 @@ pub fn parse_ipv4<P: PacketBytes + ?Sized>(
 ) -> Result<(), ParseError> {
     // The fields one by one: copying the whole header costs more than the
     // fields it would save reading.
-    let (vihl, frags, proto, addrs): (u8, [u8; 2], u8, [[u8; 4]; 2]) = (
+    let (first, frags, proto, addrs): ([u8; 4], [u8; 2], u8, [[u8; 4]; 2]) = (
         packet.load(offset).ok_or(ParseError::Truncated)?,
         packet.load(offset + 6).ok_or(ParseError::Truncated)?,
         packet.load(offset + 9).ok_or(ParseError::Truncated)?,
         packet.load(offset + 12).ok_or(ParseError::Truncated)?,
     );
+    let vihl = first[0];
     if vihl >> 4 != 4 {
         return Err(ParseError::Malformed);
     }
@@ -169,7 +175,8 @@ pub fn parse_ipv4<P: PacketBytes + ?Sized>(
         out.note = Note::Fragment;
         return Ok(());
     }
-    parse_l4(packet, offset + header_len, out);
+    let total_len = usize::from(u16::from_be_bytes([first[2], first[3]]));
+    parse_l4(packet, offset + header_len, offset + total_len, out);
     Ok(())
 }
 
@@ -179,11 +186,13 @@ pub fn parse_ipv6<P: PacketBytes + ?Sized>(
     offset: usize,
     out: &mut ParsedPacket,
 ) -> Result<(), ParseError> {
-    let (version, next_header, addrs): (u8, u8, [[u8; 16]; 2]) = (
+    let (first, addrs): ([u8; 8], [[u8; 16]; 2]) = (
         packet.load(offset).ok_or(ParseError::Truncated)?,
-        packet.load(offset + 6).ok_or(ParseError::Truncated)?,
         packet.load(offset + 8).ok_or(ParseError::Truncated)?,
     );
+    let (version, next_header) = (first[0], first[6]);
+    // Where the IP payload ends, by the header's own length.
+    let end = offset + Ipv6Hdr::LEN + usize::from(u16::from_be_bytes([first[4], first[5]]));
     if version >> 4 != 6 {
         return Err(ParseError::Malformed);
     }
@@ -220,7 +229,7 @@ pub fn parse_ipv6<P: PacketBytes + ?Sized>(
         offset += ext_len;
     }
     out.protocol = next;
-    parse_l4(packet, offset, out);
+    parse_l4(packet, offset, end, out);
     Ok(())
 }
 
@@ -228,21 +237,33 @@ fn is_ipv6_extension(next_header: u8) -> bool {
     matches!(next_header, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140)
 }
 
-/// Fills ports (or ICMP type/code/id) and TCP flags. A missing L4 header
-/// leaves the flow without ports instead of dropping the packet from the
-/// accounting.
-fn parse_l4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut ParsedPacket) {
+/// Fills ports (or ICMP type/code/id), TCP flags and, for TCP and UDP,
+/// where the payload is (the IP payload ends at `l3_end`). A missing L4
+/// header leaves the flow without ports instead of dropping the packet from
+/// the accounting.
+fn parse_l4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, l3_end: usize, out: &mut ParsedPacket) {
     let ok = match out.protocol {
         ip_proto::TCP => match (packet.load::<[u8; 4]>(offset), packet.load::<[u8; 2]>(offset + 12)) {
             (Some(ports), Some(flags)) => {
                 out.src_port = u16::from_be_bytes([ports[0], ports[1]]);
                 out.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
                 out.tcp_flags = u16::from(flags[1]) | (u16::from(flags[0] & 1) << 8);
+                // The data offset, in 32-bit words.
+                set_payload(out, offset + usize::from(flags[0] >> 4) * 4, l3_end);
                 true
             }
             _ => false,
         },
-        ip_proto::UDP | ip_proto::SCTP => match packet.load::<[u8; 4]>(offset) {
+        ip_proto::UDP => match packet.load::<[u8; 4]>(offset) {
+            Some(h) => {
+                out.src_port = u16::from_be_bytes([h[0], h[1]]);
+                out.dst_port = u16::from_be_bytes([h[2], h[3]]);
+                set_payload(out, offset + 8, l3_end);
+                true
+            }
+            None => false,
+        },
+        ip_proto::SCTP => match packet.load::<[u8; 4]>(offset) {
             Some(h) => {
                 out.src_port = u16::from_be_bytes([h[0], h[1]]);
                 out.dst_port = u16::from_be_bytes([h[2], h[3]]);
@@ -265,6 +286,16 @@ fn parse_l4<P: PacketBytes + ?Sized>(packet: &P, offset: usize, out: &mut Parsed
     };
     if !ok {
         out.note = Note::L4Truncated;
+    }
+}
+
+/// The payload from `start` to `end`; none when the headers' lengths
+/// disagree (a header longer than the packet says it is).
+#[inline(always)]
+fn set_payload(out: &mut ParsedPacket, start: usize, end: usize) {
+    if start < end && end <= usize::from(u16::MAX) {
+        out.payload_offset = start as u16;
+        out.payload_len = (end - start) as u16;
     }
 }
 

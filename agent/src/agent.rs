@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::{
     cli::RunArgs,
     datapath::{Attachments, Datapath, DatapathConfig, ProgramPair},
+    dns::DnsStage,
     drop_reasons::{self, DropReasons},
     drop_scope::DropScope,
     enrich::Enrichers,
@@ -91,9 +92,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         outputs.add(feed);
         services.add(server);
     }
+    let mut pipeline = Pipeline::new(reader, FlowTable::new(settings.table), outputs, Arc::clone(&metrics));
+    if let Some(ring) = datapath.take_dns_events() {
+        pipeline = pipeline.with_dns(DnsStage::new(ring).context("watching the DNS ring buffer")?);
+    }
     let mut agent = Agent {
         attachments: Attachments::new(settings.capture.attach_mode, ProgramPair::CAPTURE),
-        pipeline: Pipeline::new(reader, FlowTable::new(settings.table), outputs, Arc::clone(&metrics)),
+        pipeline,
         datapath,
         selector,
         drop_scope,
@@ -116,6 +121,7 @@ fn load_datapath(capture: &CaptureSettings) -> Result<(Datapath, Option<DropScop
         flow_map_entries: capture.flow_map_entries,
         ring_buffer_bytes: capture.ring_buffer_bytes,
         drops,
+        dns_ring_bytes: capture.dns.then_some(capture.dns_ring_bytes),
     })?;
     if drops.is_some() {
         info!(reasons = %capture.drop_reasons, "drop capture on (kfree_skb)");

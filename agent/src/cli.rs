@@ -228,6 +228,17 @@ pub struct RunArgs {
     /// 1024 (the kernel's rule for BPF ring buffers).
     #[arg(long, value_name = "MB", default_value_t = 8, value_parser = ring_buffer_mb)]
     pub ring_buffer_mb: u32,
+
+    /// DNS records: the tc programs hand every TCP and UDP packet to or
+    /// from port 53 to user space, which writes each query and answer as
+    /// a Hubble L7 record. Other traffic is not looked at.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    pub dns: bool,
+
+    /// Size of the DNS ring buffer (a power of two from 1 to 1024, as for
+    /// --ring-buffer-mb). 4 MB hold about 20,000 typical DNS packets.
+    #[arg(long, value_name = "MB", default_value_t = 4, value_parser = ring_buffer_mb)]
+    pub dns_ring_buffer_mb: u32,
 }
 
 impl RunArgs {
@@ -242,6 +253,8 @@ impl RunArgs {
                 report_interval: self.report_interval,
                 flow_map_entries: self.flow_map_size,
                 ring_buffer_bytes: self.ring_buffer_mb * 1024 * 1024,
+                dns: self.dns,
+                dns_ring_bytes: self.dns_ring_buffer_mb * 1024 * 1024,
             },
             table: TableConfig {
                 report_interval_ns: self.report_interval.as_nanos() as u64,
@@ -358,6 +371,15 @@ fn listen_address(s: &str) -> Result<std::net::SocketAddr, String> {
 /// Checked at parse time, kept as written (the server announces it).
 fn checked_listen_address(s: &str) -> Result<String, String> {
     listen_address(s).map(|_| s.to_owned())
+}
+
+/// `on` or `off`, the way the chart's values and Cilium's flags say it.
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: say on or off")),
+    }
 }
 
 fn ring_buffer_mb(s: &str) -> Result<u32, String> {

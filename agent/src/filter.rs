@@ -39,6 +39,8 @@ pub enum FilterError {
     Fqdn(String),
     #[error("invalid label selector {0:?} (key=value, key!=value, key, !key; comma-separated)")]
     Label(String),
+    #[error("invalid DNS query pattern {0:?} (a regular expression): {1}")]
+    DnsQuery(String, String),
     #[error("hubcap cannot filter on {0} yet")]
     Unsupported(&'static str),
 }
@@ -108,6 +110,9 @@ struct Compiled {
     protocol: Vec<ProtocolFilter>,
     source_fqdn: Vec<FqdnPattern>,
     destination_fqdn: Vec<FqdnPattern>,
+    /// Hubble's `dns_query`: unanchored regular expressions on
+    /// `l7.dns.query`; flows without DNS never match.
+    dns_query: Vec<regex::Regex>,
     source_port: Vec<u32>,
     destination_port: Vec<u32>,
     reply: Vec<bool>,
@@ -135,7 +140,6 @@ impl Compiled {
             ("http_path", f.http_path.is_empty()),
             ("http_url", f.http_url.is_empty()),
             ("http_header", f.http_header.is_empty()),
-            ("dns_query", f.dns_query.is_empty()),
             ("node_labels", f.node_labels.is_empty()),
             ("trace_id", f.trace_id.is_empty()),
             ("experimental", f.experimental.is_none()),
@@ -189,6 +193,11 @@ impl Compiled {
             protocol,
             source_fqdn: fqdns(&f.source_fqdn)?,
             destination_fqdn: fqdns(&f.destination_fqdn)?,
+            dns_query: f
+                .dns_query
+                .iter()
+                .map(|q| regex::Regex::new(q).map_err(|e| FilterError::DnsQuery(q.clone(), e.to_string())))
+                .collect::<Result<_, _>>()?,
             source_port: ports(&f.source_port)?,
             destination_port: ports(&f.destination_port)?,
             reply: f.reply.clone(),
@@ -244,7 +253,8 @@ impl Compiled {
                     .as_ref()
                     .is_some_and(|fe| fe.r#type == e.r#type && (!e.match_sub_type || fe.sub_type == e.sub_type))
             })
-            && any(&self.protocol, |p| p.matches(l4.protocol))
+            && any(&self.protocol, |p| p.matches(l4.protocol, flow.l7.as_ref()))
+            && any(&self.dns_query, |q| dns_query(flow).is_some_and(|query| q.is_match(query)))
             && any(&self.source_fqdn, |p| p.matches_any(&flow.source_names))
             && any(&self.destination_fqdn, |p| p.matches_any(&flow.destination_names))
             && any(&self.source_port, |p| Some(*p) == sport)
@@ -255,6 +265,12 @@ impl Compiled {
             })
             && any(&self.node_name, |p| p.matches(&flow.node_name))
             && any(&self.ip_version, |v| ip.is_some_and(|ip| ip.ip_version == *v))
+    }
+}
+
+fn dns_query(flow: &Flow) -> Option<&str> {
+    match flow.l7.as_ref()?.record.as_ref()? {
+        crate::proto::flow::layer7::Record::Dns(dns) => Some(&dns.query),
     }
 }
 

@@ -17,8 +17,8 @@ use std::io::Write as _;
 use prost_types::Timestamp;
 
 use crate::proto::flow::{
-    DropReason, Endpoint, Flow, FlowType, IpVersion, LostEvent, LostEventSource, TraceObservationPoint, TraceReason,
-    TrafficDirection, Verdict, layer4,
+    DropReason, Endpoint, Flow, FlowType, IpVersion, L7FlowType, Layer7, LostEvent, LostEventSource,
+    TraceObservationPoint, TraceReason, TrafficDirection, Verdict, layer4, layer7,
 };
 use crate::{
     hubble::write_rfc3339,
@@ -150,6 +150,10 @@ pub fn write_flow(out: &mut Vec<u8>, f: &Flow, counts: Option<Counts<'_>>) {
     o.strings("node_labels", &f.node_labels);
     o.strings("source_names", &f.source_names);
     o.strings("destination_names", &f.destination_names);
+    if let Some(l7) = &f.l7 {
+        o.key("l7");
+        write_l7(o.out, l7);
+    }
     o.bool("reply", f.reply);
     if let Some(et) = &f.event_type {
         o.key("event_type");
@@ -251,6 +255,26 @@ fn write_counts(out: &mut Vec<u8>, counts: Counts<'_>) {
     write_u64(v.out, packets);
     v.close();
     any.close();
+}
+
+fn write_l7(out: &mut Vec<u8>, l7: &Layer7) {
+    let mut o = Obj::open(out);
+    o.enum_name("type", L7FlowType::try_from(l7.r#type).map(|t| t.as_str_name()), l7.r#type);
+    o.u64_string("latency_ns", l7.latency_ns);
+    if let Some(layer7::Record::Dns(dns)) = &l7.record {
+        o.key("dns");
+        let mut d = Obj::open(o.out);
+        d.string("query", &dns.query);
+        d.strings("ips", &dns.ips);
+        d.u32("ttl", dns.ttl);
+        d.strings("cnames", &dns.cnames);
+        d.string("observation_source", &dns.observation_source);
+        d.u32("rcode", dns.rcode);
+        d.strings("qtypes", &dns.qtypes);
+        d.strings("rrtypes", &dns.rrtypes);
+        d.close();
+    }
+    o.close();
 }
 
 fn write_l4(out: &mut Vec<u8>, l4: &crate::proto::flow::Layer4) {

@@ -7,6 +7,9 @@
 //! record once and hand it to every output: the JSON flow log through
 //! `json` and `sink`, the flow logs, VNet/NSG tuples, IPFIX, the metrics,
 //! the Observer API's feed). `pipeline` holds the data path as one value.
+//! DNS has a second, shorter path: its own ring buffer -> `dns` (messages,
+//! copies at other hooks dropped, latency) -> the same outputs, as Hubble
+//! L7 records.
 //!
 //! Beside the data path: `record` builds Hubble flow records, `hubble` holds
 //! Hubble's vocabulary and field masks, `filter` Hubble's flow-filter
@@ -23,6 +26,7 @@ pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod datapath;
+pub mod dns;
 pub mod drop_reasons;
 pub mod drop_scope;
 pub mod enrich;

@@ -22,6 +22,7 @@ pub async fn run(args: NoopArgs) -> Result<()> {
         flow_map_entries: 1024,
         ring_buffer_bytes: 1 << 20,
         drops: None,
+        dns_ring_bytes: None,
     })?;
     let mut attachments = Attachments::new(args.attach_mode, ProgramPair::NOOP);
     for iface in present.iter().filter(|i| selector.matches(i)) {

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::{
     clock::WallClock,
     datapath::{CounterValues, KernelCounters, KernelFlowMap},
+    dns::{DnsObservation, DnsStage},
     flow_table::{FlowTable, FlowUpdate},
     interfaces::InterfaceKind,
     metrics::Metrics,
@@ -31,6 +32,9 @@ pub struct Pipeline {
     /// Kernel counters as last reported.
     reported_counters: CounterValues,
     metrics: Arc<Metrics>,
+    /// The DNS path, with DNS on; its output, reused across batches.
+    dns: Option<DnsStage>,
+    observations: Vec<DnsObservation>,
 }
 
 impl Pipeline {
@@ -42,20 +46,55 @@ impl Pipeline {
             updates: Vec::new(),
             reported_counters: CounterValues::default(),
             metrics,
+            dns: None,
+            observations: Vec::new(),
         }
     }
 
-    /// Waits until the ring buffer has records, then carries a batch of
-    /// them through to the outputs.
+    /// Adds the DNS path.
+    pub fn with_dns(mut self, dns: DnsStage) -> Self {
+        self.dns = Some(dns);
+        self
+    }
+
+    fn drain_dns(&mut self) -> Result<()> {
+        if let Some(dns) = &mut self.dns {
+            dns.drain(&mut self.observations);
+        }
+        self.write_dns()
+    }
+
+    fn write_dns(&mut self) -> Result<()> {
+        let written = self.outputs.write_dns(&self.observations);
+        self.observations.clear();
+        Ok(written?)
+    }
+
+    /// Waits until a ring buffer has records (flow events, or DNS
+    /// messages with DNS on), then carries a batch of them through to the
+    /// outputs.
     pub async fn next_batch(&mut self) -> Result<()> {
         let (table, updates) = (&mut self.table, &mut self.updates);
-        let n = self
+        let flows = self
             .reader
-            .read_batch(|e| table.on_event(e, e.stats.last_seen_ns, updates))
-            .await
-            .context("reading the ring buffer")?;
-        self.metrics.ring_records_read.inc_by(n as u64);
-        self.write_updates()
+            .read_batch(|e| table.on_event(e, e.stats.last_seen_ns, updates));
+        let dns = async {
+            match &mut self.dns {
+                Some(dns) => dns.next_batch(&mut self.observations).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            n = flows => {
+                let n = n.context("reading the ring buffer")?;
+                self.metrics.ring_records_read.inc_by(n as u64);
+                self.write_updates()
+            }
+            read = dns => {
+                read.context("reading the DNS ring buffer")?;
+                self.write_dns()
+            }
+        }
     }
 
     /// Carries what the ring buffer holds now through to the outputs, and
@@ -64,6 +103,7 @@ impl Pipeline {
     pub fn drain(&mut self) -> Result<()> {
         self.drain_ring();
         self.write_updates()?;
+        self.drain_dns()?;
         Ok(self.outputs.flush()?)
     }
 
@@ -73,6 +113,9 @@ impl Pipeline {
     pub fn maintain(&mut self, flows: &mut KernelFlowMap, counters: &KernelCounters, sweep: bool) -> Result<()> {
         self.outputs.tick();
         let now = WallClock::monotonic_ns();
+        if let Some(dns) = &mut self.dns {
+            dns.expire(now);
+        }
         self.table.end_closed(flows, now, &mut self.updates);
         if sweep {
             // Empty the ring first: the sweep keeps this task busy for a
@@ -95,6 +138,22 @@ impl Pipeline {
         self.drain_ring();
         self.table.finish(flows, WallClock::monotonic_ns(), &mut self.updates);
         self.write_updates()?;
+        self.drain_dns()?;
+        if let Some(dns) = &mut self.dns {
+            dns.finish();
+            let c = dns.counts();
+            info!(
+                "DNS: packets={} recorded={} malformed={} bad_records={} copies={} unanswered={} answers_without_query={} untracked={}",
+                c.packets,
+                c.recorded,
+                c.malformed,
+                c.bad_records,
+                c.tracker.copies,
+                c.tracker.unanswered,
+                c.tracker.answers_without_query,
+                c.tracker.untracked
+            );
+        }
         self.report_kernel_losses(counters)?;
         self.outputs.flush()?;
         self.outputs.close();

@@ -40,6 +40,10 @@ pub struct CaptureSettings {
     pub flow_map_entries: u32,
     /// Size of the kernel-to-user ring buffer.
     pub ring_buffer_bytes: u32,
+    /// Whether DNS messages are handed over and recorded (`--dns`).
+    pub dns: bool,
+    /// Size of the DNS ring buffer.
+    pub dns_ring_bytes: u32,
 }
 
 /// The Prometheus endpoint and the context labels of the flow metrics.

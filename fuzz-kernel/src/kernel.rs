@@ -45,6 +45,7 @@ impl Kernel {
             flow_map_entries,
             ring_buffer_bytes,
             drops: None,
+            dns_ring_bytes: None,
         })
         .context("loading hubcap's eBPF programs")?;
         let events = datapath.take_events().context("the ring buffer was taken")?;

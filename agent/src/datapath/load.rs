@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use agent_common::{
-    COUNTERS_MAP, DROP_FILTER_GLOBAL, DROP_PROGRAM, DROP_SCOPE_MAP, DropFilter, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP,
+    COUNTERS_MAP, DNS_CAPTURE_GLOBAL, DNS_EVENTS_MAP, DROP_FILTER_GLOBAL, DROP_PROGRAM, DROP_SCOPE_MAP, DropFilter, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP,
     FlowKey, FlowStats, INGRESS_PROGRAM, NOOP_PROGRAM, REPORT_INTERVAL_GLOBAL, SKB_LAYOUT_GLOBAL, SkbLayout,
 };
 use aya::{
@@ -62,7 +62,14 @@ pub struct DatapathConfig {
     pub ring_buffer_bytes: u32,
     /// `None`: no drop capture (kernel without drop reasons, or turned off).
     pub drops: Option<DropCapture>,
+    /// The DNS ring buffer's size (a power of two, multiple of the page
+    /// size); `None`: DNS is not handed over (`--dns off`).
+    pub dns_ring_bytes: Option<u32>,
 }
+
+/// The smallest ring buffer the kernel takes (one page on x86-64 and arm64
+/// with 4 KiB pages).
+const PAGE_BYTES: u32 = 4096;
 
 /// The loaded programs and the maps user space reads.
 pub struct Datapath {
@@ -70,6 +77,7 @@ pub struct Datapath {
     pub flows: KernelFlowMap,
     pub counters: KernelCounters,
     events: Option<RingBuf<MapData>>,
+    dns_events: Option<RingBuf<MapData>>,
     /// The drop program's scope, and the keys it holds now.
     drop_scope: HashMap<MapData, u64, u8>,
     drop_scope_keys: HashSet<u64>,
@@ -86,12 +94,16 @@ impl Datapath {
             layout: SkbLayout::ZERO,
             filter: DropFilter::NONE,
         });
+        let dns_capture = u8::from(config.dns_ring_bytes.is_some());
         let mut ebpf = EbpfLoader::new()
             .override_global(REPORT_INTERVAL_GLOBAL, &config.report_interval_ns, true)
+            .override_global(DNS_CAPTURE_GLOBAL, &dns_capture, true)
             .override_global(SKB_LAYOUT_GLOBAL, &drops.layout, true)
             .override_global(DROP_FILTER_GLOBAL, &drops.filter, true)
             .map_max_entries(FLOWS_MAP, config.flow_map_entries)
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
+            // Off, the DNS ring takes one page.
+            .map_max_entries(DNS_EVENTS_MAP, config.dns_ring_bytes.unwrap_or(PAGE_BYTES))
             .load(OBJECT)?;
         for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, NOOP_PROGRAM] {
             let program: &mut SchedClassifier = ebpf
@@ -113,6 +125,7 @@ impl Datapath {
             HashMap::<MapData, FlowKey, FlowStats>::try_from(map).map(|m| KernelFlowMap::new(m, fd))
         })?;
         let events = take_map(&mut ebpf, EVENTS_MAP, RingBuf::try_from)?;
+        let dns_events = take_map(&mut ebpf, DNS_EVENTS_MAP, RingBuf::try_from)?;
         let counters = KernelCounters::new(take_map(&mut ebpf, COUNTERS_MAP, PerCpuArray::try_from)?);
         let drop_scope = take_map(&mut ebpf, DROP_SCOPE_MAP, HashMap::try_from)?;
         let mut datapath = Datapath {
@@ -120,6 +133,7 @@ impl Datapath {
             flows,
             counters,
             events: Some(events),
+            dns_events: config.dns_ring_bytes.map(|_| dns_events),
             drop_scope,
             drop_scope_keys: HashSet::new(),
             config,
@@ -181,6 +195,11 @@ impl Datapath {
     /// The ring buffer, handed once to the reader stage.
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+
+    /// The DNS ring buffer (with DNS on), handed once to the DNS stage.
+    pub fn take_dns_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.dns_events.take()
     }
 
     /// Runs tc program `name` once on `packet` through `BPF_PROG_TEST_RUN`,

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::proto::flow::{
-    self, CiliumEventType, DropReason, Endpoint, IpVersion, Layer4, TrafficDirection, Verdict, layer4::Protocol,
+    self, CiliumEventType, Dns, DropReason, Endpoint, IpVersion, L7FlowType, Layer4, Layer7, TrafficDirection, Udp,
+    Verdict, layer4::Protocol, layer7,
 };
 
 /// A TCP SYN from default/client-7d9 (10.0.1.5:40000) to 10.0.2.9:80 on eth0.
@@ -333,10 +334,60 @@ fn bad_and_unsupported_filters_are_errors() {
         err(f(|x| x.source_fqdn = vec!["exa mple.com".into()])),
         FilterError::Fqdn("exa mple.com".into())
     );
-    assert_eq!(
+    assert!(matches!(
         err(f(|x| x.dns_query = vec!["*.example.com".into()])),
-        FilterError::Unsupported("dns_query")
+        FilterError::DnsQuery(q, _) if q == "*.example.com"
+    ));
+    assert_eq!(
+        err(f(|x| x.http_method = vec!["GET".into()])),
+        FilterError::Unsupported("http_method")
     );
+}
+
+fn dns_flow(query: &str) -> Flow {
+    Flow {
+        l4: Some(Layer4 {
+            protocol: Some(Protocol::Udp(Udp {
+                source_port: 40000,
+                destination_port: 53,
+            })),
+        }),
+        l7: Some(Layer7 {
+            r#type: L7FlowType::Request as i32,
+            latency_ns: 0,
+            record: Some(layer7::Record::Dns(Dns {
+                query: query.into(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn dns_filters_select_dns_records_only() {
+    let selects = |filter: FlowFilter, flow: &Flow| FlowSelector::new(&[filter], &[]).unwrap().selects(flow);
+    let dns = dns_flow("www.example.com.");
+    let plain_udp = Flow {
+        l7: None,
+        ..dns.clone()
+    };
+    let protocol = |p: &str| FlowFilter {
+        protocol: vec![p.into()],
+        ..Default::default()
+    };
+    assert!(selects(protocol("dns"), &dns));
+    assert!(!selects(protocol("dns"), &plain_udp));
+    assert!(selects(protocol("udp"), &dns), "an L7 record is also its L4 protocol's");
+    assert!(!selects(protocol("http"), &dns));
+    let query = |q: &str| FlowFilter {
+        dns_query: vec![q.into()],
+        ..Default::default()
+    };
+    assert!(selects(query(r"example\.com"), &dns), "unanchored, as Hubble's");
+    assert!(selects(query(r"^www\."), &dns));
+    assert!(!selects(query(r"^example"), &dns));
+    assert!(!selects(query("."), &plain_udp), "a flow without DNS never matches");
 }
 
 fn icmp_flow(v6: bool) -> Flow {

@@ -11,7 +11,7 @@ use prost_types::Timestamp;
 
 use crate::{
     interfaces::InterfaceKind,
-    proto::flow::{self, TraceObservationPoint, TrafficDirection},
+    proto::flow::{self, Layer7, TraceObservationPoint, TrafficDirection, layer7},
 };
 
 // ---- Event types and observation points -------------------------------
@@ -33,6 +33,33 @@ pub fn trace_point(point: TraceObservationPoint) -> (i32, &'static str) {
 
 /// Hubble's event type for drops (sub type: the Hubble drop reason).
 pub const EVENT_TYPE_DROP: i32 = 1;
+
+/// Hubble's event type for L7 records (Cilium's access log message).
+pub const EVENT_TYPE_L7: i32 = 129;
+
+// ---- DNS --------------------------------------------------------------
+
+/// `l7.dns.observation_source` of hubcap's DNS records: seen on the wire
+/// by eBPF (Cilium's own are `proxy`, from its DNS proxy).
+pub const DNS_OBSERVATION_SOURCE: &str = "ebpf";
+
+/// A DNS RCODE's name as Hubble's summaries print it (gopacket's names).
+pub fn dns_rcode_name(rcode: u16) -> &'static str {
+    match rcode {
+        0 => "No Error",
+        1 => "Format Error",
+        2 => "Server Failure",
+        3 => "Non-Existent Domain",
+        4 => "Not Implemented",
+        5 => "Query Refused",
+        6 => "Name Exists when it should not",
+        7 => "RR Set Exists when it should not",
+        8 => "RR Set that should exist does not",
+        9 => "Server Not Authoritative for zone",
+        10 => "Name not contained in zone",
+        _ => "Unknown",
+    }
+}
 
 /// Where a packet was seen, in Hubble's terms (see README, "Direction and
 /// observation point"):
@@ -76,9 +103,9 @@ pub enum ProtocolFilter {
     L4(&'static str),
     /// `icmp`: ICMPv4 or ICMPv6.
     AnyIcmp,
-    /// `dns`, `http`, `kafka`: L7 records of that protocol. hubcap writes no
-    /// L7 records yet, so these select nothing (as on a Hubble node without
-    /// L7 visibility), rather than being refused.
+    /// `dns`, `http`, `kafka`: L7 records of that protocol. hubcap writes
+    /// DNS ones; `http` and `kafka` select nothing (as on a Hubble node
+    /// without L7 visibility), rather than being refused.
     L7(&'static str),
 }
 
@@ -104,12 +131,16 @@ impl ProtocolFilter {
         Self::NAMES.iter().find(|(n, _)| *n == lower).map(|(_, p)| *p)
     }
 
-    /// Whether a flow with this L4 protocol ([`L4Parts::protocol`]) matches.
-    pub fn matches(self, l4_protocol: &str) -> bool {
+    /// Whether a flow with this L4 protocol ([`L4Parts::protocol`]) and
+    /// L7 record matches. An L7 record matches its L4 protocol's name too
+    /// (a DNS answer over UDP is `udp`), as on Hubble.
+    pub fn matches(self, l4_protocol: &str, l7: Option<&Layer7>) -> bool {
         match self {
             Self::L4(name) => name == l4_protocol,
             Self::AnyIcmp => matches!(l4_protocol, protocol::ICMPV4 | protocol::ICMPV6),
-            Self::L7(_) => false,
+            Self::L7(name) => {
+                name == "dns" && matches!(l7.and_then(|l7| l7.record.as_ref()), Some(layer7::Record::Dns(_)))
+            }
         }
     }
 

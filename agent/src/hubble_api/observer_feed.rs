@@ -8,7 +8,7 @@ use super::api_metrics::ApiMetrics;
 use crate::output::{Output, OutputError};
 use crate::{
     hubble_api::service::ObserverState,
-    proto::flow::LostEvent,
+    proto::flow::{Flow, LostEvent},
     record::{FlowRecord, RecordSource},
 };
 
@@ -31,6 +31,11 @@ impl Output for ObserverFeed {
 
     fn lost(&mut self, lost: &LostEvent, time: &Timestamp) {
         self.state.ring().push_lost(*lost, *time);
+    }
+
+    fn l7(&mut self, source: &RecordSource, flow: &Flow) {
+        // Kept built: an L7 record is not rebuilt from its packet's source.
+        self.state.ring().push_l7(source, flow.clone());
     }
 
     fn end_batch(&mut self) -> Result<(), OutputError> {

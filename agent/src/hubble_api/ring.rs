@@ -16,9 +16,12 @@ use tokio::sync::broadcast;
 
 use crate::{
     hubble::{TimeWindow, nanos},
-    proto::flow::LostEvent,
+    proto::flow::{Flow, LostEvent},
     record::RecordSource,
 };
+
+/// The time of an L7 record without one (never built so).
+const NO_TIME: Timestamp = Timestamp { seconds: 0, nanos: 0 };
 
 /// What the ring holds: flows (as what they are built from, a fifth of
 /// their built size), and the kernel's loss reports, which Hubble clients
@@ -26,6 +29,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Flow(RecordSource),
+    /// An L7 record (DNS), as built.
+    L7(Box<Flow>),
     Lost { event: LostEvent, time: Timestamp },
 }
 
@@ -33,6 +38,7 @@ impl Event {
     pub fn time(&self) -> &Timestamp {
         match self {
             Event::Flow(source) => &source.time,
+            Event::L7(flow) => flow.time.as_ref().unwrap_or(&NO_TIME),
             Event::Lost { time, .. } => time,
         }
     }
@@ -74,6 +80,17 @@ impl FlowRing {
     /// Adds a flow, and notes its endpoints' namespaces (from the enrich
     /// stage) for GetNamespaces. Never blocks.
     pub fn push_flow(&mut self, source: RecordSource) {
+        self.note_flow(&source);
+        self.push(Event::Flow(source));
+    }
+
+    /// Adds an L7 record built from a packet of `source`.
+    pub fn push_l7(&mut self, source: &RecordSource, flow: Flow) {
+        self.note_flow(source);
+        self.push(Event::L7(Box::new(flow)));
+    }
+
+    fn note_flow(&mut self, source: &RecordSource) {
         self.seen += 1;
         let seconds = source.time.seconds;
         let identities = &source.identities;
@@ -87,7 +104,6 @@ impl FlowRing {
                 }
             }
         }
-        self.push(Event::Flow(source));
     }
 
     /// Adds a report of events lost before the ring. Never blocks.
@@ -258,6 +274,7 @@ mod tests {
     fn uuid(event: &Event) -> String {
         match event {
             Event::Flow(source) => source.uuid.to_string(),
+            Event::L7(flow) => flow.uuid.clone(),
             Event::Lost { event, .. } => format!("lost {}", event.num_events_lost),
         }
     }

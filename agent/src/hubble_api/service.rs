@@ -29,7 +29,7 @@ use crate::{
     filter::FlowSelector,
     hubble::{TimeWindow, field_mask::FieldMask, nanos},
     proto::{
-        flow::{LostEvent, LostEventSource},
+        flow::{Flow, LostEvent, LostEventSource},
         observer::{
             GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
             GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse, GetNodesRequest,
@@ -123,6 +123,7 @@ impl FlowQuery {
     fn selects(&self, event: &Event, builder: &RecordBuilder) -> bool {
         match event {
             Event::Flow(source) => self.selector.selects(&builder.build(source).flow),
+            Event::L7(flow) => self.selector.selects(flow),
             Event::Lost { .. } => true,
         }
     }
@@ -130,6 +131,7 @@ impl FlowQuery {
     fn response(&self, event: &Event, builder: &RecordBuilder) -> GetFlowsResponse {
         match event {
             Event::Flow(source) => self.flow_response(source, builder.build(source), builder),
+            Event::L7(flow) => self.l7_response(flow, builder),
             Event::Lost { event, time } => lost_response(*event, *time, &builder.node_name),
         }
     }
@@ -147,7 +149,20 @@ impl FlowQuery {
                     .selects(&record.flow)
                     .then(|| self.flow_response(source, record, builder))
             }
+            Event::L7(flow) => self.selector.selects(flow).then(|| self.l7_response(flow, builder)),
             Event::Lost { event, time } => Some(lost_response(*event, *time, &builder.node_name)),
+        }
+    }
+
+    fn l7_response(&self, flow: &Flow, builder: &RecordBuilder) -> GetFlowsResponse {
+        let flow = match &self.mask {
+            Some(mask) => mask.apply(flow),
+            None => flow.clone(),
+        };
+        GetFlowsResponse {
+            time: flow.time,
+            node_name: builder.node_name.clone(),
+            response_types: Some(ResponseTypes::Flow(flow)),
         }
     }
 

@@ -244,3 +244,57 @@ fn strings_escape_quotes_backslashes_and_control_characters() {
     write_str(&mut out, "a\u{1}b\u{7f}\\\"\n");
     assert_eq!(String::from_utf8(out).unwrap(), "\"a\\u0001b\u{7f}\\\\\\\"\\n\"");
 }
+
+#[test]
+fn dns_records_match_protojson() {
+    let l7 = |r#type: flow::L7FlowType, latency_ns, dns: flow::Dns| flow::Layer7 {
+        r#type: r#type as i32,
+        latency_ns,
+        record: Some(flow::layer7::Record::Dns(dns)),
+    };
+    let time = Timestamp {
+        seconds: 1_700_000_002,
+        nanos: 5,
+    };
+    let request = l7(
+        flow::L7FlowType::Request,
+        0,
+        flow::Dns {
+            query: "example.com.".into(),
+            observation_source: "ebpf".into(),
+            qtypes: vec!["A".into()],
+            ..Default::default()
+        },
+    );
+    let response = l7(
+        flow::L7FlowType::Response,
+        1_234_567,
+        flow::Dns {
+            query: "example.com.".into(),
+            ips: vec!["192.0.2.1".into(), "2001:db8::1".into()],
+            ttl: 300,
+            cnames: vec!["web.example.net.".into()],
+            observation_source: "ebpf".into(),
+            rcode: 3,
+            qtypes: vec!["A".into(), "AAAA".into()],
+            rrtypes: vec!["CNAME".into(), "A".into()],
+        },
+    );
+    for l7 in [request, response] {
+        let flow = flow::Flow {
+            l7: Some(l7),
+            r#type: flow::FlowType::L7 as i32,
+            ..sample_record().flow
+        };
+        let (line, value) = ours(ExportPayload::Flow(&flow, None), &time);
+        let event = ExportEvent {
+            response_types: Some(export_event::ResponseTypes::Flow(flow.clone())),
+            node_name: "node-1".into(),
+            time: Some(time),
+        };
+        assert_eq!(value, reference_json(&event));
+        let text = String::from_utf8(line).unwrap();
+        assert!(text.contains(r#""Type":"L7""#), "{text}");
+        assert!(!text.contains("extensions"), "an L7 record carries no counts: {text}");
+    }
+}

@@ -8,7 +8,7 @@ use super::{Output, OutputError, sink_metrics::SinkMetrics};
 use crate::{
     json::{ExportPayload, write_export_event},
     metrics::Metrics,
-    proto::flow::LostEvent,
+    proto::flow::{Flow, LostEvent},
     record::{FlowRecord, RecordSource},
     sink::{Sink, SinkStats},
 };
@@ -108,6 +108,12 @@ impl Output for JsonLog {
 
     fn lost(&mut self, lost: &LostEvent, time: &Timestamp) {
         write_export_event(&mut self.lines, ExportPayload::LostEvents(lost), &self.node_name, time);
+        self.line_count += 1;
+    }
+
+    fn l7(&mut self, _: &RecordSource, flow: &Flow) {
+        let time = flow.time.unwrap_or_default();
+        write_export_event(&mut self.lines, ExportPayload::Flow(flow, None), &self.node_name, &time);
         self.line_count += 1;
     }
 

@@ -36,7 +36,9 @@ use crate::{
     enrich::Enrichers,
     flow_table::FlowUpdate,
     interfaces::InterfaceKind,
-    proto::flow::{LostEvent, LostEventSource},
+    dns::DnsObservation,
+    flow_table::FlowState,
+    proto::flow::{Flow, LostEvent, LostEventSource},
     record::{FlowRecord, RecordBuilder, RecordSource, Stamper},
 };
 
@@ -57,6 +59,11 @@ pub trait Output: Send {
     fn flow(&mut self, source: &RecordSource, record: &FlowRecord);
     /// A report of `lost.num_events_lost` events lost before this stage.
     fn lost(&mut self, lost: &LostEvent, time: &Timestamp);
+    /// An L7 record (a DNS query or answer) and the source of its packet.
+    /// The outputs that write Hubble records take it; formats with no
+    /// place for one (VNet/NSG tuples, IPFIX) leave it, and the flow's
+    /// packets and bytes reach them in its L3/L4 records all the same.
+    fn l7(&mut self, _source: &RecordSource, _flow: &Flow) {}
     fn end_batch(&mut self) -> Result<(), OutputError> {
         Ok(())
     }
@@ -131,6 +138,37 @@ impl Outputs {
             self.end_batch()?;
         }
         Ok(())
+    }
+
+    /// Builds each DNS message's L7 record and hands it to every output,
+    /// then writes the batch out. Its endpoints are identified as its
+    /// packet's would be.
+    pub fn write_dns(&mut self, observations: &[DnsObservation]) -> Result<(), OutputError> {
+        if observations.is_empty() {
+            return Ok(());
+        }
+        for observation in observations {
+            let update = FlowUpdate {
+                key: observation.key,
+                stats: agent_common::FlowStats {
+                    first_seen_ns: observation.time_ns,
+                    last_seen_ns: observation.time_ns,
+                    ..Default::default()
+                },
+                packets: 0,
+                bytes: 0,
+                tcp_flags: 0,
+                state: FlowState::Begin,
+                is_reply: Some(observation.message.is_response),
+            };
+            let identities = self.enrichers.identify(&update);
+            let source = self.stamper.stamp(&update, identities);
+            let flow = self.builder.build_dns(&source, observation);
+            for output in &mut self.outputs {
+                output.l7(&source, &flow);
+            }
+        }
+        self.end_batch()
     }
 
     /// Reports `count` events lost at `source` (before records were built).

@@ -12,6 +12,7 @@ use prost::Message as _;
 use prost_types::{Any, Struct, Timestamp, Value, value::Kind};
 
 mod build;
+mod dns;
 mod source;
 
 pub use build::RecordBuilder;
