@@ -254,7 +254,9 @@ impl Compiled {
                     .is_some_and(|fe| fe.r#type == e.r#type && (!e.match_sub_type || fe.sub_type == e.sub_type))
             })
             && any(&self.protocol, |p| p.matches(l4.protocol, flow.l7.as_ref()))
-            && any(&self.dns_query, |q| dns_query(flow).is_some_and(|query| q.is_match(query)))
+            && any(&self.dns_query, |q| {
+                dns_query(flow).is_some_and(|query| q.is_match(query))
+            })
             && any(&self.source_fqdn, |p| p.matches_any(&flow.source_names))
             && any(&self.destination_fqdn, |p| p.matches_any(&flow.destination_names))
             && any(&self.source_port, |p| Some(*p) == sport)

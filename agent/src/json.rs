@@ -259,7 +259,11 @@ fn write_counts(out: &mut Vec<u8>, counts: Counts<'_>) {
 
 fn write_l7(out: &mut Vec<u8>, l7: &Layer7) {
     let mut o = Obj::open(out);
-    o.enum_name("type", L7FlowType::try_from(l7.r#type).map(|t| t.as_str_name()), l7.r#type);
+    o.enum_name(
+        "type",
+        L7FlowType::try_from(l7.r#type).map(|t| t.as_str_name()),
+        l7.r#type,
+    );
     o.u64_string("latency_ns", l7.latency_ns);
     if let Some(layer7::Record::Dns(dns)) = &l7.record {
         o.key("dns");

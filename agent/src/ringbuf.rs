@@ -49,7 +49,13 @@ impl<T> RingReader<T> {
     /// to `handle`. Returns how many were read.
     pub async fn read_batch(&mut self, mut handle: impl FnMut(&T)) -> io::Result<usize> {
         let mut guard = self.fd.readable_mut().await?;
-        let (n, more) = drain_with(guard.get_inner_mut(), self.decode, &mut self.malformed, MAX_BATCH, &mut handle);
+        let (n, more) = drain_with(
+            guard.get_inner_mut(),
+            self.decode,
+            &mut self.malformed,
+            MAX_BATCH,
+            &mut handle,
+        );
         if !more {
             guard.clear_ready();
         }
@@ -58,7 +64,14 @@ impl<T> RingReader<T> {
 
     /// Reads everything that is there now (used at shutdown).
     pub fn read_all_now(&mut self, mut handle: impl FnMut(&T)) -> usize {
-        drain_with(self.fd.get_mut(), self.decode, &mut self.malformed, usize::MAX, &mut handle).0
+        drain_with(
+            self.fd.get_mut(),
+            self.decode,
+            &mut self.malformed,
+            usize::MAX,
+            &mut handle,
+        )
+        .0
     }
 }
 

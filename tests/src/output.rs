@@ -28,8 +28,11 @@ pub struct Record {
 }
 
 pub struct Output {
+    /// L3/L4 records, which carry packets and bytes.
     pub records: Vec<Record>,
     pub lost_events: Vec<Value>,
+    /// L7 records (DNS), as written (their `flow`).
+    pub l7: Vec<Value>,
 }
 
 /// The records' uuids, in order.
@@ -52,6 +55,7 @@ pub fn parse(stdout: &str) -> Output {
     let export_event = pool.get_message_by_name("observer.ExportEvent").expect("ExportEvent");
     let mut records = Vec::new();
     let mut lost_events = Vec::new();
+    let mut l7 = Vec::new();
     for (n, line) in stdout.lines().enumerate() {
         let mut de = serde_json::Deserializer::from_str(line);
         DynamicMessage::deserialize(export_event.clone(), &mut de)
@@ -63,11 +67,17 @@ pub fn parse(stdout: &str) -> Output {
         );
         if v.get("lost_events").is_some() {
             lost_events.push(v["lost_events"].clone());
+        } else if v["flow"]["Type"] == "L7" {
+            l7.push(v["flow"].clone());
         } else {
             records.push(record(&v["flow"]));
         }
     }
-    Output { records, lost_events }
+    Output {
+        records,
+        lost_events,
+        l7,
+    }
 }
 
 fn record(f: &Value) -> Record {

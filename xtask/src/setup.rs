@@ -36,6 +36,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // The IPFIX-over-TCP test's collector: an RFC 7011 reader for Debian's
     // own Python (a module, not a command: its file is what is checked).
     ("python3-ipfix", "/usr/lib/python3/dist-packages/ipfix/reader.py"),
+    // The DNS test's server and client.
+    ("dnsmasq-base", "dnsmasq"),
+    ("bind9-dnsutils", "dig"),
     // What is attached to the kernel, for the tests that check nothing is
     // left behind.
     ("bpftool", "bpftool"),

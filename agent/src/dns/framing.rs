@@ -130,7 +130,10 @@ mod tests {
         let mut bytes = framed(&message(1));
         bytes.extend(framed(&message(2)));
         let n = bytes.len();
-        assert_eq!(ids(Framing::default().messages(&packet(ip_proto::TCP, bytes, n))), [1, 2]);
+        assert_eq!(
+            ids(Framing::default().messages(&packet(ip_proto::TCP, bytes, n))),
+            [1, 2]
+        );
     }
 
     #[test]
@@ -138,7 +141,12 @@ mod tests {
         let mut framing = Framing::default();
         let first = framed(&message(1));
         let (head, tail) = first.split_at(10);
-        assert!(framing.messages(&packet(ip_proto::TCP, head.to_vec(), head.len())).len() == 1);
+        assert!(
+            framing
+                .messages(&packet(ip_proto::TCP, head.to_vec(), head.len()))
+                .len()
+                == 1
+        );
         let mut second = tail.to_vec();
         second.extend(framed(&message(2)));
         let n = second.len();

@@ -103,7 +103,9 @@ mod tests {
 
     fn query(id: u16, qname: &str, qtype: RecordType) -> Message {
         let mut m = Message::new();
-        m.set_id(id).set_message_type(MessageType::Query).set_recursion_desired(true);
+        m.set_id(id)
+            .set_message_type(MessageType::Query)
+            .set_recursion_desired(true);
         m.add_query(Query::query(name(qname), qtype));
         m
     }
@@ -133,7 +135,11 @@ mod tests {
     fn an_answer_lists_addresses_cnames_types_and_the_smallest_ttl() {
         let q = query(7, "www.example.com.", RecordType::A);
         let records = vec![
-            Record::from_rdata(name("www.example.com."), 300, RData::CNAME(CNAME(name("web.example.net.")))),
+            Record::from_rdata(
+                name("www.example.com."),
+                300,
+                RData::CNAME(CNAME(name("web.example.net."))),
+            ),
             Record::from_rdata(name("web.example.net."), 60, RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))),
             Record::from_rdata(name("web.example.net."), 90, RData::A(A(Ipv4Addr::new(192, 0, 2, 2)))),
             Record::from_rdata(name("web.example.net."), 90, RData::AAAA(AAAA(Ipv6Addr::LOCALHOST))),
@@ -169,7 +175,13 @@ mod tests {
     fn a_cut_answer_keeps_the_records_that_are_whole() {
         let q = query(11, "big.example.", RecordType::TXT);
         let records = (0..20)
-            .map(|i| Record::from_rdata(name("big.example."), 30, RData::TXT(TXT::new(vec![format!("{i:0>200}")]))))
+            .map(|i| {
+                Record::from_rdata(
+                    name("big.example."),
+                    30,
+                    RData::TXT(TXT::new(vec![format!("{i:0>200}")])),
+                )
+            })
             .collect();
         let whole = bytes(&answer_to(&q, records));
         let cut = &whole[..agent_common::DNS_CAPTURE_BYTES];
@@ -192,7 +204,9 @@ mod tests {
         looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
         assert!(DnsMessage::parse(&looped).is_err());
         for seed in 0..2000u32 {
-            let noise: Vec<u8> = (0..64).map(|i| (seed.wrapping_mul(2654435761).rotate_left(i) & 0xff) as u8).collect();
+            let noise: Vec<u8> = (0..64)
+                .map(|i| (seed.wrapping_mul(2654435761).rotate_left(i) & 0xff) as u8)
+                .collect();
             let _ = DnsMessage::parse(&noise);
         }
     }

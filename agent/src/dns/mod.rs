@@ -200,10 +200,24 @@ mod tests {
             ..Default::default()
         };
         let packet = decode_packet(&record(header, b"abc")).unwrap();
-        assert_eq!((packet.time_ns, packet.payload_len, packet.bytes.as_slice()), (42, 5, &b"abc"[..]));
-        assert_eq!(decode_packet(&record(header, b"ab")), None, "fewer bytes than announced");
-        assert_eq!(decode_packet(&record(header, b"abcd")), None, "more bytes than announced");
-        let more_than_sent = DnsEventHeader { payload_len: 2, ..header };
+        assert_eq!(
+            (packet.time_ns, packet.payload_len, packet.bytes.as_slice()),
+            (42, 5, &b"abc"[..])
+        );
+        assert_eq!(
+            decode_packet(&record(header, b"ab")),
+            None,
+            "fewer bytes than announced"
+        );
+        assert_eq!(
+            decode_packet(&record(header, b"abcd")),
+            None,
+            "more bytes than announced"
+        );
+        let more_than_sent = DnsEventHeader {
+            payload_len: 2,
+            ..header
+        };
         assert_eq!(decode_packet(&record(more_than_sent, b"abc")), None);
         assert_eq!(decode_packet(&[0; 10]), None, "shorter than a header");
     }

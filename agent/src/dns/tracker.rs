@@ -41,7 +41,11 @@ impl Transaction {
     fn of(key: &FlowKey, message: &DnsMessage) -> Self {
         Transaction {
             protocol: key.protocol,
-            client_port: if message.is_response { key.dst_port } else { key.src_port },
+            client_port: if message.is_response {
+                key.dst_port
+            } else {
+                key.src_port
+            },
             id: message.id,
             query: message.query.clone(),
             qtypes: message.qtypes.clone(),
@@ -178,7 +182,12 @@ mod tests {
         let q = t.observe(&key(3, hook::INGRESS, 40000, 53), 100 * MS, &message(1, false));
         assert_eq!(q, Verdict::Record { latency_ns: None });
         let a = t.observe(&key(3, hook::EGRESS, 53, 40000), 107 * MS, &message(1, true));
-        assert_eq!(a, Verdict::Record { latency_ns: Some(7 * MS) });
+        assert_eq!(
+            a,
+            Verdict::Record {
+                latency_ns: Some(7 * MS)
+            }
+        );
         assert_eq!(t.waiting(), 0);
         assert_eq!(t.counts, TrackerCounts::default());
     }
@@ -191,8 +200,16 @@ mod tests {
         let copy = t.observe(&key(4, hook::EGRESS, 40000, 53), 100 * MS + 20_000, &message(1, false));
         assert_eq!(copy, Verdict::Copy);
         let answer = t.observe(&key(4, hook::INGRESS, 53, 40000), 102 * MS, &message(1, true));
-        assert_eq!(answer, Verdict::Record { latency_ns: Some(2 * MS) });
-        assert_eq!(t.observe(&key(3, hook::EGRESS, 53, 40000), 102 * MS + 5, &message(1, true)), Verdict::Copy);
+        assert_eq!(
+            answer,
+            Verdict::Record {
+                latency_ns: Some(2 * MS)
+            }
+        );
+        assert_eq!(
+            t.observe(&key(3, hook::EGRESS, 53, 40000), 102 * MS + 5, &message(1, true)),
+            Verdict::Copy
+        );
         assert_eq!(t.counts.copies, 2);
     }
 
@@ -205,7 +222,12 @@ mod tests {
         assert_eq!(again, Verdict::Record { latency_ns: None });
         assert_eq!(t.counts.unanswered, 1);
         let a = t.observe(&key(3, hook::EGRESS, 53, 40000), 1003 * MS, &message(1, true));
-        assert_eq!(a, Verdict::Record { latency_ns: Some(3 * MS) });
+        assert_eq!(
+            a,
+            Verdict::Record {
+                latency_ns: Some(3 * MS)
+            }
+        );
     }
 
     #[test]
@@ -230,8 +252,14 @@ mod tests {
     fn other_ids_ports_and_questions_are_other_transactions() {
         let mut t = Tracker::default();
         t.observe(&key(3, hook::INGRESS, 40000, 53), 0, &message(1, false));
-        assert_ne!(t.observe(&key(4, hook::INGRESS, 40000, 53), 1, &message(2, false)), Verdict::Copy);
-        assert_ne!(t.observe(&key(4, hook::INGRESS, 40001, 53), 1, &message(1, false)), Verdict::Copy);
+        assert_ne!(
+            t.observe(&key(4, hook::INGRESS, 40000, 53), 1, &message(2, false)),
+            Verdict::Copy
+        );
+        assert_ne!(
+            t.observe(&key(4, hook::INGRESS, 40001, 53), 1, &message(1, false)),
+            Verdict::Copy
+        );
         let mut other = message(1, false);
         other.query = "example.org.".into();
         assert_ne!(t.observe(&key(4, hook::INGRESS, 40000, 53), 1, &other), Verdict::Copy);

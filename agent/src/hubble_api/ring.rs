@@ -31,7 +31,10 @@ pub enum Event {
     Flow(RecordSource),
     /// An L7 record (DNS), as built.
     L7(Box<Flow>),
-    Lost { event: LostEvent, time: Timestamp },
+    Lost {
+        event: LostEvent,
+        time: Timestamp,
+    },
 }
 
 impl Event {

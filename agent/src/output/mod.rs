@@ -33,11 +33,11 @@ use prost_types::Timestamp;
 pub use setup::OutputSettings;
 
 use crate::{
+    dns::DnsObservation,
     enrich::Enrichers,
+    flow_table::FlowState,
     flow_table::FlowUpdate,
     interfaces::InterfaceKind,
-    dns::DnsObservation,
-    flow_table::FlowState,
     proto::flow::{Flow, LostEvent, LostEventSource},
     record::{FlowRecord, RecordBuilder, RecordSource, Stamper},
 };

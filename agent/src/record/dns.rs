@@ -32,7 +32,12 @@ impl RecordBuilder {
         flow.reply = m.is_response;
         let qtypes = m.qtypes.join(",");
         let dns = if m.is_response {
-            flow.summary = format!("DNS Answer {} TTL: {} (Query {} {qtypes})", answer_text(observation), m.ttl, m.query);
+            flow.summary = format!(
+                "DNS Answer {} TTL: {} (Query {} {qtypes})",
+                answer_text(observation),
+                m.ttl,
+                m.query
+            );
             Dns {
                 query: m.query.clone(),
                 ips: m.ips.iter().map(ToString::to_string).collect(),
@@ -100,8 +105,42 @@ mod tests {
         let (src_port, dst_port) = if is_response { (53, 40000) } else { (40000, 53) };
         DnsObservation {
             key: FlowKey {
-                src_addr: [10, 0, 0, if is_response { 53 } else { 5 }, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                dst_addr: [10, 0, 0, if is_response { 5 } else { 53 }, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                src_addr: [
+                    10,
+                    0,
+                    0,
+                    if is_response { 53 } else { 5 },
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+                dst_addr: [
+                    10,
+                    0,
+                    0,
+                    if is_response { 5 } else { 53 },
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
                 src_port,
                 dst_port,
                 ifindex: 7,
@@ -122,8 +161,16 @@ mod tests {
                 } else {
                     vec![]
                 },
-                cnames: if is_response && rcode == 0 { vec!["web.example.net.".into()] } else { vec![] },
-                rrtypes: if is_response && rcode == 0 { vec!["CNAME".into(), "A".into(), "A".into()] } else { vec![] },
+                cnames: if is_response && rcode == 0 {
+                    vec!["web.example.net.".into()]
+                } else {
+                    vec![]
+                },
+                rrtypes: if is_response && rcode == 0 {
+                    vec!["CNAME".into(), "A".into(), "A".into()]
+                } else {
+                    vec![]
+                },
                 ttl: if is_response && rcode == 0 { 60 } else { 0 },
                 answers_missing: 0,
             },
@@ -165,7 +212,10 @@ mod tests {
         assert_eq!(flow.l7.as_ref().unwrap().r#type, L7FlowType::Request as i32);
         assert_eq!(flow.summary, "DNS Query www.example.com. A");
         let d = dns(&flow);
-        assert_eq!((d.query.as_str(), d.qtypes.as_slice()), ("www.example.com.", &["A".to_owned()][..]));
+        assert_eq!(
+            (d.query.as_str(), d.qtypes.as_slice()),
+            ("www.example.com.", &["A".to_owned()][..])
+        );
         assert!(d.ips.is_empty() && d.rrtypes.is_empty() && d.rcode == 0);
         assert_eq!(flow.ip.as_ref().unwrap().source, "10.0.0.5");
         assert!(matches!(flow.l4.unwrap().protocol, Some(Protocol::Udp(u)) if u.destination_port == 53));
@@ -192,7 +242,10 @@ mod tests {
     #[test]
     fn an_error_answer_names_its_rcode() {
         let flow = build(&observation(true, 3, None));
-        assert_eq!(flow.summary, "DNS Answer RCode: Non-Existent Domain TTL: 0 (Query www.example.com. A)");
+        assert_eq!(
+            flow.summary,
+            "DNS Answer RCode: Non-Existent Domain TTL: 0 (Query www.example.com. A)"
+        );
         assert_eq!(dns(&flow).rcode, 3);
         assert_eq!(flow.l7.unwrap().latency_ns, 0);
     }

@@ -1,0 +1,235 @@
+//! The cases, each a check of the shared run.
+
+use serde_json::Value;
+
+use crate::fixture::{ALIAS, BIG_TXT, DnsRun, MISSING, OUTSIDE, OVER_TCP, OVER_V6, UNANSWERED, WEB_A, WEB_AAAA};
+
+type Case = (&'static str, fn(&DnsRun));
+
+pub const CASES: &[Case] = &[
+    (
+        "each_question_is_one_request_and_one_response",
+        each_question_is_one_request_and_one_response,
+    ),
+    ("answers_carry_what_dig_printed", answers_carry_what_dig_printed),
+    ("error_answers_carry_their_rcode", error_answers_carry_their_rcode),
+    ("a_cname_chain_names_its_target", a_cname_chain_names_its_target),
+    ("latency_is_within_digs_query_time", latency_is_within_digs_query_time),
+    (
+        "a_truncated_answer_and_the_tcp_retry",
+        a_truncated_answer_and_the_tcp_retry,
+    ),
+    ("tcp_and_ipv6_transports", tcp_and_ipv6_transports),
+    (
+        "an_unanswered_query_is_recorded_and_counted",
+        an_unanswered_query_is_recorded_and_counted,
+    ),
+    ("records_are_hubbles_l7_dns_records", records_are_hubbles_l7_dns_records),
+    (
+        "hubble_observe_protocol_dns_and_type_l7",
+        hubble_observe_protocol_dns_and_type_l7,
+    ),
+    ("get_flows_dns_query", get_flows_dns_query),
+    (
+        "hubble_observe_compact_prints_dns_lines",
+        hubble_observe_compact_prints_dns_lines,
+    ),
+];
+
+fn l7_type(record: &Value) -> &str {
+    record["l7"]["type"].as_str().unwrap_or_default()
+}
+
+/// The question's REQUEST and RESPONSE records, one each.
+fn pair<'a>(run: &'a DnsRun, question: (&str, &str)) -> (&'a Value, &'a Value) {
+    let records = run.records(question);
+    let requests: Vec<_> = records.iter().filter(|r| l7_type(r) == "REQUEST").collect();
+    let responses: Vec<_> = records.iter().filter(|r| l7_type(r) == "RESPONSE").collect();
+    assert_eq!(
+        (requests.len(), responses.len()),
+        (1, 1),
+        "{question:?}: {records:#?}\ndig said:\n{}",
+        run.dig(question).output
+    );
+    (requests[0], responses[0])
+}
+
+fn each_question_is_one_request_and_one_response(run: &DnsRun) {
+    for question in [WEB_A, WEB_AAAA, ALIAS, MISSING, OUTSIDE, OVER_TCP, OVER_V6] {
+        pair(run, question);
+    }
+    // Seen on both pods' veths, written once: 2 records per question, 4
+    // for the truncated one (UDP, then TCP), 1 for the unanswered one.
+    assert_eq!(run.file.l7.len(), 7 * 2 + 4 + 1, "{:#?}", run.file.l7);
+}
+
+fn answers_carry_what_dig_printed(run: &DnsRun) {
+    for question in [WEB_A, WEB_AAAA, ALIAS, OVER_TCP, OVER_V6] {
+        let dig = run.dig(question);
+        assert_eq!(dig.status, "NOERROR", "{}", dig.output);
+        let (_, response) = pair(run, question);
+        let dns = &response["l7"]["dns"];
+        let ips: Vec<&str> = dns["ips"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(ips, dig.addresses, "{question:?}: {response}");
+        assert!(dns.get("rcode").is_none(), "NOERROR is rcode 0, left out: {response}");
+        assert_eq!(dns["ttl"], 60, "{response}");
+    }
+}
+
+fn error_answers_carry_their_rcode(run: &DnsRun) {
+    for (question, status, rcode, name) in [
+        (MISSING, "NXDOMAIN", 3, "Non-Existent Domain"),
+        (OUTSIDE, "REFUSED", 5, "Query Refused"),
+    ] {
+        let dig = run.dig(question);
+        assert_eq!(dig.status, status, "{}", dig.output);
+        let (_, response) = pair(run, question);
+        assert_eq!(response["l7"]["dns"]["rcode"], rcode, "{response}");
+        assert!(response["l7"]["dns"].get("ips").is_none(), "{response}");
+        let summary = response["Summary"].as_str().unwrap();
+        assert!(summary.starts_with(&format!("DNS Answer RCode: {name} ")), "{summary}");
+    }
+}
+
+fn a_cname_chain_names_its_target(run: &DnsRun) {
+    let (_, response) = pair(run, ALIAS);
+    let dns = &response["l7"]["dns"];
+    assert_eq!(dns["cnames"], serde_json::json!(["web.test."]), "{response}");
+    assert_eq!(dns["rrtypes"], serde_json::json!(["CNAME", "A"]), "{response}");
+}
+
+fn latency_is_within_digs_query_time(run: &DnsRun) {
+    for question in [WEB_A, WEB_AAAA, ALIAS, MISSING, OUTSIDE, OVER_TCP, OVER_V6] {
+        let (request, response) = pair(run, question);
+        let latency: u64 = response["l7"]["latency_ns"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no latency: {response}"))
+            .parse()
+            .unwrap();
+        let dig_ms = run.dig(question).query_time_ms.expect("dig's query time");
+        // dig times from its socket, hubcap between the two packets on the
+        // veths: never longer, and dig rounds down to whole milliseconds.
+        assert!(
+            latency > 0 && latency < (dig_ms + 1) * 1_000_000,
+            "{question:?}: {latency} ns, dig {dig_ms} ms"
+        );
+        assert!(request["l7"].get("latency_ns").is_none(), "{request}");
+    }
+}
+
+fn a_truncated_answer_and_the_tcp_retry(run: &DnsRun) {
+    let dig = run.dig(BIG_TXT);
+    assert!(dig.output.contains("Truncated, retrying in TCP mode"), "{}", dig.output);
+    let records = run.records(BIG_TXT);
+    let kinds: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            let transport = if r["l4"].get("TCP").is_some() { "TCP" } else { "UDP" };
+            (transport, l7_type(r))
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("UDP", "REQUEST"),
+            ("UDP", "RESPONSE"),
+            ("TCP", "REQUEST"),
+            ("TCP", "RESPONSE")
+        ],
+        "{records:#?}"
+    );
+    let tcp_answer = records[3];
+    assert_eq!(
+        tcp_answer["l7"]["dns"]["rrtypes"],
+        serde_json::json!(["TXT"]),
+        "{tcp_answer}"
+    );
+}
+
+fn tcp_and_ipv6_transports(run: &DnsRun) {
+    let (request, response) = pair(run, OVER_TCP);
+    assert_eq!(request["l4"]["TCP"]["destination_port"], 53, "{request}");
+    assert_eq!(response["l4"]["TCP"]["source_port"], 53, "{response}");
+    let (request, response) = pair(run, OVER_V6);
+    assert_eq!(request["IP"]["ipVersion"], "IPv6", "{request}");
+    assert_eq!(request["IP"]["destination"], run.server_v6.to_string(), "{request}");
+    assert_eq!(response["IP"]["source"], run.server_v6.to_string(), "{response}");
+}
+
+fn an_unanswered_query_is_recorded_and_counted(run: &DnsRun) {
+    let records = run.records(UNANSWERED);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(l7_type(records[0]), "REQUEST");
+    let summary = run
+        .stderr
+        .iter()
+        .find(|l| l.contains("DNS: packets="))
+        .expect("the DNS stop summary");
+    assert!(summary.contains(" unanswered=1 "), "{summary}");
+    assert!(summary.contains(" malformed=0 "), "{summary}");
+}
+
+fn records_are_hubbles_l7_dns_records(run: &DnsRun) {
+    let (request, response) = pair(run, WEB_A);
+    for record in [request, response] {
+        assert_eq!(record["Type"], "L7", "{record}");
+        assert_eq!(record["event_type"]["type"], 129, "{record}");
+        assert_eq!(record["verdict"], "FORWARDED", "{record}");
+        assert_eq!(record["l7"]["dns"]["observation_source"], "ebpf", "{record}");
+        assert!(record.get("extensions").is_none(), "{record}");
+    }
+    assert_eq!(request["is_reply"], false);
+    assert_eq!(response["is_reply"], true);
+    assert_eq!(request["IP"]["destination"], run.server_v4.to_string());
+    assert_eq!(
+        response["IP"]["source"],
+        run.server_v4.to_string(),
+        "an answer comes from the server"
+    );
+    assert_eq!(request["Summary"], "DNS Query web.test. A");
+    assert_eq!(
+        response["Summary"],
+        "DNS Answer \"192.0.2.10\" TTL: 60 (Query web.test. A)"
+    );
+}
+
+/// The uuids of the flows in `hubble observe -o jsonpb` output.
+fn uuids(out: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("jsonpb line");
+            v["flow"]["uuid"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+fn file_uuids(records: &[&Value]) -> Vec<String> {
+    records.iter().map(|r| r["uuid"].as_str().unwrap().to_owned()).collect()
+}
+
+fn hubble_observe_protocol_dns_and_type_l7(run: &DnsRun) {
+    let all: Vec<&Value> = run.file.l7.iter().collect();
+    for flags in [&["--protocol", "dns"][..], &["--type", "l7"]] {
+        assert_eq!(uuids(run.observed(flags)), file_uuids(&all), "hubble observe {flags:?}");
+    }
+}
+
+fn get_flows_dns_query(run: &DnsRun) {
+    let alias = run.records(ALIAS);
+    let got: Vec<&Value> = run.dns_query_alias.l7.iter().collect();
+    assert_eq!(file_uuids(&got), file_uuids(&alias));
+    assert!(run.dns_query_alias.records.is_empty(), "L3/L4 flows have no DNS query");
+}
+
+fn hubble_observe_compact_prints_dns_lines(run: &DnsRun) {
+    let out = run.observed(&["--protocol", "dns", "-o", "compact"]);
+    assert!(out.contains("DNS Query web.test. A"), "{out}");
+    assert!(
+        out.contains("DNS Answer \"192.0.2.10\" TTL: 60 (Query web.test. A)"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), run.file.l7.len(), "{out}");
+}

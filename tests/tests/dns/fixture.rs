@@ -1,0 +1,241 @@
+//! One captured run: dnsmasq in pod 2 (a `test.` zone with A, AAAA, CNAME
+//! and a TXT too big for 512 bytes; other names refused), `dig` in pod 1
+//! asking one question per case, hubcap on both pods' veths.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use hubcap::proto::{flow::FlowFilter, observer::GetFlowsRequest};
+use hubcap_tests::{
+    grpc,
+    output::{self, Output},
+    topology::Node,
+    upstream::{Background, hubble},
+};
+use serde_json::Value;
+
+/// What dig printed for one question.
+#[derive(Debug, Clone)]
+pub struct Dig {
+    pub name: String,
+    pub qtype: String,
+    /// `NOERROR`, `NXDOMAIN`, ...; empty when no answer came.
+    pub status: String,
+    pub query_time_ms: Option<u64>,
+    /// Addresses of A and AAAA answers.
+    pub addresses: Vec<String>,
+    pub output: String,
+}
+
+pub struct DnsRun {
+    /// Kept until the run is dropped: its namespaces go with it.
+    _node: Node,
+    pub digs: Vec<Dig>,
+    /// The JSON log's records.
+    pub file: Output,
+    /// `hubble observe` outputs, by the flags given.
+    pub observed: Vec<(Vec<String>, String)>,
+    /// GetFlows with Hubble's `dns_query` filter (`alias`), straight over
+    /// the API: the hubble CLI of this version has no flag for it.
+    pub dns_query_alias: Output,
+    pub stderr: Vec<String>,
+    pub server_v4: IpAddr,
+    pub server_v6: IpAddr,
+    _dnsmasq: Background,
+    dir: PathBuf,
+}
+
+/// The questions, in the order asked: (name, type, extra dig flags, server).
+pub const WEB_A: (&str, &str) = ("web.test.", "A");
+pub const WEB_AAAA: (&str, &str) = ("web.test.", "AAAA");
+pub const ALIAS: (&str, &str) = ("alias.test.", "A");
+pub const MISSING: (&str, &str) = ("missing.test.", "A");
+pub const OUTSIDE: (&str, &str) = ("example.com.", "A");
+pub const BIG_TXT: (&str, &str) = ("big.test.", "TXT");
+pub const OVER_TCP: (&str, &str) = ("tcp.test.", "A");
+pub const OVER_V6: (&str, &str) = ("v6.test.", "A");
+pub const UNANSWERED: (&str, &str) = ("quiet.test.", "A");
+
+/// The hubble observe flag sets the cases judge.
+pub const OBSERVE: &[&[&str]] = &[
+    &["--protocol", "dns"],
+    &["--type", "l7"],
+    &["--protocol", "dns", "-o", "compact"],
+];
+
+impl DnsRun {
+    pub fn capture() -> DnsRun {
+        let node = Node::new(2);
+        let dir = std::env::temp_dir().join(format!("hubcap-dns-{}", node.id));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (client, server) = (&node.pods[0], &node.pods[1]);
+        let (v4, v6) = (IpAddr::from(server.ipv4), IpAddr::from(server.ipv6));
+        let hosts = dir.join("hosts");
+        std::fs::write(
+            &hosts,
+            "192.0.2.10 web.test\n2001:db8::10 web.test\n192.0.2.11 tcp.test\n192.0.2.12 v6.test\n",
+        )
+        .unwrap();
+        let txt: Vec<String> = (0..4)
+            .map(|i| format!("\"{}\"", char::from(b'a' + i).to_string().repeat(200)))
+            .collect();
+        let dnsmasq = Background::start(server.ns.command("dnsmasq").args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            &format!("--addn-hosts={}", hosts.display()),
+            "--local=/test/",
+            "--local-ttl=60",
+            "--cname=alias.test,web.test",
+            &format!("--txt-record=big.test,{}", txt.join(",")),
+            &format!("--listen-address={v4}"),
+            &format!("--listen-address={v6}"),
+            "--bind-interfaces",
+            "--user=root",
+            &format!("--pid-file={}", dir.join("pid").display()),
+        ]));
+        let log = dir.join("flows.json");
+        let agent = node.capture(&["--output", log.to_str().unwrap()]);
+        node.up();
+        // dnsmasq binds once its addresses are usable.
+        std::thread::sleep(Duration::from_millis(500));
+        let bridge = IpAddr::from(node.bridge_v4());
+        let asks: [((&str, &str), &[&str], IpAddr); 9] = [
+            (WEB_A, &[], v4),
+            (WEB_AAAA, &[], v4),
+            (ALIAS, &[], v4),
+            (MISSING, &[], v4),
+            (OUTSIDE, &[], v4),
+            // Without EDNS the answer is cut at 512 bytes and dig asks
+            // again over TCP.
+            (BIG_TXT, &["+noedns"], v4),
+            (OVER_TCP, &["+tcp"], v4),
+            (OVER_V6, &[], v6),
+            // Nothing listens on the node's address: no answer.
+            (UNANSWERED, &[], bridge),
+        ];
+        let digs = asks
+            .iter()
+            .map(|&((name, qtype), flags, at)| dig(&client.ns, name, qtype, flags, at))
+            .collect();
+        std::thread::sleep(Duration::from_millis(400));
+        let socket = format!("unix://{}", agent.grpc_socket.as_ref().unwrap().display());
+        let observed = OBSERVE
+            .iter()
+            .map(|flags| {
+                let mut args = vec!["observe", "--server", socket.as_str(), "--all"];
+                args.extend_from_slice(flags);
+                if !flags.contains(&"-o") {
+                    args.extend(["-o", "jsonpb"]);
+                }
+                (flags.iter().map(|s| s.to_string()).collect(), hubble(&node.ns, &args))
+            })
+            .collect();
+        let dns_query_alias = {
+            let socket = agent.grpc_socket.clone().unwrap();
+            let request = GetFlowsRequest {
+                whitelist: vec![FlowFilter {
+                    dns_query: vec!["alias".into()],
+                    ..Default::default()
+                }],
+                number: 1000,
+                ..Default::default()
+            };
+            let responses = grpc::runtime().block_on(async {
+                let mut client = grpc::connect(&socket).await;
+                grpc::get_flows(&mut client, request).await
+            });
+            grpc::parse(&responses)
+        };
+        let finished = agent.stop();
+        assert!(finished.status.success(), "{:?}", finished.stderr);
+        let file = output::parse(&std::fs::read_to_string(&log).unwrap());
+        DnsRun {
+            _node: node,
+            digs,
+            file,
+            observed,
+            dns_query_alias,
+            stderr: finished.stderr,
+            server_v4: v4,
+            server_v6: v6,
+            _dnsmasq: dnsmasq,
+            dir,
+        }
+    }
+
+    pub fn dig(&self, (name, qtype): (&str, &str)) -> &Dig {
+        self.digs
+            .iter()
+            .find(|d| d.name == name && d.qtype == qtype)
+            .expect("asked")
+    }
+
+    /// The L7 records of the log for one question, in order.
+    pub fn records(&self, (name, qtype): (&str, &str)) -> Vec<&Value> {
+        self.file
+            .l7
+            .iter()
+            .filter(|f| {
+                let dns = &f["l7"]["dns"];
+                dns["query"] == name && dns["qtypes"].as_array().is_some_and(|t| t.len() == 1 && t[0] == qtype)
+            })
+            .collect()
+    }
+
+    pub fn observed(&self, flags: &[&str]) -> &str {
+        &self
+            .observed
+            .iter()
+            .find(|(f, _)| f.iter().map(String::as_str).eq(flags.iter().copied()))
+            .expect("observed with these flags")
+            .1
+    }
+}
+
+impl Drop for DnsRun {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn dig(ns: &hubcap_tests::netns::Netns, name: &str, qtype: &str, flags: &[&str], at: IpAddr) -> Dig {
+    let server = format!("@{at}");
+    let out = ns
+        .command("dig")
+        .args([server.as_str(), name, qtype, "+tries=1", "+time=2"])
+        .args(flags)
+        .output()
+        .expect("dig");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_default()
+        .to_owned();
+    let query_time_ms = text
+        .split(";; Query time: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    let answers = text.split(";; ANSWER SECTION:\n").nth(1).unwrap_or_default();
+    let addresses = answers
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            match fields.as_slice() {
+                [_, _, "IN", "A" | "AAAA", address] => Some((*address).to_owned()),
+                _ => None,
+            }
+        })
+        .collect();
+    Dig {
+        name: name.to_owned(),
+        qtype: qtype.to_owned(),
+        status,
+        query_time_ms,
+        addresses,
+        output: text,
+    }
+}
