@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::{
     cli::RunArgs,
     datapath::{Attachments, Datapath, DatapathConfig, ProgramPair},
-    dns::DnsStage,
+    dns::{DnsNames, DnsStage, SharedNames},
     drop_reasons::{self, DropReasons},
     drop_scope::DropScope,
     enrich::Enrichers,
@@ -74,6 +74,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         drop_reasons,
     });
     let mut enrichers = Enrichers::none();
+    let names = SharedNames::default();
+    if settings.capture.dns {
+        enrichers.push(DnsNames(Arc::clone(&names)));
+    }
     let mut first_list = None;
     let mut cluster_nodes = None;
     if let Some(k) = kubernetes {
@@ -94,7 +98,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let mut pipeline = Pipeline::new(reader, FlowTable::new(settings.table), outputs, Arc::clone(&metrics));
     if let Some(ring) = datapath.take_dns_events() {
-        pipeline = pipeline.with_dns(DnsStage::new(ring).context("watching the DNS ring buffer")?);
+        pipeline = pipeline.with_dns(DnsStage::new(ring, names, &metrics).context("watching the DNS ring buffer")?);
     }
     let mut agent = Agent {
         attachments: Attachments::new(settings.capture.attach_mode, ProgramPair::CAPTURE),

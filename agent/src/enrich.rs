@@ -29,6 +29,10 @@ pub struct Identities {
     /// port it serves).
     pub source_service: Option<Arc<Service>>,
     pub destination_service: Option<Arc<Service>>,
+    /// Names DNS gave the other side for these addresses (Hubble's
+    /// `source_names`, `destination_names`).
+    pub source_names: Option<Arc<Vec<String>>>,
+    pub destination_names: Option<Arc<Vec<String>>>,
 }
 
 /// A source of endpoint identities: fills in what it knows, leaves the

@@ -88,6 +88,9 @@ impl Pipeline {
             n = flows => {
                 let n = n.context("reading the ring buffer")?;
                 self.metrics.ring_records_read.inc_by(n as u64);
+                // Answers the kernel saw before these flows' packets name
+                // them: take them in first.
+                self.drain_dns()?;
                 self.write_updates()
             }
             read = dns => {
@@ -102,8 +105,8 @@ impl Pipeline {
     /// records are pending, so what trickles in below that comes this way.
     pub fn drain(&mut self) -> Result<()> {
         self.drain_ring();
-        self.write_updates()?;
         self.drain_dns()?;
+        self.write_updates()?;
         Ok(self.outputs.flush()?)
     }
 
@@ -114,7 +117,7 @@ impl Pipeline {
         self.outputs.tick();
         let now = WallClock::monotonic_ns();
         if let Some(dns) = &mut self.dns {
-            dns.expire(now);
+            dns.decoder.expire(now);
         }
         self.table.end_closed(flows, now, &mut self.updates);
         if sweep {
@@ -136,11 +139,11 @@ impl Pipeline {
     /// losses. Then the outputs close.
     pub fn finish(&mut self, flows: &mut KernelFlowMap, counters: &KernelCounters) -> Result<()> {
         self.drain_ring();
+        self.drain_dns()?;
         self.table.finish(flows, WallClock::monotonic_ns(), &mut self.updates);
         self.write_updates()?;
-        self.drain_dns()?;
         if let Some(dns) = &mut self.dns {
-            dns.finish();
+            dns.decoder.finish();
             let c = dns.counts();
             info!(
                 "DNS: packets={} recorded={} malformed={} bad_records={} copies={} unanswered={} answers_without_query={} untracked={}",
@@ -207,6 +210,9 @@ impl Pipeline {
         let counters = counters.read().context("reading kernel counters")?;
         let delta = counters.since(&self.reported_counters);
         self.metrics.count_kernel(&delta);
+        if let Some(dns) = &mut self.dns {
+            dns.publish(&delta);
+        }
         for (source, lost) in delta.losses() {
             if lost > 0 {
                 warn!(?source, lost, "kernel could not keep up");

@@ -36,8 +36,12 @@ impl CounterValues {
     /// The losses among these counts, as Hubble's loss reports name them.
     pub fn losses(&self) -> [(LostEventSource, u64); 3] {
         [
-            // Events that did not fit the ring buffer (the counts stay in the map).
-            (LostEventSource::PerfEventRingBuffer, self.get(Counter::RingBufFull)),
+            // Events that did not fit a ring buffer: flow events (the counts
+            // stay in the map), DNS messages (no L7 record).
+            (
+                LostEventSource::PerfEventRingBuffer,
+                self.get(Counter::RingBufFull) + self.get(Counter::DnsRingFull) + self.get(Counter::DnsUnreadable),
+            ),
             // Packets of flows, and drops, that did not fit the flow map:
             // not in any record.
             (

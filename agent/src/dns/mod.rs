@@ -4,11 +4,14 @@
 //!
 //! ring buffer -> [`framing`] (messages in a packet) -> [`message`]
 //! (decoded) -> [`tracker`] (copies at other hooks dropped, latency) ->
-//! outputs. Every packet and message that does not make it to a record is
+//! outputs. Answers also teach [`names`] which names a client was given
+//! for which addresses, for the enrich stage to put on later flows. Every packet and message that does not make it to a record is
 //! counted ([`DnsCounts`]).
 
 pub mod framing;
 pub mod message;
+pub mod names;
+mod stage_metrics;
 pub mod tracker;
 
 use std::io;
@@ -17,9 +20,12 @@ use agent_common::{DNS_CAPTURE_BYTES, DnsEventHeader, FlowKey};
 use aya::maps::{MapData, RingBuf};
 
 pub use message::DnsMessage;
+pub use names::{DnsNames, SharedNames};
 use tracker::{Tracker, TrackerCounts, Verdict};
 
-use crate::ringbuf::RingReader;
+use stage_metrics::StageMetrics;
+
+use crate::{datapath::CounterValues, metrics::Metrics, ringbuf::RingReader};
 
 /// One DNS packet as the kernel handed it over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,63 +80,68 @@ pub struct DnsCounts {
     /// Messages recorded (queries and answers).
     pub recorded: u64,
     pub tracker: TrackerCounts,
+    /// Answers' addresses not remembered for names (the cache was full).
+    pub names_full: u64,
 }
 
-pub struct DnsStage {
-    reader: RingReader<DnsPacket>,
+/// From DNS packets to observations, without the ring: framing, decoding,
+/// tracking, and learning names from every answer seen.
+pub struct DnsDecoder {
     framing: framing::Framing,
     tracker: Tracker,
+    names: SharedNames,
     packets: u64,
     malformed: u64,
     recorded: u64,
 }
 
-impl DnsStage {
-    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
-        Ok(DnsStage {
-            reader: RingReader::with_decoder(ring, decode_packet)?,
+impl DnsDecoder {
+    pub fn new(names: SharedNames) -> Self {
+        DnsDecoder {
             framing: framing::Framing::default(),
             tracker: Tracker::default(),
+            names,
             packets: 0,
             malformed: 0,
             recorded: 0,
-        })
+        }
     }
 
-    /// Waits for DNS packets, then adds what they say to `out`.
-    pub async fn next_batch(&mut self, out: &mut Vec<DnsObservation>) -> io::Result<()> {
-        let Self {
-            reader,
-            framing,
-            tracker,
-            packets,
-            malformed,
-            recorded,
-        } = self;
-        reader
-            .read_batch(|p| observe(p, framing, tracker, (packets, malformed, recorded), out))
-            .await?;
-        Ok(())
+    /// Adds what `packet` says to `out`: each message it holds that is the
+    /// first sighting of its kind.
+    pub fn packet(&mut self, packet: &DnsPacket, out: &mut Vec<DnsObservation>) {
+        self.packets += 1;
+        for message in self.framing.messages(packet) {
+            let Ok(message) = message else {
+                self.malformed += 1;
+                continue;
+            };
+            if message.is_response && message.rcode == 0 && !message.ips.is_empty() {
+                // Every sighting teaches: behind a masquerade, the pod's
+                // own veth sees the answer addressed to the pod, the
+                // uplink to the node.
+                let client = packet.key.dst_ip();
+                let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+                names.learn(client, &message.query, &message.ips, message.ttl, packet.time_ns);
+            }
+            if let Verdict::Record { latency_ns } = self.tracker.observe(&packet.key, packet.time_ns, &message) {
+                self.recorded += 1;
+                out.push(DnsObservation {
+                    key: packet.key,
+                    time_ns: packet.time_ns,
+                    message,
+                    latency_ns,
+                });
+            }
+        }
     }
 
-    /// Adds what the ring holds now to `out`, without waiting.
-    pub fn drain(&mut self, out: &mut Vec<DnsObservation>) {
-        let Self {
-            reader,
-            framing,
-            tracker,
-            packets,
-            malformed,
-            recorded,
-        } = self;
-        reader.read_all_now(|p| observe(p, framing, tracker, (packets, malformed, recorded), out));
-    }
-
-    /// The timer's work: old sightings and idle streams forgotten, queries
-    /// that waited too long counted as unanswered.
+    /// The timer's work: old sightings, idle streams and expired names
+    /// forgotten, queries that waited too long counted as unanswered.
     pub fn expire(&mut self, now_ns: u64) {
         self.tracker.expire(now_ns);
         self.framing.expire(now_ns);
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).expire(now_ns);
     }
 
     /// At exit: queries still waiting are unanswered.
@@ -141,10 +152,11 @@ impl DnsStage {
     pub fn counts(&self) -> DnsCounts {
         DnsCounts {
             packets: self.packets,
-            bad_records: self.reader.malformed,
+            bad_records: 0,
             malformed: self.malformed,
             recorded: self.recorded,
             tracker: self.tracker.counts,
+            names_full: self.names.lock().unwrap_or_else(|e| e.into_inner()).full,
         }
     }
 
@@ -154,27 +166,47 @@ impl DnsStage {
     }
 }
 
-fn observe(
-    packet: &DnsPacket,
-    framing: &mut framing::Framing,
-    tracker: &mut Tracker,
-    (packets, malformed, recorded): (&mut u64, &mut u64, &mut u64),
-    out: &mut Vec<DnsObservation>,
-) {
-    *packets += 1;
-    for message in framing.messages(packet) {
-        let Ok(message) = message else {
-            *malformed += 1;
-            continue;
-        };
-        if let Verdict::Record { latency_ns } = tracker.observe(&packet.key, packet.time_ns, &message) {
-            *recorded += 1;
-            out.push(DnsObservation {
-                key: packet.key,
-                time_ns: packet.time_ns,
-                message,
-                latency_ns,
-            });
+/// The DNS ring buffer, its decoder and its metrics.
+pub struct DnsStage {
+    reader: RingReader<DnsPacket>,
+    pub decoder: DnsDecoder,
+    metrics: StageMetrics,
+}
+
+impl DnsStage {
+    pub fn new(ring: RingBuf<MapData>, names: SharedNames, metrics: &Metrics) -> io::Result<Self> {
+        Ok(DnsStage {
+            reader: RingReader::with_decoder(ring, decode_packet)?,
+            decoder: DnsDecoder::new(names),
+            metrics: StageMetrics::new(metrics),
+        })
+    }
+
+    /// Publishes the stage's counts, and the kernel's DNS losses in
+    /// `kernel_delta`, in the metrics.
+    pub fn publish(&mut self, kernel_delta: &CounterValues) {
+        let names = self.decoder.names.lock().unwrap_or_else(|e| e.into_inner()).len();
+        self.metrics.publish(&self.counts(), self.decoder.waiting(), names);
+        self.metrics.count_kernel(kernel_delta);
+    }
+
+    /// Waits for DNS packets, then adds what they say to `out`.
+    pub async fn next_batch(&mut self, out: &mut Vec<DnsObservation>) -> io::Result<()> {
+        let decoder = &mut self.decoder;
+        self.reader.read_batch(|p| decoder.packet(p, out)).await?;
+        Ok(())
+    }
+
+    /// Adds what the ring holds now to `out`, without waiting.
+    pub fn drain(&mut self, out: &mut Vec<DnsObservation>) {
+        let decoder = &mut self.decoder;
+        self.reader.read_all_now(|p| decoder.packet(p, out));
+    }
+
+    pub fn counts(&self) -> DnsCounts {
+        DnsCounts {
+            bad_records: self.reader.malformed,
+            ..self.decoder.counts()
         }
     }
 }

@@ -364,9 +364,7 @@ mod tests {
                 identities: Identities {
                     source: endpoint(from),
                     destination: endpoint(to),
-                    node_labels: None,
-                    source_service: None,
-                    destination_service: None,
+                    ..Default::default()
                 },
                 ..source(second)
             });

@@ -28,9 +28,15 @@ enum Registered {
 
 impl Families {
     pub(super) fn counters(&self, registry: &Registry, family: &Family) -> IntCounterVec {
+        self.counters_with(registry, family, &[])
+    }
+
+    /// A counter family whose labels are its own followed by `extra`.
+    pub(super) fn counters_with(&self, registry: &Registry, family: &Family, extra: &[&str]) -> IntCounterVec {
         self.get_or_register(
             registry,
             family,
+            extra,
             IntCounterVec::new,
             Registered::Counters,
             |r| match r {
@@ -41,23 +47,32 @@ impl Families {
     }
 
     pub(super) fn gauges(&self, registry: &Registry, family: &Family) -> IntGaugeVec {
-        self.get_or_register(registry, family, IntGaugeVec::new, Registered::Gauges, |r| match r {
-            Registered::Gauges(vec) => Some(vec),
-            Registered::Counters(_) => None,
-        })
+        self.get_or_register(
+            registry,
+            family,
+            &[],
+            IntGaugeVec::new,
+            Registered::Gauges,
+            |r| match r {
+                Registered::Gauges(vec) => Some(vec),
+                Registered::Counters(_) => None,
+            },
+        )
     }
 
     fn get_or_register<V: prometheus::core::Collector + Clone + 'static>(
         &self,
         registry: &Registry,
         family: &Family,
+        extra: &[&str],
         make: fn(Opts, &[&str]) -> prometheus::Result<V>,
         wrap: fn(V) -> Registered,
         unwrap: fn(&Registered) -> Option<&V>,
     ) -> V {
         let mut families = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let entry = families.entry(family.name).or_insert_with(|| {
-            let vec = make(Opts::new(family.name, family.help), family.labels).expect("valid metric");
+            let labels: Vec<&str> = family.labels.iter().chain(extra).copied().collect();
+            let vec = make(Opts::new(family.name, family.help), &labels).expect("valid metric");
             registry.register(Box::new(vec.clone())).expect("unique metric");
             wrap(vec)
         });

@@ -46,7 +46,7 @@ const LOST_EVENT_SOURCES: [LostEventSource; 4] = [
 ];
 
 /// A metric's own label values followed by the context labels' values.
-fn labels<'a>(own: &[&'a str], context: &'a [String]) -> Vec<&'a str> {
+pub fn labels<'a>(own: &[&'a str], context: &'a [String]) -> Vec<&'a str> {
     own.iter().copied().chain(context.iter().map(String::as_str)).collect()
 }
 
@@ -327,6 +327,28 @@ impl Metrics {
                 .inc_by(delta.get(counter));
         }
         self.drops_filtered.inc_by(delta.get(Counter::EchoRepliesDelivered));
+    }
+
+    /// The counter family `family` with Hubble's context labels after its
+    /// own (`--metrics-context`), registered on first use; a series'
+    /// values are its own then [`Metrics::context_values`].
+    pub fn context_counters(&self, family: &Family) -> IntCounterVec {
+        self.families
+            .counters_with(&self.registry, family, &self.contexts.label_names())
+    }
+
+    /// The context labels' values for `flow`.
+    pub fn context_values(&self, flow: &crate::proto::flow::Flow) -> Vec<String> {
+        self.contexts.values(flow)
+    }
+
+    /// Counts an L7 record in Hubble's flow metric, as Hubble does: the
+    /// protocol and subtype are the L7 protocol's (`DNS`).
+    pub fn count_l7(&self, flow: &crate::proto::flow::Flow) {
+        let context = self.contexts.values(flow);
+        self.flows_processed
+            .with_label_values(&labels(&["DNS", "L7", "DNS", "FORWARDED"], &context))
+            .inc();
     }
 
     /// The counter family `family`, registered on first use.

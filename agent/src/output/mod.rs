@@ -18,6 +18,7 @@
 //! it.
 
 pub mod azure;
+mod dns_metrics;
 pub mod flow_logs;
 mod flow_metrics;
 pub mod ipfix;
@@ -40,6 +41,14 @@ use crate::{
     interfaces::InterfaceKind,
     proto::flow::{Flow, LostEvent, LostEventSource},
     record::{FlowRecord, RecordBuilder, RecordSource, Stamper},
+};
+
+/// Records an output format has no way to write, by format: shared by the
+/// formats that skip some.
+pub(crate) const FORMAT_SKIPPED: crate::metrics::Family = crate::metrics::Family {
+    name: "hubcap_format_skipped_records_total",
+    help: "Records an output format has no way to write (NSG tuples are TCP and UDP only; tuples and IPFIX take no L7 records), by format",
+    labels: &["format"],
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -46,7 +46,7 @@ impl OutputSettings {
         if let Some(main) = self.open_main(metrics)? {
             outputs.push(main);
         }
-        outputs.push(Box::new(FlowMetrics(Arc::clone(metrics))));
+        outputs.push(Box::new(FlowMetrics::new(Arc::clone(metrics))));
         if !self.ipfix_collectors.is_empty() {
             let domain = self
                 .ipfix_observation_domain

@@ -71,6 +71,13 @@ impl RecordBuilder {
             source_service: source.identities.source_service.as_deref().cloned(),
             destination_service: source.identities.destination_service.as_deref().cloned(),
             node_labels: source.identities.node_labels.as_deref().cloned().unwrap_or_default(),
+            source_names: source.identities.source_names.as_deref().cloned().unwrap_or_default(),
+            destination_names: source
+                .identities
+                .destination_names
+                .as_deref()
+                .cloned()
+                .unwrap_or_default(),
             ..Default::default()
         };
         let mut kernel_drop_reason = None;

@@ -2,7 +2,11 @@
 
 use serde_json::Value;
 
-use crate::fixture::{ALIAS, BIG_TXT, DnsRun, MISSING, OUTSIDE, OVER_TCP, OVER_V6, UNANSWERED, WEB_A, WEB_AAAA};
+use hubcap_tests::output::Record;
+
+use crate::fixture::{
+    ALIAS, BIG_TXT, DnsRun, MISSING, OUTSIDE, OVER_TCP, OVER_V6, PEER, SHORT, UNANSWERED, WEB_A, WEB_AAAA,
+};
 
 type Case = (&'static str, fn(&DnsRun));
 
@@ -34,6 +38,21 @@ pub const CASES: &[Case] = &[
         "hubble_observe_compact_prints_dns_lines",
         hubble_observe_compact_prints_dns_lines,
     ),
+    (
+        "a_flow_to_an_answered_address_carries_the_name",
+        a_flow_to_an_answered_address_carries_the_name,
+    ),
+    (
+        "a_flow_to_an_address_never_answered_has_no_name",
+        a_flow_to_an_address_never_answered_has_no_name,
+    ),
+    ("an_expired_ttl_names_no_new_flow", an_expired_ttl_names_no_new_flow),
+    ("hubble_observe_to_fqdn", hubble_observe_to_fqdn),
+    ("dns_metrics_count_the_records", dns_metrics_count_the_records),
+    (
+        "a_flow_log_of_protocol_dns_holds_the_dns_records",
+        a_flow_log_of_protocol_dns_holds_the_dns_records,
+    ),
 ];
 
 fn l7_type(record: &Value) -> &str {
@@ -58,9 +77,10 @@ fn each_question_is_one_request_and_one_response(run: &DnsRun) {
     for question in [WEB_A, WEB_AAAA, ALIAS, MISSING, OUTSIDE, OVER_TCP, OVER_V6] {
         pair(run, question);
     }
-    // Seen on both pods' veths, written once: 2 records per question, 4
-    // for the truncated one (UDP, then TCP), 1 for the unanswered one.
-    assert_eq!(run.file.l7.len(), 7 * 2 + 4 + 1, "{:#?}", run.file.l7);
+    // Seen on both pods' veths, written once: 2 records per question (9
+    // with an answer), 4 for the truncated one (UDP, then TCP), 1 for the
+    // unanswered one.
+    assert_eq!(run.file.l7.len(), 9 * 2 + 4 + 1, "{:#?}", run.file.l7);
 }
 
 fn answers_carry_what_dig_printed(run: &DnsRun) {
@@ -232,4 +252,140 @@ fn hubble_observe_compact_prints_dns_lines(run: &DnsRun) {
         "{out}"
     );
     assert_eq!(out.lines().count(), run.file.l7.len(), "{out}");
+}
+
+fn names(record: &Record, key: &str) -> Vec<String> {
+    record.json[key]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// ICMP echo records between the client and `peer`, each way.
+fn echoes<'a>(run: &'a DnsRun, peer: &str) -> (Vec<&'a Record>, Vec<&'a Record>) {
+    let icmp = |r: &&Record| r.protocol.starts_with("ICMP");
+    let to = run.file.records.iter().filter(icmp).filter(|r| r.dst == peer).collect();
+    let from = run.file.records.iter().filter(icmp).filter(|r| r.src == peer).collect();
+    (to, from)
+}
+
+fn a_flow_to_an_answered_address_carries_the_name(run: &DnsRun) {
+    assert_eq!(run.dig(PEER).addresses, [run.server_v4.to_string()]);
+    let (to, from) = echoes(run, &run.server_v4.to_string());
+    assert!(!to.is_empty() && !from.is_empty(), "{:#?}", run.file.records);
+    for r in &to {
+        assert_eq!(names(r, "destination_names"), ["peer.test"], "{}", r.json);
+        assert!(names(r, "source_names").is_empty(), "{}", r.json);
+    }
+    for r in &from {
+        assert_eq!(names(r, "source_names"), ["peer.test"], "{}", r.json);
+    }
+}
+
+fn a_flow_to_an_address_never_answered_has_no_name(run: &DnsRun) {
+    let (to, _) = echoes(run, &run.bridge.to_string());
+    assert!(!to.is_empty(), "{:#?}", run.file.records);
+    for r in &to {
+        assert!(names(r, "destination_names").is_empty(), "{}", r.json);
+    }
+}
+
+fn an_expired_ttl_names_no_new_flow(run: &DnsRun) {
+    assert_eq!(run.dig(SHORT).addresses, [run.server_v6.to_string()]);
+    let (to, _) = echoes(run, &run.server_v6.to_string());
+    let start = |r: &Record| {
+        r.json["extensions"]["value"]["flow_start_time"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut starts: Vec<String> = to.iter().map(|r| start(r)).collect();
+    starts.sort();
+    starts.dedup();
+    assert_eq!(starts.len(), 2, "two pings, two flows: {to:#?}");
+    for r in &to {
+        let expected: &[&str] = if start(r) == starts[0] { &["short.test"] } else { &[] };
+        assert_eq!(names(r, "destination_names"), expected, "{}", r.json);
+    }
+}
+
+fn hubble_observe_to_fqdn(run: &DnsRun) {
+    let named = |f: &Value| {
+        f["destination_names"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n == "peer.test"))
+    };
+    let mut expected: Vec<&Value> = run.file.records.iter().map(|r| &r.json).filter(|f| named(f)).collect();
+    expected.extend(run.file.l7.iter().filter(|f| named(f)));
+    let mut expected = file_uuids(&expected);
+    expected.sort();
+    let mut got = uuids(run.observed(&["--to-fqdn", "peer.test"]));
+    got.sort();
+    assert!(!got.is_empty());
+    assert_eq!(got, expected);
+}
+
+/// The value of the series `name{labels}` in the scrape (0 when absent).
+fn series(run: &DnsRun, name_and_labels: &str) -> u64 {
+    run.metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn dns_metrics_count_the_records(run: &DnsRun) {
+    // Scraped before the agent stopped: the unanswered query still waits.
+    let l7 = &run.file.l7;
+    let count = |pred: &dyn Fn(&Value) -> bool| l7.iter().filter(|f| pred(f)).count() as u64;
+    assert_eq!(
+        series(
+            run,
+            r#"hubble_flows_processed_total{protocol="DNS",subtype="DNS",type="L7",verdict="FORWARDED"}"#
+        ),
+        l7.len() as u64,
+        "{}",
+        run.metrics
+    );
+    let is_query = |f: &Value| f["is_reply"] == false;
+    let queries_a = count(&|f| is_query(f) && f["l7"]["dns"]["qtypes"] == serde_json::json!(["A"]));
+    assert_eq!(
+        series(run, r#"hubble_dns_queries_total{ips_returned="0",qtypes="A",rcode=""}"#),
+        queries_a
+    );
+    let nxdomain = count(&|f| !is_query(f) && f["l7"]["dns"]["rcode"] == 3);
+    assert_eq!(nxdomain, 1);
+    assert_eq!(
+        series(
+            run,
+            r#"hubble_dns_responses_total{ips_returned="0",qtypes="A",rcode="Non-Existent Domain"}"#
+        ),
+        nxdomain
+    );
+    let cname_answers = count(&|f| {
+        f["l7"]["dns"]["rrtypes"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "CNAME"))
+    });
+    assert_eq!(
+        series(run, r#"hubble_dns_response_types_total{qtypes="A",type="CNAME"}"#),
+        cname_answers
+    );
+    assert_eq!(series(run, "hubcap_dns_queries_waiting"), 1, "{}", run.metrics);
+    assert_eq!(
+        series(run, r#"hubcap_dns_messages_total{outcome="recorded"}"#),
+        l7.len() as u64
+    );
+    assert_eq!(series(run, r#"hubcap_dns_messages_total{outcome="malformed"}"#), 0);
+    assert!(series(run, r#"hubcap_dns_messages_total{outcome="copy"}"#) > 0);
+    for reason in ["ringbuf_full", "unreadable", "bad_record"] {
+        let line = format!("hubcap_dns_packets_lost_total{{reason=\"{reason}\"}} 0");
+        assert!(run.metrics.lines().any(|l| l == line), "{line}: {}", run.metrics);
+    }
+}
+
+fn a_flow_log_of_protocol_dns_holds_the_dns_records(run: &DnsRun) {
+    assert!(run.dns_log.records.is_empty(), "{:#?}", run.dns_log.records);
+    let all: Vec<&Value> = run.file.l7.iter().collect();
+    let logged: Vec<&Value> = run.dns_log.l7.iter().collect();
+    assert_eq!(file_uuids(&logged), file_uuids(&all));
 }

@@ -38,6 +38,12 @@ pub struct DnsRun {
     /// the API: the hubble CLI of this version has no flag for it.
     pub dns_query_alias: Output,
     pub stderr: Vec<String>,
+    /// The metrics, scraped before the agent stopped.
+    pub metrics: String,
+    /// The flow log configured with `protocol: [dns]`.
+    pub dns_log: Output,
+    /// The node's bridge address: never in an answer.
+    pub bridge: IpAddr,
     pub server_v4: IpAddr,
     pub server_v6: IpAddr,
     _dnsmasq: Background,
@@ -54,13 +60,21 @@ pub const BIG_TXT: (&str, &str) = ("big.test.", "TXT");
 pub const OVER_TCP: (&str, &str) = ("tcp.test.", "A");
 pub const OVER_V6: (&str, &str) = ("v6.test.", "A");
 pub const UNANSWERED: (&str, &str) = ("quiet.test.", "A");
+/// The server pod's own addresses, for flows that carry the name: IPv4
+/// with a 60 s TTL, IPv6 with a 2 s one.
+pub const PEER: (&str, &str) = ("peer.test.", "A");
+pub const SHORT: (&str, &str) = ("short.test.", "AAAA");
 
 /// The hubble observe flag sets the cases judge.
 pub const OBSERVE: &[&[&str]] = &[
     &["--protocol", "dns"],
     &["--type", "l7"],
     &["--protocol", "dns", "-o", "compact"],
+    &["--to-fqdn", "peer.test"],
 ];
+
+/// Where the run serves its metrics (in the node's namespace).
+const METRICS: &str = "127.0.0.1:9965";
 
 impl DnsRun {
     pub fn capture() -> DnsRun {
@@ -72,7 +86,9 @@ impl DnsRun {
         let hosts = dir.join("hosts");
         std::fs::write(
             &hosts,
-            "192.0.2.10 web.test\n2001:db8::10 web.test\n192.0.2.11 tcp.test\n192.0.2.12 v6.test\n",
+            format!(
+                "192.0.2.10 web.test\n2001:db8::10 web.test\n192.0.2.11 tcp.test\n192.0.2.12 v6.test\n{v4} peer.test\n"
+            ),
         )
         .unwrap();
         let txt: Vec<String> = (0..4)
@@ -89,12 +105,30 @@ impl DnsRun {
             &format!("--txt-record=big.test,{}", txt.join(",")),
             &format!("--listen-address={v4}"),
             &format!("--listen-address={v6}"),
+            &format!("--host-record=short.test,{v6},2"),
             "--bind-interfaces",
             "--user=root",
             &format!("--pid-file={}", dir.join("pid").display()),
         ]));
         let log = dir.join("flows.json");
-        let agent = node.capture(&["--output", log.to_str().unwrap()]);
+        let dns_log = dir.join("dns.json");
+        let config = dir.join("flow-logs.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "flowLogs:\n  - name: dns\n    filePath: {}\n    includeFilters:\n      - protocol: [dns]\n",
+                dns_log.display()
+            ),
+        )
+        .unwrap();
+        let agent = node.capture(&[
+            "--output",
+            log.to_str().unwrap(),
+            "--flow-logs-config",
+            config.to_str().unwrap(),
+            "--metrics-listen",
+            METRICS,
+        ]);
         node.up();
         // dnsmasq binds once its addresses are usable.
         std::thread::sleep(Duration::from_millis(500));
@@ -117,7 +151,21 @@ impl DnsRun {
             .iter()
             .map(|&((name, qtype), flags, at)| dig(&client.ns, name, qtype, flags, at))
             .collect();
+        // Flows to answered addresses (the IPv6 one within and after its
+        // 2 s TTL), and to one never answered.
+        let mut digs: Vec<Dig> = digs;
+        // Names are per asking address: the IPv6 flow's name is asked
+        // over IPv6.
+        for ((name, qtype), at) in [(PEER, v4), (SHORT, v6)] {
+            digs.push(dig(&client.ns, name, qtype, &[], at));
+        }
+        ping(&client.ns, &v4.to_string());
+        ping(&client.ns, &bridge.to_string());
+        ping(&client.ns, &v6.to_string());
+        std::thread::sleep(Duration::from_millis(2500));
+        ping(&client.ns, &v6.to_string());
         std::thread::sleep(Duration::from_millis(400));
+        let metrics = hubcap_tests::agent::scrape_metrics(&node.ns, METRICS);
         let socket = format!("unix://{}", agent.grpc_socket.as_ref().unwrap().display());
         let observed = OBSERVE
             .iter()
@@ -149,6 +197,7 @@ impl DnsRun {
         let finished = agent.stop();
         assert!(finished.status.success(), "{:?}", finished.stderr);
         let file = output::parse(&std::fs::read_to_string(&log).unwrap());
+        let dns_log = output::parse(&std::fs::read_to_string(&dns_log).unwrap());
         DnsRun {
             _node: node,
             digs,
@@ -156,6 +205,9 @@ impl DnsRun {
             observed,
             dns_query_alias,
             stderr: finished.stderr,
+            metrics,
+            dns_log,
+            bridge,
             server_v4: v4,
             server_v6: v6,
             _dnsmasq: dnsmasq,
@@ -196,6 +248,15 @@ impl Drop for DnsRun {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One echo from `ns` to `to` (a flow of its own: each ping has its own
+/// echo id).
+fn ping(ns: &hubcap_tests::netns::Netns, to: &str) {
+    ns.command("ping")
+        .args(["-c", "1", "-W", "1", to])
+        .output()
+        .expect("ping");
 }
 
 fn dig(ns: &hubcap_tests::netns::Netns, name: &str, qtype: &str, flags: &[&str], at: IpAddr) -> Dig {

@@ -20,7 +20,7 @@ use super::{Output, OutputError, sink_metrics::SinkMetrics};
 use prometheus::IntCounter;
 
 use crate::{
-    metrics::{Family, Metrics},
+    metrics::Metrics,
     proto::flow::LostEvent,
     record::{FlowRecord, RecordSource},
     sink::{Sink, SinkStats},
@@ -45,12 +45,6 @@ pub enum Destination {
     Lines(Sink),
     Blobs(HourlyBlobs),
 }
-
-const FORMAT_SKIPPED: Family = Family {
-    name: "hubcap_format_skipped_records_total",
-    help: "Records an output format has no way to write (NSG tuples are TCP and UDP only), by format",
-    labels: &["format"],
-};
 
 fn destination_name(destination: &Destination) -> &'static str {
     match destination {
@@ -78,7 +72,7 @@ pub struct AzureFlowLog {
 impl AzureFlowLog {
     pub fn new(format: OutputFormat, sink: Destination, node_name: String, metrics: &Metrics) -> Self {
         let skipped = metrics
-            .counters(&FORMAT_SKIPPED)
+            .counters(&super::FORMAT_SKIPPED)
             .with_label_values(&[format_name(format)]);
         let metrics = SinkMetrics::register(metrics, destination_name(&sink));
         AzureFlowLog {
@@ -192,6 +186,12 @@ fn node_guid(node: &str) -> String {
 }
 
 impl Output for AzureFlowLog {
+    /// Flow tuples have no place for an L7 record (its packets are in the
+    /// flow's tuples all the same).
+    fn l7(&mut self, _: &RecordSource, _: &crate::proto::flow::Flow) {
+        self.skipped.inc();
+    }
+
     fn flow(&mut self, source: &RecordSource, record: &FlowRecord) {
         // Checked on the key, before the tuple's strings are made.
         if self.format == OutputFormat::Nsg && tuple::nsg_letter(source.update.key.protocol).is_none() {

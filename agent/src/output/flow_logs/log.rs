@@ -134,22 +134,22 @@ impl FlowLog {
     fn write_group(&mut self, group: Group) {
         let time = group.flow.time.unwrap_or_default();
         let counts = Counts::Aggregate(&group.counts);
-        self.write_flow(&group.flow, counts, &time);
+        self.write_flow(&group.flow, Some(counts), &time);
     }
 
     /// With the field mask applied; hubcap's counts are the `extensions`
     /// field, kept when the mask names it. An aggregated line keeps its
     /// `aggregate`, as in Cilium.
-    fn write_flow(&mut self, flow: &Flow, counts: Counts<'_>, time: &Timestamp) {
+    fn write_flow(&mut self, flow: &Flow, counts: Option<Counts<'_>>, time: &Timestamp) {
         // Tuple logs take records whole (their config has no mask and no
         // aggregation): only Hubble logs come here.
         let Writer::Hubble(log) = &mut self.log else { return };
         match &self.mask {
-            None => log.payload(ExportPayload::Flow(flow, Some(counts)), time),
+            None => log.payload(ExportPayload::Flow(flow, counts), time),
             Some(mask) => {
                 let mut masked = mask.apply(flow);
                 masked.aggregate = flow.aggregate;
-                let counts = mask.keeps("extensions").then_some(counts);
+                let counts = counts.filter(|_| mask.keeps("extensions"));
                 log.payload(ExportPayload::Flow(&masked, counts), time);
             }
         }
@@ -207,9 +207,29 @@ impl Output for FlowLog {
             }
             None => {
                 let time = record.flow.time.unwrap_or_default();
-                self.write_flow(&record.flow, Counts::Record(&record.counts), &time);
+                self.write_flow(&record.flow, Some(Counts::Record(&record.counts)), &time);
             }
         }
+    }
+
+    /// An L7 record through the log's filters and mask; never aggregated
+    /// (it carries no counts to sum), and left to the tuple writer's rule.
+    fn l7(&mut self, source: &RecordSource, flow: &Flow) {
+        self.check_end();
+        if self.ended {
+            return;
+        }
+        if !self.selector.selects(flow) {
+            self.metrics.filtered.inc();
+            return;
+        }
+        self.metrics.records.inc();
+        if let Writer::Tuples(log) = &mut self.log {
+            log.l7(source, flow);
+            return;
+        }
+        let time = flow.time.unwrap_or_default();
+        self.write_flow(flow, None, &time);
     }
 
     fn lost(&mut self, lost: &LostEvent, time: &Timestamp) {

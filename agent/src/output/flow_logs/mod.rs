@@ -285,6 +285,12 @@ impl Output for FlowLogs {
         self.logs.iter().any(|(_, log)| log.tracks_flow_state())
     }
 
+    fn l7(&mut self, source: &RecordSource, flow: &crate::proto::flow::Flow) {
+        for (_, log) in &mut self.logs {
+            log.l7(source, flow);
+        }
+    }
+
     fn lost(&mut self, lost: &LostEvent, time: &prost_types::Timestamp) {
         for (_, log) in &mut self.logs {
             log.lost(lost, time);

@@ -191,32 +191,20 @@ fn label_selector(s: &LabelSelectorSpec) -> Result<String, String> {
     Ok(requirements.join(","))
 }
 
-/// The protocol choices: `dns` as port 53 either way (what the resources
-/// mean by it: hubcap has no L7 records yet), every other name as Hubble's
-/// protocol filter takes it.
+/// The protocol choice, every name as Hubble's protocol filter takes it:
+/// `dns` selects the DNS records (Hubble L7), `udp` and `tcp` their L4.
 fn protocols(list: &[String]) -> Result<Vec<Map<String, Value>>, String> {
     if list.is_empty() {
         return Ok(vec![Map::new()]);
     }
     let mut by_name = Vec::new();
-    let mut dns = false;
     for p in list {
-        match ProtocolFilter::parse(p) {
-            Some(ProtocolFilter::L7("dns")) => dns = true,
-            Some(_) => by_name.push(p.to_ascii_lowercase()),
-            None => return Err(format!("protocol {p:?}: {}", ProtocolFilter::names())),
+        if ProtocolFilter::parse(p).is_none() {
+            return Err(format!("protocol {p:?}: {}", ProtocolFilter::names()));
         }
+        by_name.push(p.to_ascii_lowercase());
     }
-    let mut choices = Vec::new();
-    if !by_name.is_empty() {
-        choices.push(Map::from_iter([("protocol".to_owned(), json!(by_name))]));
-    }
-    if dns {
-        for port in ["destination_port", "source_port"] {
-            choices.push(Map::from_iter([(port.to_owned(), json!(["53"]))]));
-        }
-    }
-    Ok(choices)
+    Ok(vec![Map::from_iter([("protocol".to_owned(), json!(by_name))])])
 }
 
 fn product(left: Vec<Map<String, Value>>, right: Vec<Map<String, Value>>) -> Vec<Map<String, Value>> {
@@ -269,14 +257,7 @@ mod tests {
             f.extend(extra.as_object().unwrap().clone());
             Value::Object(f)
         };
-        assert_eq!(
-            filters,
-            [
-                with(json!({"protocol": ["tcp", "udp"]})),
-                with(json!({"destination_port": ["53"]})),
-                with(json!({"source_port": ["53"]})),
-            ]
-        );
+        assert_eq!(filters, [with(json!({"protocol": ["tcp", "dns", "udp"]}))]);
     }
 
     #[test]

@@ -141,6 +141,8 @@ pub struct IpfixExporter {
     builder: MessageBuilder,
     templates_sent: Option<Instant>,
     sent: u64,
+    /// L7 records: IPFIX's flow records have no place for them.
+    skipped: IntCounter,
 }
 
 impl IpfixExporter {
@@ -154,7 +156,9 @@ impl IpfixExporter {
         for c in &collectors {
             info!(collector = %c.url, observation_domain = domain, "exporting IPFIX");
         }
+        let skipped = metrics.counters(&super::FORMAT_SKIPPED).with_label_values(&["ipfix"]);
         Ok(IpfixExporter {
+            skipped,
             collectors,
             builder: MessageBuilder::new(domain),
             templates_sent: None,
@@ -187,6 +191,11 @@ impl IpfixExporter {
 impl Output for IpfixExporter {
     fn flow(&mut self, source: &RecordSource, _: &FlowRecord) {
         self.builder.add(source);
+    }
+
+    /// The L7 record's packets are in its flow's IPFIX records already.
+    fn l7(&mut self, _: &RecordSource, _: &crate::proto::flow::Flow) {
+        self.skipped.inc();
     }
 
     /// IPFIX has no loss record of its own; losses are in the metrics and
