@@ -97,6 +97,10 @@ impl NameCache {
     pub fn len(&self) -> usize {
         self.pairs.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
 }
 
 /// The enrich stage's source of names.
@@ -105,7 +109,7 @@ pub struct DnsNames(pub SharedNames);
 impl Enricher for DnsNames {
     fn enrich(&mut self, update: &FlowUpdate, identities: &mut Identities) {
         let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.pairs.is_empty() {
+        if cache.is_empty() {
             return;
         }
         let (src, dst) = (update.key.src_ip(), update.key.dst_ip());
