@@ -206,6 +206,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub metrics_context_limit: usize,
 
+    /// A `query` label (the name asked) on Hubble's DNS metrics, as
+    /// Hubble's `dns:query` option; bounded by --metrics-context-limit.
+    #[arg(long)]
+    pub metrics_dns_query: bool,
+
     /// Kubernetes identities on flows: `auto` when a cluster is configured
     /// and reachable, `on` (unreachable at start is an error), or `off`.
     #[arg(long, value_enum, default_value_t = KubernetesMode::Auto)]
@@ -274,6 +279,7 @@ impl RunArgs {
                 source_context: self.metrics_source_context,
                 destination_context: self.metrics_destination_context,
                 context_limit: self.metrics_context_limit,
+                dns_query: self.metrics_dns_query,
             },
             node_name,
         }

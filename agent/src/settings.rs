@@ -54,10 +54,12 @@ pub struct MetricsSettings {
     pub destination_context: Option<ContextKind>,
     /// Distinct values each context label takes at most.
     pub context_limit: usize,
+    /// The DNS metrics' `query` label.
+    pub dns_query: bool,
 }
 
 impl MetricsSettings {
     pub fn contexts(&self) -> Contexts {
-        Contexts::new(self.source_context, self.destination_context, self.context_limit)
+        Contexts::new(self.source_context, self.destination_context, self.context_limit).with_dns_query(self.dns_query)
     }
 }

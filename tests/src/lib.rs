@@ -7,6 +7,7 @@
 //! namespaces.
 
 pub mod agent;
+pub mod dns;
 pub mod grpc;
 pub mod harness;
 pub mod kube;

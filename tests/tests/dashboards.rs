@@ -12,7 +12,7 @@ use std::{
 
 use hubcap_tests::{
     agent::scrape_metrics,
-    require_root,
+    dns, require_root,
     topology::Node,
     traffic::{tcp_transfer, udp_echo},
 };
@@ -141,6 +141,7 @@ fn every_metric_and_label_the_dashboards_use_is_served() {
         "namespace",
         "--metrics-destination-context",
         "workload",
+        "--metrics-dns-query",
         "--flow-logs-config",
         config.to_str().unwrap(),
     ];
@@ -150,13 +151,22 @@ fn every_metric_and_label_the_dashboards_use_is_served() {
     let (p1, p2) = (&node.pods[0], &node.pods[1]);
     udp_echo(&p1.ns, &p2.ns, (p2.ipv4, 5353).into(), 5, 100);
     tcp_transfer(&p1.ns, &p2.ns, (p2.ipv4, 5001).into(), 10_000, 1_000);
+    // DNS: an answer and an error, for the DNS panels.
+    let server = std::net::IpAddr::from(p2.ipv4);
+    let dnsmasq = dns::dnsmasq(&p2.ns, &[server], &dir, "192.0.2.10 web.test\n", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for name in ["web.test.", "missing.test."] {
+        let asked = dns::dig(&p1.ns, name, "A", &[], server);
+        assert!(!asked.status.is_empty(), "{}", asked.output);
+    }
+    drop(dnsmasq);
     node.wait_for_flows_to_end();
     let metrics = served(&scrape_metrics(&node.ns, "127.0.0.1:9965"));
     let finished = agent.stop();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(finished.status.success());
     let expressions = expressions();
-    assert!(expressions.len() >= 15, "{} queries", expressions.len());
+    assert!(expressions.len() >= 20, "{} queries", expressions.len());
     for (panel, expr) in expressions {
         let (names, labels) = used(&expr);
         assert!(!names.is_empty(), "{panel}: no metric in {expr}");

@@ -10,11 +10,12 @@ use anyhow::{Context as _, Result, bail};
 use crate::setup;
 
 /// The targets in fuzz/Cargo.toml.
-const TARGETS: [&str; 4] = [
+const TARGETS: [&str; 5] = [
     "ringbuf_records",
     "hubble_json_lines",
     "flow_logs_config",
     "flow_filters",
+    "dns_packets",
 ];
 
 pub fn decoders(root: &Path, seconds: u64) -> Result<()> {

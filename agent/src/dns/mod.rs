@@ -69,6 +69,26 @@ pub struct DnsObservation {
     pub latency_ns: Option<u64>,
 }
 
+impl DnsObservation {
+    /// The flow update its record is stamped and identified from: its
+    /// packet's key and time.
+    pub fn flow_update(&self) -> crate::flow_table::FlowUpdate {
+        crate::flow_table::FlowUpdate {
+            key: self.key,
+            stats: agent_common::FlowStats {
+                first_seen_ns: self.time_ns,
+                last_seen_ns: self.time_ns,
+                ..Default::default()
+            },
+            packets: 0,
+            bytes: 0,
+            tcp_flags: 0,
+            state: crate::flow_table::FlowState::Begin,
+            is_reply: Some(self.message.is_response),
+        }
+    }
+}
+
 /// What the DNS stage counted (the kernel counts what never reached it).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DnsCounts {

@@ -1,8 +1,9 @@
 //! Hubble's metric context options: `source` and `destination` labels on
 //! the flow, drop and TCP-flag metrics naming each side (its namespace, pod,
-//! workload or app). Off by default. Each label takes at most `limit`
-//! distinct values; later ones count as `other`, so a busy cluster cannot
-//! grow the metrics without bound.
+//! workload or app), and Hubble's `query` option of the DNS metrics (the
+//! name asked). Off by default. Each label takes at most `limit` distinct
+//! values; later ones count as `other`, so a busy cluster cannot grow the
+//! metrics without bound.
 
 use std::{collections::HashSet, sync::Mutex};
 
@@ -28,8 +29,11 @@ pub const OVERFLOW: &str = "other";
 pub struct Contexts {
     source: Option<ContextKind>,
     destination: Option<ContextKind>,
+    /// The DNS metrics' `query` label.
+    dns_query: bool,
     limit: usize,
-    seen: Mutex<[HashSet<String>; 2]>,
+    /// Values seen per label: source, destination, query.
+    seen: Mutex<[HashSet<String>; 3]>,
 }
 
 impl Contexts {
@@ -37,9 +41,27 @@ impl Contexts {
         Contexts {
             source,
             destination,
+            dns_query: false,
             limit,
             seen: Mutex::default(),
         }
+    }
+
+    /// With the DNS metrics' `query` label (`--metrics-dns-query`).
+    pub fn with_dns_query(mut self, on: bool) -> Self {
+        self.dns_query = on;
+        self
+    }
+
+    /// Whether the DNS metrics carry a `query` label.
+    pub fn dns_query(&self) -> bool {
+        self.dns_query
+    }
+
+    /// The `query` label's value for `name`, bounded like the others.
+    pub fn dns_query_value(&self, name: &str) -> String {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        bounded(&mut seen[2], self.limit, name.to_owned())
     }
 
     /// The extra label names, in order.
@@ -71,14 +93,7 @@ impl Contexts {
         .enumerate()
         {
             let Some(kind) = kind else { continue };
-            let value = value(kind, endpoint);
-            let seen = &mut seen[i];
-            if seen.contains(&value) || seen.len() < self.limit {
-                seen.insert(value.clone());
-                values.push(value);
-            } else {
-                values.push(OVERFLOW.to_owned());
-            }
+            values.push(bounded(&mut seen[i], self.limit, value(kind, endpoint)));
         }
         values
     }
@@ -86,6 +101,17 @@ impl Contexts {
     /// Empty values for the series made at start.
     pub fn empty(&self) -> Vec<String> {
         vec![String::new(); self.label_names().len()]
+    }
+}
+
+/// `value` while the label has seen fewer than `limit` values (or this
+/// one before), else [`OVERFLOW`].
+fn bounded(seen: &mut HashSet<String>, limit: usize, value: String) -> String {
+    if seen.contains(&value) || seen.len() < limit {
+        seen.insert(value.clone());
+        value
+    } else {
+        OVERFLOW.to_owned()
     }
 }
 

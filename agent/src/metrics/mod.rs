@@ -342,6 +342,11 @@ impl Metrics {
         self.contexts.values(flow)
     }
 
+    /// The context options (for the DNS metrics' `query`).
+    pub fn contexts(&self) -> &Contexts {
+        &self.contexts
+    }
+
     /// Counts an L7 record in Hubble's flow metric, as Hubble does: the
     /// protocol and subtype are the L7 protocol's (`DNS`).
     pub fn count_l7(&self, flow: &crate::proto::flow::Flow) {

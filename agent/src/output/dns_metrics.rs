@@ -25,19 +25,41 @@ const RESPONSE_TYPES: Family = Family {
     help: "Number of DNS answer records observed, by type",
     labels: &["type", "qtypes"],
 };
+/// The same with Hubble's `query` option (`--metrics-dns-query`).
+const QUERIES_BY_NAME: Family = Family {
+    labels: &["rcode", "qtypes", "ips_returned", "query"],
+    ..QUERIES
+};
+const RESPONSES_BY_NAME: Family = Family {
+    labels: &["rcode", "qtypes", "ips_returned", "query"],
+    ..RESPONSES
+};
+const RESPONSE_TYPES_BY_NAME: Family = Family {
+    labels: &["type", "qtypes", "query"],
+    ..RESPONSE_TYPES
+};
 
 pub struct DnsMetrics {
     queries: IntCounterVec,
     responses: IntCounterVec,
     response_types: IntCounterVec,
+    by_name: bool,
 }
 
 impl DnsMetrics {
     pub fn new(metrics: &Metrics) -> Self {
+        let by_name = metrics.contexts().dns_query();
+        let [queries, responses, response_types] = if by_name {
+            [QUERIES_BY_NAME, RESPONSES_BY_NAME, RESPONSE_TYPES_BY_NAME]
+        } else {
+            [QUERIES, RESPONSES, RESPONSE_TYPES]
+        }
+        .map(|family| metrics.context_counters(&family));
         DnsMetrics {
-            queries: metrics.context_counters(&QUERIES),
-            responses: metrics.context_counters(&RESPONSES),
-            response_types: metrics.context_counters(&RESPONSE_TYPES),
+            queries,
+            responses,
+            response_types,
+            by_name,
         }
     }
 
@@ -48,21 +70,26 @@ impl DnsMetrics {
         let context = metrics.context_values(flow);
         let qtypes = dns.qtypes.join(",");
         let ips = dns.ips.len().to_string();
+        let query = self.by_name.then(|| metrics.contexts().dns_query_value(&dns.query));
+        // Each family's own values, the query's when asked for, then the
+        // context labels'.
+        let values = |own: &[&str]| {
+            let mut own = own.to_vec();
+            own.extend(query.as_deref());
+            labels(&own, &context)
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<String>>()
+        };
         if flow.is_reply != Some(true) {
             // A query has no rcode: Hubble leaves the label empty.
-            self.queries
-                .with_label_values(&labels(&["", &qtypes, &ips], &context))
-                .inc();
+            self.queries.with_label_values(&values(&["", &qtypes, &ips])).inc();
             return;
         }
         let rcode = metric_rcode_name(dns.rcode);
-        self.responses
-            .with_label_values(&labels(&[rcode, &qtypes, &ips], &context))
-            .inc();
+        self.responses.with_label_values(&values(&[rcode, &qtypes, &ips])).inc();
         for rrtype in &dns.rrtypes {
-            self.response_types
-                .with_label_values(&labels(&[rrtype, &qtypes], &context))
-                .inc();
+            self.response_types.with_label_values(&values(&[rrtype, &qtypes])).inc();
         }
     }
 }

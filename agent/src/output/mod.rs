@@ -36,7 +36,6 @@ pub use setup::OutputSettings;
 use crate::{
     dns::DnsObservation,
     enrich::Enrichers,
-    flow_table::FlowState,
     flow_table::FlowUpdate,
     interfaces::InterfaceKind,
     proto::flow::{Flow, LostEvent, LostEventSource},
@@ -157,19 +156,7 @@ impl Outputs {
             return Ok(());
         }
         for observation in observations {
-            let update = FlowUpdate {
-                key: observation.key,
-                stats: agent_common::FlowStats {
-                    first_seen_ns: observation.time_ns,
-                    last_seen_ns: observation.time_ns,
-                    ..Default::default()
-                },
-                packets: 0,
-                bytes: 0,
-                tcp_flags: 0,
-                state: FlowState::Begin,
-                is_reply: Some(observation.message.is_response),
-            };
+            let update = observation.flow_update();
             let identities = self.enrichers.identify(&update);
             let source = self.stamper.stamp(&update, identities);
             let flow = self.builder.build_dns(&source, observation);

@@ -6,25 +6,13 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use hubcap::proto::{flow::FlowFilter, observer::GetFlowsRequest};
 use hubcap_tests::{
+    dns::{self, Dig, dig},
     grpc,
     output::{self, Output},
     topology::Node,
     upstream::{Background, hubble},
 };
 use serde_json::Value;
-
-/// What dig printed for one question.
-#[derive(Debug, Clone)]
-pub struct Dig {
-    pub name: String,
-    pub qtype: String,
-    /// `NOERROR`, `NXDOMAIN`, ...; empty when no answer came.
-    pub status: String,
-    pub query_time_ms: Option<u64>,
-    /// Addresses of A and AAAA answers.
-    pub addresses: Vec<String>,
-    pub output: String,
-}
 
 pub struct DnsRun {
     /// Kept until the run is dropped: its namespaces go with it.
@@ -83,33 +71,23 @@ impl DnsRun {
         std::fs::create_dir_all(&dir).unwrap();
         let (client, server) = (&node.pods[0], &node.pods[1]);
         let (v4, v6) = (IpAddr::from(server.ipv4), IpAddr::from(server.ipv6));
-        let hosts = dir.join("hosts");
-        std::fs::write(
-            &hosts,
-            format!(
-                "192.0.2.10 web.test\n2001:db8::10 web.test\n192.0.2.11 tcp.test\n192.0.2.12 v6.test\n{v4} peer.test\n"
-            ),
-        )
-        .unwrap();
+        let hosts = format!(
+            "192.0.2.10 web.test\n2001:db8::10 web.test\n192.0.2.11 tcp.test\n192.0.2.12 v6.test\n{v4} peer.test\n"
+        );
         let txt: Vec<String> = (0..4)
             .map(|i| format!("\"{}\"", char::from(b'a' + i).to_string().repeat(200)))
             .collect();
-        let dnsmasq = Background::start(server.ns.command("dnsmasq").args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            &format!("--addn-hosts={}", hosts.display()),
-            "--local=/test/",
-            "--local-ttl=60",
-            "--cname=alias.test,web.test",
-            &format!("--txt-record=big.test,{}", txt.join(",")),
-            &format!("--listen-address={v4}"),
-            &format!("--listen-address={v6}"),
-            &format!("--host-record=short.test,{v6},2"),
-            "--bind-interfaces",
-            "--user=root",
-            &format!("--pid-file={}", dir.join("pid").display()),
-        ]));
+        let dnsmasq = dns::dnsmasq(
+            &server.ns,
+            &[v4, v6],
+            &dir,
+            &hosts,
+            &[
+                "--cname=alias.test,web.test".to_owned(),
+                format!("--txt-record=big.test,{}", txt.join(",")),
+                format!("--host-record=short.test,{v6},2"),
+            ],
+        );
         let log = dir.join("flows.json");
         let dns_log = dir.join("dns.json");
         let config = dir.join("flow-logs.yaml");
@@ -257,46 +235,4 @@ fn ping(ns: &hubcap_tests::netns::Netns, to: &str) {
         .args(["-c", "1", "-W", "1", to])
         .output()
         .expect("ping");
-}
-
-fn dig(ns: &hubcap_tests::netns::Netns, name: &str, qtype: &str, flags: &[&str], at: IpAddr) -> Dig {
-    let server = format!("@{at}");
-    let out = ns
-        .command("dig")
-        .args([server.as_str(), name, qtype, "+tries=1", "+time=2"])
-        .args(flags)
-        .output()
-        .expect("dig");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text
-        .split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or_default()
-        .to_owned();
-    let query_time_ms = text
-        .split(";; Query time: ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok());
-    let answers = text.split(";; ANSWER SECTION:\n").nth(1).unwrap_or_default();
-    let addresses = answers
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| {
-            let fields: Vec<&str> = l.split_whitespace().collect();
-            match fields.as_slice() {
-                [_, _, "IN", "A" | "AAAA", address] => Some((*address).to_owned()),
-                _ => None,
-            }
-        })
-        .collect();
-    Dig {
-        name: name.to_owned(),
-        qtype: qtype.to_owned(),
-        status,
-        query_time_ms,
-        addresses,
-        output: text,
-    }
 }
