@@ -86,7 +86,10 @@ pub fn drain(
     drain_with(ring, decode_record, malformed, limit, handle)
 }
 
-fn drain_with<T>(
+/// Hands up to `limit` records in `ring` now, decoded by `decode`, to
+/// `handle`, without waiting. Returns the number read and whether the limit
+/// stopped it.
+pub fn drain_with<T>(
     ring: &mut RingBuf<MapData>,
     decode: Decode<T>,
     malformed: &mut u64,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use agent_common::{Counter, FlowEvent, FlowKey, FlowStats};
 use agent_ebpf::aggregate::host::HostMaps;
-use hubcap::datapath::CounterValues;
+use hubcap::{datapath::CounterValues, dns::DnsPacket};
 
 /// `stats` without its timestamps.
 fn timeless(stats: &FlowStats) -> FlowStats {
@@ -55,6 +55,24 @@ pub fn events(kernel: &[FlowEvent], model: &[FlowEvent]) -> Option<String> {
             && got.reason == expected.reason
             && timeless(&got.stats) == timeless(&expected.stats);
         (!same).then(|| format!("event {i}: kernel {got:?}, model {expected:?}"))
+    })
+}
+
+/// The DNS packets handed over, in order, apart from their clock reading.
+pub fn dns(kernel: &[DnsPacket], model: &[DnsPacket]) -> Option<String> {
+    if kernel.len() != model.len() {
+        return Some(format!(
+            "the kernel handed over {} DNS packets, the model {}",
+            kernel.len(),
+            model.len()
+        ));
+    }
+    kernel.iter().zip(model).enumerate().find_map(|(i, (got, expected))| {
+        let got = DnsPacket {
+            time_ns: 0,
+            ..got.clone()
+        };
+        (got != *expected).then(|| format!("DNS packet {i}: kernel {got:?}, model {expected:?}"))
     })
 }
 

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
 use hubcap::{
     datapath::{CounterValues, Datapath, DatapathConfig},
+    dns::{DnsPacket, decode_packet},
     flow_table::KernelFlows as _,
 };
 
@@ -18,6 +19,9 @@ const TC_ACT_UNSPEC: u32 = u32::MAX;
 pub struct Kernel {
     datapath: Datapath,
     events: RingBuf<MapData>,
+    dns_events: RingBuf<MapData>,
+    /// DNS ring records that were not a DNS packet (none expected).
+    pub malformed_dns: u64,
     out: Vec<u8>,
     /// Ring records of the wrong size (none expected).
     pub malformed_events: u64,
@@ -39,19 +43,22 @@ impl Kernel {
     /// Loads hubcap's programs as the agent does (the verifier sees exactly
     /// what production loads), with periodic reports off so runs do not
     /// depend on the clock.
-    pub fn load(flow_map_entries: u32, ring_buffer_bytes: u32) -> Result<Self> {
+    pub fn load(flow_map_entries: u32, ring_buffer_bytes: u32, dns_ring_bytes: u32) -> Result<Self> {
         let mut datapath = Datapath::load(DatapathConfig {
             report_interval_ns: u64::MAX,
             flow_map_entries,
             ring_buffer_bytes,
             drops: None,
-            dns_ring_bytes: None,
+            dns_ring_bytes: Some(dns_ring_bytes),
         })
         .context("loading hubcap's eBPF programs")?;
         let events = datapath.take_events().context("the ring buffer was taken")?;
+        let dns_events = datapath.take_dns_events().context("the DNS ring buffer was taken")?;
         Ok(Kernel {
             datapath,
             events,
+            dns_events,
+            malformed_dns: 0,
             out: vec![0; 4096],
             malformed_events: 0,
         })
@@ -115,6 +122,21 @@ impl Kernel {
             events.push(*e)
         });
         events
+    }
+}
+
+impl Kernel {
+    /// The DNS packets the programs handed over since the last call.
+    pub fn take_dns(&mut self) -> Vec<DnsPacket> {
+        let mut packets = Vec::new();
+        hubcap::ringbuf::drain_with(
+            &mut self.dns_events,
+            decode_packet,
+            &mut self.malformed_dns,
+            usize::MAX,
+            &mut |p: &DnsPacket| packets.push(p.clone()),
+        );
+        packets
     }
 }
 

@@ -1,7 +1,8 @@
 //! Differential fuzzing of hubcap's tc programs: generated and mutated
 //! packets go through the loaded programs with `BPF_PROG_TEST_RUN`, and the
 //! kernel's flow map, ring-buffer events and counters must equal what the
-//! host build of the same parser and aggregation rules computes. Every
+//! host build of the same parser and aggregation rules computes, and so
+//! must every DNS payload the programs hand over, byte for byte. Every
 //! packet must come back unchanged with "continue".
 //!
 //! Run by `cargo xtask fuzz` (root: it loads BPF programs).
@@ -82,6 +83,8 @@ struct Tally {
     in_flows: u64,
     map_full: u64,
     events: u64,
+    /// DNS packets handed over, compared byte for byte.
+    dns: u64,
     batches_with_full_map: u64,
     kernel_time: Duration,
 }
@@ -99,7 +102,9 @@ fn main() -> Result<()> {
     // Room for every event of a batch (at most two per packet), so none is
     // lost to a full ring and events can be compared one by one.
     let ring_bytes = ((args.batch * 2 * 160).next_power_of_two() as u32).max(1 << 16);
-    let mut kernel = Kernel::load(args.flow_map_entries, ring_bytes)?;
+    // And for every DNS packet of a batch (a header and at most 1232 bytes).
+    let dns_ring_bytes = (args.batch * (8 + size_of::<agent_common::DnsEvent>())).next_power_of_two() as u32;
+    let mut kernel = Kernel::load(args.flow_map_entries, ring_bytes, dns_ring_bytes)?;
     let ifindex = nix::net::if_::if_nametoindex("lo").context("the loopback's ifindex")?;
     let mut model = Model::new(args.flow_map_entries, ifindex);
     let mut generator = Generator::new(seed);
@@ -169,15 +174,22 @@ fn run_batch(kernel: &mut Kernel, model: &mut Model, batch: &[Input], tally: &mu
     let grew = kernel.counters()?.since(&before);
     let flows = kernel.take_flows()?;
     let events = kernel.take_events();
+    let dns = kernel.take_dns();
     let mismatch = compare::flows(&flows, &model.maps)
         .or_else(|| compare::events(&events, &model.maps.events))
+        .or_else(|| compare::dns(&dns, &model.dns))
         .or_else(|| compare::counters(&grew, &model.maps));
     if let Some(what) = mismatch {
         bail!("kernel and model disagree: {what}");
     }
-    if kernel.malformed_events != 0 {
-        bail!("{} ring-buffer records of the wrong size", kernel.malformed_events);
+    if kernel.malformed_events != 0 || kernel.malformed_dns != 0 {
+        bail!(
+            "{} flow and {} DNS ring-buffer records of the wrong size",
+            kernel.malformed_events,
+            kernel.malformed_dns
+        );
     }
+    tally.dns += dns.len() as u64;
     // Every packet is somewhere: in a flow, or in the counter that says why not.
     let in_flows: u64 = flows.values().map(|s| s.packets).sum();
     let map_full = grew.get(agent_common::Counter::MapFullPackets);
@@ -206,8 +218,10 @@ fn run_batch(kernel: &mut Kernel, model: &mut Model, batch: &[Input], tally: &mu
 fn find_culprit<'a>(kernel: &mut Kernel, model: &mut Model, batch: &'a [Input]) -> Result<&'a Input> {
     kernel.take_flows()?;
     kernel.take_events();
+    kernel.take_dns();
     model.reset();
     let mut events = Vec::new();
+    let mut dns = Vec::new();
     let before = kernel.counters()?;
     for input in batch {
         let ran = kernel.run(input.program(), &input.bytes);
@@ -216,11 +230,13 @@ fn find_culprit<'a>(kernel: &mut Kernel, model: &mut Model, batch: &'a [Input]) 
         }
         model.account(input.hook, &input.bytes);
         events.extend(kernel.take_events());
+        dns.extend(kernel.take_dns());
         let grew = kernel.counters()?.since(&before);
         let flows = kernel.flows()?;
         if ran.is_err()
             || compare::flows(&flows, &model.maps)
                 .or_else(|| compare::events(&events, &model.maps.events))
+                .or_else(|| compare::dns(&dns, &model.dns))
                 .or_else(|| compare::counters(&grew, &model.maps))
                 .is_some()
         {
@@ -264,8 +280,8 @@ fn report(args: &Args, seed: u64, tally: &Tally, took: Duration) -> Result<()> {
         tally.packets, tally.generated, tally.refused
     );
     println!(
-        "  {} in flows, {} found the map full ({} batches), {} events; {:.0} ns per test run",
-        tally.in_flows, tally.map_full, tally.batches_with_full_map, tally.events, per_run_ns
+        "  {} in flows, {} found the map full ({} batches), {} events, {} DNS packets handed over; {:.0} ns per test run",
+        tally.in_flows, tally.map_full, tally.batches_with_full_map, tally.events, tally.dns, per_run_ns
     );
     println!("  inputs: {:?}", tally.kinds);
     println!("  parse outcomes: {:?}", tally.outcomes);
@@ -281,6 +297,7 @@ fn report(args: &Args, seed: u64, tally: &Tally, took: Duration) -> Result<()> {
             "map_full": tally.map_full,
             "batches_with_full_map": tally.batches_with_full_map,
             "events": tally.events,
+            "dns_packets": tally.dns,
             "ns_per_test_run": per_run_ns,
             "inputs": tally.kinds,
             "outcomes": tally.outcomes,

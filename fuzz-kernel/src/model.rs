@@ -1,11 +1,12 @@
 //! The same parser and aggregation rules, built for the host: what the
 //! kernel must have done with each input.
 
-use agent_common::hook;
+use agent_common::{Counter, DNS_CAPTURE_BYTES, DNS_PORT, FlowKey, hook, ip_proto};
 use agent_ebpf::{
     aggregate::{self, Hook, host::HostMaps},
     parse::{self, Note, ParseError, ParsedPacket},
 };
+use hubcap::dns::DnsPacket;
 
 /// Where a packet ended up, judged by the host parser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,6 +37,8 @@ pub fn outcome(bytes: &[u8]) -> Outcome {
 
 pub struct Model {
     pub maps: HostMaps,
+    /// The DNS packets the programs must have handed over, in order.
+    pub dns: Vec<DnsPacket>,
     ifindex: u32,
 }
 
@@ -45,6 +48,7 @@ impl Model {
     pub fn new(flow_map_entries: u32, ifindex: u32) -> Self {
         Model {
             maps: HostMaps::new(flow_map_entries as usize),
+            dns: Vec::new(),
             ifindex,
         }
     }
@@ -60,9 +64,48 @@ impl Model {
             len: bytes.len() as u64,
         };
         aggregate::account(&mut self.maps, bytes, &mut slot, at, || 0, u64::MAX);
+        // SAFETY: `account` zeroes the slot first.
+        let packet = unsafe { slot.assume_init_ref() };
+        self.hand_over_dns(hook_point, packet, bytes);
+    }
+
+    /// The DNS hand-over's rule: TCP or UDP to or from port 53 with a
+    /// payload; at most DNS_CAPTURE_BYTES of it, or unreadable when the IP
+    /// header claims more than the packet holds.
+    fn hand_over_dns(&mut self, hook_point: u8, packet: &ParsedPacket, bytes: &[u8]) {
+        let dns_port = packet.src_port == DNS_PORT || packet.dst_port == DNS_PORT;
+        let tcp_or_udp = matches!(packet.protocol, ip_proto::TCP | ip_proto::UDP);
+        if !dns_port || !tcp_or_udp || packet.payload_len == 0 {
+            return;
+        }
+        let start = usize::from(packet.payload_offset);
+        let captured = usize::from(packet.payload_len).min(DNS_CAPTURE_BYTES);
+        let Some(payload) = bytes.get(start..start + captured) else {
+            self.maps.counters[Counter::DnsUnreadable as usize] += 1;
+            return;
+        };
+        self.maps.counters[Counter::DnsMessages as usize] += 1;
+        self.dns.push(DnsPacket {
+            key: FlowKey {
+                src_addr: packet.src_addr,
+                dst_addr: packet.dst_addr,
+                src_port: packet.src_port,
+                dst_port: packet.dst_port,
+                ifindex: self.ifindex,
+                protocol: packet.protocol,
+                ip_version: packet.ip_version,
+                hook: hook_point,
+                _pad: 0,
+                drop_reason: 0,
+            },
+            time_ns: 0,
+            payload_len: u32::from(packet.payload_len),
+            bytes: payload.to_vec(),
+        });
     }
 
     pub fn reset(&mut self) {
         self.maps = HostMaps::new(self.maps.capacity);
+        self.dns.clear();
     }
 }
