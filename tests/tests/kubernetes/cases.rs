@@ -27,7 +27,25 @@ pub const CASES: &[Case] = &[
     ("label_and_service_filters_select_exactly", label_and_service_filters),
     ("hubble_lists_the_namespaces_with_flows", namespaces_listed),
     ("metrics_carry_source_and_destination_contexts", metric_contexts),
+    (
+        "dns_records_name_the_asking_and_the_answering_pod",
+        dns_records_name_both_pods,
+    ),
 ];
+
+/// web-1 asked db-0: the query from web-1 to db-0, the answer back, each
+/// naming both pods with their workloads.
+fn dns_records_name_both_pods(f: &Fixture) {
+    let (web1, db) = (&f.members["web-1"], &f.members["db-0"]);
+    let of_type = |t: &str| -> Vec<&Value> { f.output.l7.iter().filter(|r| r["l7"]["type"] == t).collect() };
+    let (requests, responses) = (of_type("REQUEST"), of_type("RESPONSE"));
+    assert_eq!((requests.len(), responses.len()), (1, 1), "{:#?}", f.output.l7);
+    assert_pod(&requests[0]["source"], web1, "web", ("web", "Deployment"));
+    assert_pod(&requests[0]["destination"], db, "db", ("db", "StatefulSet"));
+    assert_pod(&responses[0]["source"], db, "db", ("db", "StatefulSet"));
+    assert_pod(&responses[0]["destination"], web1, "web", ("web", "Deployment"));
+    assert_eq!(responses[0]["l7"]["dns"]["ips"], serde_json::json!(["192.0.2.10"]));
+}
 
 /// `--metrics-source-context namespace --metrics-destination-context
 /// workload`: Hubble's flow metric by namespace and workload.

@@ -287,6 +287,13 @@ impl Fixture {
                 s.send_to(b"hello", SocketAddr::new(target, port)).unwrap();
             });
         }
+        // DNS: db-0 answers, web-1 asks.
+        let dns_server: IpAddr = p[2].ipv4.into();
+        let dnsmasq = hubcap_tests::dns::dnsmasq(&p[2].ns, &[dns_server], &out_dir, "192.0.2.10 web.test\n", &[]);
+        std::thread::sleep(Duration::from_millis(300));
+        let dig = hubcap_tests::dns::dig(&p[0].ns, "web.test.", "A", &[], dns_server);
+        assert_eq!(dig.status, "NOERROR", "{}", dig.output);
+        drop(dnsmasq);
         std::thread::sleep(Duration::from_millis(300));
         let socket = format!("unix://{}", agent.grpc_socket.as_ref().expect("socket").display());
         let namespaces_listed =
