@@ -83,9 +83,18 @@ fn uuids<'a>(records: impl IntoIterator<Item = &'a Record>) -> BTreeSet<String> 
         .collect()
 }
 
-fn stored_uuids(path: &Path) -> BTreeSet<String> {
+/// The stored log's L3/L4 records' uuids, and its L7 (DNS) records'.
+fn stored_uuids(path: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    uuids(&output::parse(&text).records)
+    let stored = output::parse(&text);
+    (uuids(&stored.records), l7_uuids(stored.l7.iter()))
+}
+
+fn l7_uuids<'a>(records: impl IntoIterator<Item = &'a Value>) -> BTreeSet<String> {
+    records
+        .into_iter()
+        .map(|r| r["uuid"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
@@ -153,6 +162,28 @@ fn resources_decide_what_the_stored_log_gets() {
     );
     phase(7000);
 
+    // Changed again: DNS only. p1 asks p2's dnsmasq (and sends other UDP
+    // and TCP, which the log must not get).
+    let status = plane.run(&node.ns, move |client| async move {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &retina());
+        let patch =
+            json!({"spec": {"includefilters": [{"from": {"ip": [format!("{p1_ip}/32")]}, "protocol": ["dns"]}]}});
+        api.patch("udp-from-p1", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch");
+        settled_status(&client, &retina(), "udp-from-p1").await
+    });
+    assert_eq!(status["observedGeneration"].as_i64(), Some(3), "{status}");
+    let server = std::net::IpAddr::from(p2.ipv4);
+    let dnsmasq = hubcap_tests::dns::dnsmasq(&p2.ns, &[server], &dir, "192.0.2.10 web.test\n", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    for name in ["web.test.", "missing.test."] {
+        let dig = hubcap_tests::dns::dig(&p1.ns, name, "A", &[], server);
+        assert!(!dig.status.is_empty(), "{}", dig.output);
+    }
+    drop(dnsmasq);
+    phase(9000);
+
     // A resource of the newer kind with an address that is none: refused,
     // with the reason in its status; the stored log goes on as it was.
     let status = plane.run(&node.ns, move |client| async move {
@@ -179,14 +210,18 @@ fn resources_decide_what_the_stored_log_gets() {
 
     let finished = agent.stop();
     assert!(finished.status.success(), "hubcap exit: {:?}", finished.status);
-    let full = output::parse(&finished.stdout).records;
+    let everything = output::parse(&finished.stdout);
+    let full = everything.records;
     let p1_text = p1.ipv4.to_string();
     let in_phase = |r: &Record, port: u64| [r.src_port, r.dst_port].iter().any(|p| (port..port + 2).contains(p));
     let expected = uuids(full.iter().filter(|r| {
         r.src == p1_text && ((r.protocol == "UDP" && in_phase(r, 6000)) || (r.protocol == "TCP" && in_phase(r, 7000)))
     }));
     assert!(expected.len() >= 6, "the run had flows to store: {expected:?}");
-    assert_eq!(stored_uuids(&stored), expected);
+    // The DNS phase: p1's queries (the answers come from p2).
+    let expected_dns = l7_uuids(everything.l7.iter().filter(|r| r["IP"]["source"] == p1_text.as_str()));
+    assert_eq!(expected_dns.len(), 2, "{:#?}", everything.l7);
+    assert_eq!(stored_uuids(&stored), (expected, expected_dns));
 }
 
 /// Removes the test's files even when it fails.
