@@ -58,6 +58,8 @@ pub struct Outcome {
     pub flows: Option<u64>,
     /// Events or packets it says it lost.
     pub lost: Option<u64>,
+    /// DNS records (L7: each a query or an answer) it wrote.
+    pub dns_records: Option<u64>,
 }
 
 enum Proc {
@@ -237,7 +239,8 @@ struct Line {
 #[derive(Deserialize)]
 struct LineFlow {
     interface: Option<LineInterface>,
-    extensions: LineExtensions,
+    /// Absent on L7 (DNS) records: they carry no counts.
+    extensions: Option<LineExtensions>,
     #[serde(rename = "Summary", default)]
     summary: String,
     #[serde(default)]
@@ -274,6 +277,7 @@ fn hubcap_outcome(path: &std::path::Path, interface: &str) -> Outcome {
         records: Some(0),
         flows: Some(0),
         lost: Some(0),
+        dns_records: Some(0),
     };
     for line in BufReader::with_capacity(1 << 20, file).lines() {
         let line: Line = serde_json::from_str(&line.expect("read")).expect("hubcap line");
@@ -282,7 +286,11 @@ fn hubcap_outcome(path: &std::path::Path, interface: &str) -> Outcome {
         }
         let Some(flow) = line.flow else { continue };
         if flow.interface.is_some_and(|i| i.name == interface) {
-            let c = flow.extensions.value;
+            let Some(extensions) = flow.extensions else {
+                *o.dns_records.as_mut().unwrap() += 1;
+                continue;
+            };
+            let c = extensions.value;
             *o.packets.as_mut().unwrap() += c.packets;
             *o.bytes.as_mut().unwrap() += c.bytes;
             *o.records.as_mut().unwrap() += 1;
@@ -339,6 +347,7 @@ fn softflowd_outcome(mut child: Child, node: &Node, workdir: &std::path::Path) -
         records: Some(active + expired),
         flows: Some(active + expired),
         lost: number_after(&stats, "Packets dropped by libpcap:"),
+        dns_records: None,
     }
 }
 
@@ -361,5 +370,6 @@ fn tcpdump_outcome(mut child: Child, stderr: std::thread::JoinHandle<String>) ->
         records: captured,
         flows: None,
         lost: count("dropped by kernel"),
+        dns_records: None,
     }
 }

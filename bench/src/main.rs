@@ -18,7 +18,7 @@ static HEAP: heap::Counting = heap::Counting;
 
 use hubcap_tests::{require_root, topology::Node};
 use report::{Report, Target};
-use scenarios::{Settings, churn, hook, memory, output, throughput};
+use scenarios::{Settings, churn, dns, hook, memory, output, throughput};
 use serde_json::json;
 
 fn main() {
@@ -39,7 +39,7 @@ fn main() {
     let out = PathBuf::from(std::env::var("HUBCAP_BENCH_OUT").unwrap_or_else(|_| "target/bench/report.json".into()));
     let mut report = Report::default();
 
-    // HUBCAP_BENCH_ONLY=hook,udp,tcp,churn,memory,output,kube runs a subset (for
+    // HUBCAP_BENCH_ONLY=hook,udp,tcp,churn,dns,memory,output,kube runs a subset (for
     // working on one scenario); the default is all of them.
     let only = std::env::var("HUBCAP_BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
@@ -64,6 +64,10 @@ fn main() {
     if wanted("churn") {
         eprintln!("bench: flow churn");
         churn::run(&node, settings, &mut report);
+    }
+    if wanted("dns") {
+        eprintln!("bench: DNS");
+        dns::run(&node, settings, &mut report);
     }
     if wanted("memory") {
         for flows in [10_000, 100_000, 1_000_000] {
@@ -136,6 +140,9 @@ fn targets(r: &Report) -> Vec<Target> {
     let churn_flows = get(churn, hub, "flows accounted % (worst run)");
     let churn_lost = get(churn, hub, "lost");
     let churn_all = churn_rate.zip(churn_flows).zip(churn_lost).map(|((r, f), l)| (r, f, l));
+    let dns_vs_trivial = get(dns::DNS, hub, "queries/s (median)")
+        .zip(get(dns::DNS, "trivial tc classifier", "queries/s (median)"))
+        .map(|(h, t)| h / t);
     let (one_flow, many_flows) = (hook::scenario_name(1), hook::scenario_name(1_000));
     let ns = |v: f64| format!("{v:.0} ns");
     vec![
@@ -200,6 +207,20 @@ fn targets(r: &Report) -> Vec<Target> {
             churn_vs_trivial,
             ratio,
             |v| v >= 0.90,
+        ),
+        target(
+            "DNS queries/s vs trivial classifier",
+            ">= 0.95x",
+            dns_vs_trivial,
+            ratio,
+            |v| v >= 0.95,
+        ),
+        target(
+            "DNS queries and answers recorded",
+            "100.00% of the veth's packets",
+            get(dns::DNS, hub, "DNS records % of packets (worst run)"),
+            percent,
+            exact,
         ),
         target(
             "RSS at 100,000 flows",

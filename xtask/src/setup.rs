@@ -39,6 +39,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // The DNS test's server and client.
     ("dnsmasq-base", "dnsmasq"),
     ("bind9-dnsutils", "dig"),
+    // The benchmark's DNS load generator.
+    ("dnsperf", "dnsperf"),
     // What is attached to the kernel, for the tests that check nothing is
     // left behind.
     ("bpftool", "bpftool"),

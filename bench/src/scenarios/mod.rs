@@ -2,6 +2,7 @@
 //! the other on one topology, and adds a row per contender.
 
 pub mod churn;
+pub mod dns;
 pub mod hook;
 pub mod memory;
 pub mod output;
