@@ -15,6 +15,9 @@
 
 use std::collections::HashMap;
 
+/// The keys are hashes already: a fast hasher is all they need.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use agent_common::FlowKey;
 
 use super::message::DnsMessage;
@@ -86,9 +89,9 @@ pub struct TrackerCounts {
 #[derive(Default)]
 pub struct Tracker {
     /// First sightings, by message and direction.
-    seen: HashMap<(Transaction, bool), (Point, u64)>,
+    seen: FastMap<(Transaction, bool), (Point, u64)>,
     /// Queries waiting for their answer, with their first sighting's time.
-    waiting: HashMap<Transaction, u64>,
+    waiting: FastMap<Transaction, u64>,
     pub counts: TrackerCounts,
 }
 

@@ -33,9 +33,9 @@ impl Output for ObserverFeed {
         self.state.ring().push_lost(*lost, *time);
     }
 
-    fn l7(&mut self, source: &RecordSource, flow: &Flow) {
+    fn l7(&mut self, source: &RecordSource, flow: &Arc<Flow>) {
         // Kept built: an L7 record is not rebuilt from its packet's source.
-        self.state.ring().push_l7(source, flow.clone());
+        self.state.ring().push_l7(source, Arc::clone(flow));
     }
 
     fn end_batch(&mut self) -> Result<(), OutputError> {

@@ -30,7 +30,7 @@ const NO_TIME: Timestamp = Timestamp { seconds: 0, nanos: 0 };
 pub enum Event {
     Flow(RecordSource),
     /// An L7 record (DNS), as built.
-    L7(Box<Flow>),
+    L7(Arc<Flow>),
     Lost {
         event: LostEvent,
         time: Timestamp,
@@ -88,9 +88,9 @@ impl FlowRing {
     }
 
     /// Adds an L7 record built from a packet of `source`.
-    pub fn push_l7(&mut self, source: &RecordSource, flow: Flow) {
+    pub fn push_l7(&mut self, source: &RecordSource, flow: Arc<Flow>) {
         self.note_flow(source);
-        self.push(Event::L7(Box::new(flow)));
+        self.push(Event::L7(flow));
     }
 
     fn note_flow(&mut self, source: &RecordSource) {

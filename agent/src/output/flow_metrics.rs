@@ -34,7 +34,7 @@ impl Output for FlowMetrics {
         self.metrics.count_lost(lost);
     }
 
-    fn l7(&mut self, _: &RecordSource, flow: &Flow) {
+    fn l7(&mut self, _: &RecordSource, flow: &Arc<Flow>) {
         self.metrics.count_l7(flow);
         let metrics = &self.metrics;
         self.dns

@@ -111,7 +111,7 @@ impl Output for JsonLog {
         self.line_count += 1;
     }
 
-    fn l7(&mut self, _: &RecordSource, flow: &Flow) {
+    fn l7(&mut self, _: &RecordSource, flow: &std::sync::Arc<Flow>) {
         let time = flow.time.unwrap_or_default();
         write_export_event(&mut self.lines, ExportPayload::Flow(flow, None), &self.node_name, &time);
         self.line_count += 1;

@@ -71,7 +71,7 @@ pub trait Output: Send {
     /// The outputs that write Hubble records take it; formats with no
     /// place for one (VNet/NSG tuples, IPFIX) leave it, and the flow's
     /// packets and bytes reach them in its L3/L4 records all the same.
-    fn l7(&mut self, _source: &RecordSource, _flow: &Flow) {}
+    fn l7(&mut self, _source: &RecordSource, _flow: &Arc<Flow>) {}
     fn end_batch(&mut self) -> Result<(), OutputError> {
         Ok(())
     }
@@ -159,7 +159,8 @@ impl Outputs {
             let update = observation.flow_update();
             let identities = self.enrichers.identify(&update);
             let source = self.stamper.stamp(&update, identities);
-            let flow = self.builder.build_dns(&source, observation);
+            // Shared, not copied, with the outputs that keep it.
+            let flow = Arc::new(self.builder.build_dns(&source, observation));
             for output in &mut self.outputs {
                 output.l7(&source, &flow);
             }

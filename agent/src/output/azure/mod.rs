@@ -188,7 +188,7 @@ fn node_guid(node: &str) -> String {
 impl Output for AzureFlowLog {
     /// Flow tuples have no place for an L7 record (its packets are in the
     /// flow's tuples all the same).
-    fn l7(&mut self, _: &RecordSource, _: &crate::proto::flow::Flow) {
+    fn l7(&mut self, _: &RecordSource, _: &std::sync::Arc<crate::proto::flow::Flow>) {
         self.skipped.inc();
     }
 

@@ -214,7 +214,7 @@ impl Output for FlowLog {
 
     /// An L7 record through the log's filters and mask; never aggregated
     /// (it carries no counts to sum), and left to the tuple writer's rule.
-    fn l7(&mut self, source: &RecordSource, flow: &Flow) {
+    fn l7(&mut self, source: &RecordSource, flow: &std::sync::Arc<Flow>) {
         self.check_end();
         if self.ended {
             return;

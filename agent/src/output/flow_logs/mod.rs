@@ -285,7 +285,7 @@ impl Output for FlowLogs {
         self.logs.iter().any(|(_, log)| log.tracks_flow_state())
     }
 
-    fn l7(&mut self, source: &RecordSource, flow: &crate::proto::flow::Flow) {
+    fn l7(&mut self, source: &RecordSource, flow: &Arc<crate::proto::flow::Flow>) {
         for (_, log) in &mut self.logs {
             log.l7(source, flow);
         }

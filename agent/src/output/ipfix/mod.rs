@@ -194,7 +194,7 @@ impl Output for IpfixExporter {
     }
 
     /// The L7 record's packets are in its flow's IPFIX records already.
-    fn l7(&mut self, _: &RecordSource, _: &crate::proto::flow::Flow) {
+    fn l7(&mut self, _: &RecordSource, _: &Arc<crate::proto::flow::Flow>) {
         self.skipped.inc();
     }
 
