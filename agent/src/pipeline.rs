@@ -144,18 +144,7 @@ impl Pipeline {
         self.write_updates()?;
         if let Some(dns) = &mut self.dns {
             dns.decoder.finish();
-            let c = dns.counts();
-            info!(
-                "DNS: packets={} recorded={} malformed={} bad_records={} copies={} unanswered={} answers_without_query={} untracked={}",
-                c.packets,
-                c.recorded,
-                c.malformed,
-                c.bad_records,
-                c.tracker.copies,
-                c.tracker.unanswered,
-                c.tracker.answers_without_query,
-                c.tracker.untracked
-            );
+            info!("DNS: {}", dns.counts().summary());
         }
         self.report_kernel_losses(counters)?;
         self.outputs.flush()?;

@@ -104,6 +104,25 @@ pub struct DnsCounts {
     pub names_full: u64,
 }
 
+impl DnsCounts {
+    /// Every count as `name=value`, for the stop summary.
+    pub fn summary(&self) -> String {
+        let t = &self.tracker;
+        format!(
+            "packets={} recorded={} malformed={} bad_records={} copies={} unanswered={} answers_without_query={} untracked={} names_not_learned={}",
+            self.packets,
+            self.recorded,
+            self.malformed,
+            self.bad_records,
+            t.copies,
+            t.unanswered,
+            t.answers_without_query,
+            t.untracked,
+            self.names_full
+        )
+    }
+}
+
 /// From DNS packets to observations, without the ring: framing, decoding,
 /// tracking, and learning names from every answer seen.
 pub struct DnsDecoder {

@@ -61,6 +61,18 @@ pub fn dns_rcode_name(rcode: u16) -> &'static str {
     }
 }
 
+/// The `rcode` label of Hubble's DNS metrics: the summaries' names, but
+/// for the two Hubble's metrics name otherwise and an empty label for an
+/// unknown code.
+pub fn dns_rcode_metric_label(rcode: u32) -> &'static str {
+    match rcode {
+        9 => "Not Authorized",
+        11 => "DSO-TYPE Not Implemented",
+        0..=10 => dns_rcode_name(rcode as u16),
+        _ => "",
+    }
+}
+
 /// Where a packet was seen, in Hubble's terms (see README, "Direction and
 /// observation point"):
 ///

@@ -6,6 +6,7 @@
 use prometheus::IntCounterVec;
 
 use crate::{
+    hubble::dns_rcode_metric_label,
     metrics::{Family, Metrics, labels},
     proto::flow::{Flow, layer7},
 };
@@ -86,30 +87,10 @@ impl DnsMetrics {
             self.queries.with_label_values(&values(&["", &qtypes, &ips])).inc();
             return;
         }
-        let rcode = metric_rcode_name(dns.rcode);
+        let rcode = dns_rcode_metric_label(dns.rcode);
         self.responses.with_label_values(&values(&[rcode, &qtypes, &ips])).inc();
         for rrtype in &dns.rrtypes {
             self.response_types.with_label_values(&values(&[rrtype, &qtypes])).inc();
         }
-    }
-}
-
-/// The `rcode` label, with the names of Hubble's metrics (which differ
-/// from its summaries' for 9 and beyond).
-fn metric_rcode_name(rcode: u32) -> &'static str {
-    match rcode {
-        0 => "No Error",
-        1 => "Format Error",
-        2 => "Server Failure",
-        3 => "Non-Existent Domain",
-        4 => "Not Implemented",
-        5 => "Query Refused",
-        6 => "Name Exists when it should not",
-        7 => "RR Set Exists when it should not",
-        8 => "RR Set that should exist does not",
-        9 => "Not Authorized",
-        10 => "Name not contained in zone",
-        11 => "DSO-TYPE Not Implemented",
-        _ => "",
     }
 }
