@@ -83,3 +83,27 @@ pub fn dig(ns: &Netns, name: &str, qtype: &str, flags: &[&str], at: IpAddr) -> D
         output: text,
     }
 }
+
+/// `/etc/netns/NS/resolv.conf` naming `server`: what `ip netns exec NS`
+/// mounts over `/etc/resolv.conf`, so the namespace's own resolver
+/// (glibc's getaddrinfo, `host`) asks `server`. Removed when dropped.
+pub struct Resolver(std::path::PathBuf);
+
+impl Resolver {
+    pub fn new(ns: &Netns, server: IpAddr) -> Resolver {
+        let dir = Path::new("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).expect("/etc/netns/NS");
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {server}\noptions attempts:1 timeout:2\n"),
+        )
+        .expect("resolv.conf");
+        Resolver(dir)
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

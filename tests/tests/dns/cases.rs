@@ -1,11 +1,13 @@
 //! The cases, each a check of the shared run.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
 use hubcap_tests::output::Record;
 
 use crate::fixture::{
-    ALIAS, BIG_TXT, DnsRun, MISSING, OUTSIDE, OVER_TCP, OVER_V6, PEER, SHORT, UNANSWERED, WEB_A, WEB_AAAA,
+    ALIAS, BIG_TXT, DnsRun, GAI, HOST, MISSING, OUTSIDE, OVER_TCP, OVER_V6, PEER, SHORT, UNANSWERED, WEB_A, WEB_AAAA,
 };
 
 type Case = (&'static str, fn(&DnsRun));
@@ -53,6 +55,10 @@ pub const CASES: &[Case] = &[
         "a_flow_log_of_protocol_dns_holds_the_dns_records",
         a_flow_log_of_protocol_dns_holds_the_dns_records,
     ),
+    (
+        "the_systems_resolvers_are_recorded_too",
+        the_systems_resolvers_are_recorded_too,
+    ),
 ];
 
 fn l7_type(record: &Value) -> &str {
@@ -78,9 +84,9 @@ fn each_question_is_one_request_and_one_response(run: &DnsRun) {
         pair(run, question);
     }
     // Seen on both pods' veths, written once: 2 records per question (9
-    // with an answer), 4 for the truncated one (UDP, then TCP), 1 for the
-    // unanswered one.
-    assert_eq!(run.file.l7.len(), 9 * 2 + 4 + 1, "{:#?}", run.file.l7);
+    // dig asked with an answer, 2 getaddrinfo asked, 3 `host` asked), 4
+    // for the truncated one (UDP, then TCP), 1 for the unanswered one.
+    assert_eq!(run.file.l7.len(), (9 + 2 + 3) * 2 + 4 + 1, "{:#?}", run.file.l7);
 }
 
 fn answers_carry_what_dig_printed(run: &DnsRun) {
@@ -309,20 +315,41 @@ fn an_expired_ttl_names_no_new_flow(run: &DnsRun) {
     }
 }
 
+/// The filter against the agent's own unfiltered answers just before and
+/// just after it: what it selects is every named flow of the first, and
+/// nothing unnamed or new.
 fn hubble_observe_to_fqdn(run: &DnsRun) {
-    let named = |f: &Value| {
-        f["destination_names"]
-            .as_array()
-            .is_some_and(|n| n.iter().any(|n| n == "peer.test"))
+    let named = |out: &str| -> BTreeSet<String> {
+        out.lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("jsonpb line"))
+            .filter(|v| {
+                v["flow"]["destination_names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|n| n == "peer.test"))
+            })
+            .map(|v| v["flow"]["uuid"].as_str().unwrap().to_owned())
+            .collect()
     };
-    let mut expected: Vec<&Value> = run.file.records.iter().map(|r| &r.json).filter(|f| named(f)).collect();
-    expected.extend(run.file.l7.iter().filter(|f| named(f)));
-    let mut expected = file_uuids(&expected);
-    expected.sort();
-    let mut got = uuids(run.observed(&["--to-fqdn", "peer.test"]));
-    got.sort();
-    assert!(!got.is_empty());
-    assert_eq!(got, expected);
+    let (before, after) = (named(run.observed(&[])), named(run.observed(&["-o", "jsonpb"])));
+    let got: BTreeSet<String> = uuids(run.observed(&["--to-fqdn", "peer.test"])).into_iter().collect();
+    assert!(!before.is_empty());
+    assert!(before.is_subset(&got), "{before:?} not all in {got:?}");
+    assert!(got.is_subset(&after), "{got:?} not all in {after:?}");
+    // And the file, written later, names them too.
+    let in_file: BTreeSet<String> = run
+        .file
+        .records
+        .iter()
+        .map(|r| &r.json)
+        .chain(&run.file.l7)
+        .filter(|f| {
+            f["destination_names"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n == "peer.test"))
+        })
+        .map(|f| f["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(got.is_subset(&in_file), "{got:?} not all in the file's {in_file:?}");
 }
 
 /// The value of the series `name{labels}` in the scrape (0 when absent).
@@ -388,4 +415,20 @@ fn a_flow_log_of_protocol_dns_holds_the_dns_records(run: &DnsRun) {
     let all: Vec<&Value> = run.file.l7.iter().collect();
     let logged: Vec<&Value> = run.dns_log.l7.iter().collect();
     assert_eq!(file_uuids(&logged), file_uuids(&all));
+}
+
+/// getaddrinfo asks A and AAAA at once from one socket (same port, two
+/// ids); `host` asks A, AAAA and MX: each question one request and one
+/// answer, with what the resolvers printed.
+fn the_systems_resolvers_are_recorded_too(run: &DnsRun) {
+    assert_eq!(run.gai, "['192.0.2.13', '2001:db8::13']", "getaddrinfo");
+    for qtype in ["A", "AAAA"] {
+        pair(run, (GAI, qtype));
+    }
+    assert!(run.host.contains("host.test has address 192.0.2.14"), "{}", run.host);
+    for qtype in ["A", "AAAA", "MX"] {
+        pair(run, (HOST, qtype));
+    }
+    let (_, a) = pair(run, (GAI, "A"));
+    assert_eq!(a["l7"]["dns"]["ips"], serde_json::json!(["192.0.2.13"]), "{a}");
 }

@@ -30,6 +30,10 @@ pub struct DnsRun {
     pub metrics: String,
     /// The flow log configured with `protocol: [dns]`.
     pub dns_log: Output,
+    /// What getaddrinfo returned (its addresses, sorted), and what `host`
+    /// printed.
+    pub gai: String,
+    pub host: String,
     /// The node's bridge address: never in an answer.
     pub bridge: IpAddr,
     pub server_v4: IpAddr,
@@ -52,13 +56,21 @@ pub const UNANSWERED: (&str, &str) = ("quiet.test.", "A");
 /// with a 60 s TTL, IPv6 with a 2 s one.
 pub const PEER: (&str, &str) = ("peer.test.", "A");
 pub const SHORT: (&str, &str) = ("short.test.", "AAAA");
+/// Asked by the system's own resolvers: glibc's getaddrinfo (A and AAAA at
+/// once, from one socket) and `host` (A, AAAA and MX).
+pub const GAI: &str = "gai.test.";
+pub const HOST: &str = "host.test.";
 
 /// The hubble observe flag sets the cases judge.
 pub const OBSERVE: &[&[&str]] = &[
+    // Everything, first and again last: records written in between (a
+    // flow's report) are in the second only.
+    &[],
     &["--protocol", "dns"],
     &["--type", "l7"],
     &["--protocol", "dns", "-o", "compact"],
     &["--to-fqdn", "peer.test"],
+    &["-o", "jsonpb"],
 ];
 
 /// Where the run serves its metrics (in the node's namespace).
@@ -72,7 +84,7 @@ impl DnsRun {
         let (client, server) = (&node.pods[0], &node.pods[1]);
         let (v4, v6) = (IpAddr::from(server.ipv4), IpAddr::from(server.ipv6));
         let hosts = format!(
-            "192.0.2.10 web.test\n2001:db8::10 web.test\n192.0.2.11 tcp.test\n192.0.2.12 v6.test\n{v4} peer.test\n"
+            "192.0.2.10 web.test\n2001:db8::10 web.test\n192.0.2.11 tcp.test\n192.0.2.12 v6.test\n{v4} peer.test\n192.0.2.13 gai.test\n2001:db8::13 gai.test\n192.0.2.14 host.test\n"
         );
         let txt: Vec<String> = (0..4)
             .map(|i| format!("\"{}\"", char::from(b'a' + i).to_string().repeat(200)))
@@ -129,6 +141,21 @@ impl DnsRun {
             .iter()
             .map(|&((name, qtype), flags, at)| dig(&client.ns, name, qtype, flags, at))
             .collect();
+        // The system's resolvers, through the pod's resolv.conf.
+        let resolver = dns::Resolver::new(&client.ns, v4);
+        let gai = client
+            .ns
+            .command("python3")
+            .args([
+                "-c",
+                "import socket; print(sorted({a[4][0] for a in socket.getaddrinfo('gai.test', 80)}))",
+            ])
+            .output()
+            .expect("python3");
+        let gai = String::from_utf8_lossy(&gai.stdout).trim().to_owned();
+        let host = client.ns.command("host").arg("host.test").output().expect("host");
+        let host = String::from_utf8_lossy(&host.stdout).into_owned();
+        drop(resolver);
         // Flows to answered addresses (the IPv6 one within and after its
         // 2 s TTL), and to one never answered.
         let mut digs: Vec<Dig> = digs;
@@ -186,6 +213,8 @@ impl DnsRun {
             metrics,
             dns_log,
             bridge,
+            gai,
+            host,
             server_v4: v4,
             server_v6: v6,
             _dnsmasq: dnsmasq,
