@@ -7,7 +7,7 @@ use prometheus::IntCounterVec;
 
 use crate::{
     hubble::dns_rcode_metric_label,
-    metrics::{Family, Metrics, labels},
+    metrics::{Family, Metrics},
     proto::flow::{Flow, layer7},
 };
 
@@ -72,25 +72,32 @@ impl DnsMetrics {
         let qtypes = dns.qtypes.join(",");
         let ips = dns.ips.len().to_string();
         let query = self.by_name.then(|| metrics.contexts().dns_query_value(&dns.query));
-        // Each family's own values, the query's when asked for, then the
-        // context labels'.
-        let values = |own: &[&str]| {
-            let mut own = own.to_vec();
-            own.extend(query.as_deref());
-            labels(&own, &context)
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<String>>()
-        };
+        let query = query.as_deref();
         if flow.is_reply != Some(true) {
             // A query has no rcode: Hubble leaves the label empty.
-            self.queries.with_label_values(&values(&["", &qtypes, &ips])).inc();
+            self.queries
+                .with_label_values(&series(&["", &qtypes, &ips], query, &context))
+                .inc();
             return;
         }
         let rcode = dns_rcode_metric_label(dns.rcode);
-        self.responses.with_label_values(&values(&[rcode, &qtypes, &ips])).inc();
+        self.responses
+            .with_label_values(&series(&[rcode, &qtypes, &ips], query, &context))
+            .inc();
         for rrtype in &dns.rrtypes {
-            self.response_types.with_label_values(&values(&[rrtype, &qtypes])).inc();
+            self.response_types
+                .with_label_values(&series(&[rrtype, &qtypes], query, &context))
+                .inc();
         }
     }
+}
+
+/// A series' label values: its own, the query's when asked for, then the
+/// context labels' (one vector, no copies of the strings).
+fn series<'a>(own: &[&'a str], query: Option<&'a str>, context: &'a [String]) -> Vec<&'a str> {
+    let mut values = Vec::with_capacity(own.len() + 1 + context.len());
+    values.extend_from_slice(own);
+    values.extend(query);
+    values.extend(context.iter().map(String::as_str));
+    values
 }

@@ -59,6 +59,8 @@ pub const CASES: &[Case] = &[
         "the_systems_resolvers_are_recorded_too",
         the_systems_resolvers_are_recorded_too,
     ),
+    ("hubble_observe_from_fqdn", hubble_observe_from_fqdn),
+    ("hubble_observe_fqdn_pattern", hubble_observe_fqdn_pattern),
 ];
 
 fn l7_type(record: &Value) -> &str {
@@ -315,41 +317,66 @@ fn an_expired_ttl_names_no_new_flow(run: &DnsRun) {
     }
 }
 
-/// The filter against the agent's own unfiltered answers just before and
-/// just after it: what it selects is every named flow of the first, and
-/// nothing unnamed or new.
-fn hubble_observe_to_fqdn(run: &DnsRun) {
-    let named = |out: &str| -> BTreeSet<String> {
+/// An FQDN filter against the agent's own unfiltered answers just before
+/// and just after it: it selects every flow of the first whose names
+/// (`keys`) match, and nothing else that was there or came later; the
+/// file, written later, names them the same.
+fn fqdn_filter_selects_exactly(run: &DnsRun, flags: &[&str], keys: &[&str], matches: fn(&str) -> bool) {
+    let named = |flow: &Value| {
+        keys.iter().any(|key| {
+            flow[*key]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n.as_str().is_some_and(matches)))
+        })
+    };
+    let select = |out: &str| -> BTreeSet<String> {
         out.lines()
             .map(|l| serde_json::from_str::<Value>(l).expect("jsonpb line"))
-            .filter(|v| {
-                v["flow"]["destination_names"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().any(|n| n == "peer.test"))
-            })
+            .filter(|v| named(&v["flow"]))
             .map(|v| v["flow"]["uuid"].as_str().unwrap().to_owned())
             .collect()
     };
-    let (before, after) = (named(run.observed(&[])), named(run.observed(&["-o", "jsonpb"])));
-    let got: BTreeSet<String> = uuids(run.observed(&["--to-fqdn", "peer.test"])).into_iter().collect();
-    assert!(!before.is_empty());
-    assert!(before.is_subset(&got), "{before:?} not all in {got:?}");
-    assert!(got.is_subset(&after), "{got:?} not all in {after:?}");
-    // And the file, written later, names them too.
+    let (before, after) = (select(run.observed(&[])), select(run.observed(&["-o", "jsonpb"])));
+    let got: BTreeSet<String> = uuids(run.observed(flags)).into_iter().collect();
+    assert!(!before.is_empty(), "{flags:?}");
+    assert!(before.is_subset(&got), "{flags:?}: {before:?} not all in {got:?}");
+    assert!(got.is_subset(&after), "{flags:?}: {got:?} not all in {after:?}");
     let in_file: BTreeSet<String> = run
         .file
         .records
         .iter()
         .map(|r| &r.json)
         .chain(&run.file.l7)
-        .filter(|f| {
-            f["destination_names"]
-                .as_array()
-                .is_some_and(|n| n.iter().any(|n| n == "peer.test"))
-        })
+        .filter(|f| named(f))
         .map(|f| f["uuid"].as_str().unwrap().to_owned())
         .collect();
-    assert!(got.is_subset(&in_file), "{got:?} not all in the file's {in_file:?}");
+    assert!(
+        got.is_subset(&in_file),
+        "{flags:?}: {got:?} not all in the file's {in_file:?}"
+    );
+}
+
+fn hubble_observe_to_fqdn(run: &DnsRun) {
+    fqdn_filter_selects_exactly(run, &["--to-fqdn", "peer.test"], &["destination_names"], |n| {
+        n == "peer.test"
+    });
+}
+
+fn hubble_observe_from_fqdn(run: &DnsRun) {
+    fqdn_filter_selects_exactly(run, &["--from-fqdn", "peer.test"], &["source_names"], |n| {
+        n == "peer.test"
+    });
+}
+
+/// Hubble's `*` is one or more name characters: `*.test` is every name
+/// learned here, either side.
+fn hubble_observe_fqdn_pattern(run: &DnsRun) {
+    fqdn_filter_selects_exactly(
+        run,
+        &["--fqdn", "*.test"],
+        &["source_names", "destination_names"],
+        |n| n.ends_with(".test"),
+    );
 }
 
 /// The value of the series `name{labels}` in the scrape (0 when absent).

@@ -70,6 +70,8 @@ pub const OBSERVE: &[&[&str]] = &[
     &["--type", "l7"],
     &["--protocol", "dns", "-o", "compact"],
     &["--to-fqdn", "peer.test"],
+    &["--from-fqdn", "peer.test"],
+    &["--fqdn", "*.test"],
     &["-o", "jsonpb"],
 ];
 
