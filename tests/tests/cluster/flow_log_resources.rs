@@ -146,16 +146,22 @@ fn resources_decide_what_the_stored_log_gets() {
     assert_eq!(status["state"], "CONFIGURED", "{status}");
     phase(6000);
 
+    // The resource changed to log `protocol` from p1; its status once settled.
+    let change_protocol = |protocol: &'static str| {
+        plane.run(&node.ns, move |client| async move {
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &retina());
+            let patch = json!({"spec": {"includefilters": [
+                {"from": {"ip": [format!("{p1_ip}/32")]}, "protocol": [protocol]}
+            ]}});
+            api.patch("udp-from-p1", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("patch");
+            settled_status(&client, &retina(), "udp-from-p1").await
+        })
+    };
+
     // Changed: TCP instead of UDP.
-    let status = plane.run(&node.ns, move |client| async move {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &retina());
-        let patch =
-            json!({"spec": {"includefilters": [{"from": {"ip": [format!("{p1_ip}/32")]}, "protocol": ["tcp"]}]}});
-        api.patch("udp-from-p1", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .expect("patch");
-        settled_status(&client, &retina(), "udp-from-p1").await
-    });
+    let status = change_protocol("tcp");
     assert_eq!(
         (status["state"].as_str(), status["observedGeneration"].as_i64()),
         (Some("CONFIGURED"), Some(2))
@@ -164,15 +170,7 @@ fn resources_decide_what_the_stored_log_gets() {
 
     // Changed again: DNS only. p1 asks p2's dnsmasq (and sends other UDP
     // and TCP, which the log must not get).
-    let status = plane.run(&node.ns, move |client| async move {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &retina());
-        let patch =
-            json!({"spec": {"includefilters": [{"from": {"ip": [format!("{p1_ip}/32")]}, "protocol": ["dns"]}]}});
-        api.patch("udp-from-p1", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .expect("patch");
-        settled_status(&client, &retina(), "udp-from-p1").await
-    });
+    let status = change_protocol("dns");
     assert_eq!(status["observedGeneration"].as_i64(), Some(3), "{status}");
     let server = std::net::IpAddr::from(p2.ipv4);
     let dnsmasq = hubcap_tests::dns::dnsmasq(&p2.ns, &[server], &dir, "192.0.2.10 web.test\n", &[]);
