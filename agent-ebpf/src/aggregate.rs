@@ -71,7 +71,16 @@ pub fn account<M: FlowMaps, P: PacketBytes + ?Sized>(
         Note::Fragment => maps.count(Counter::Fragments, 1),
         Note::L4Truncated => maps.count(Counter::TruncatedPackets, 1),
     }
-    let key = FlowKey {
+    let key = flow_key(packet, &at);
+    aggregate(maps, &key, packet, at.len, now(), report_interval_ns, || {
+        parse::macs(bytes)
+    });
+}
+
+/// The flow key of a parsed packet seen at `at`.
+#[inline(always)]
+pub fn flow_key(packet: &ParsedPacket, at: &Hook) -> FlowKey {
+    FlowKey {
         src_addr: packet.src_addr,
         dst_addr: packet.dst_addr,
         src_port: packet.src_port,
@@ -82,10 +91,7 @@ pub fn account<M: FlowMaps, P: PacketBytes + ?Sized>(
         hook: at.hook,
         _pad: 0,
         drop_reason: 0,
-    };
-    aggregate(maps, &key, packet, at.len, now(), report_interval_ns, || {
-        parse::macs(bytes)
-    });
+    }
 }
 
 /// Counts a packet of `len` bytes, seen at kernel time `now`, in its flow:

@@ -3,8 +3,12 @@
 //! to parse. The packet still counts in its flow like any other; this only
 //! adds a copy, and only for DNS.
 
-use agent_common::{Counter, DNS_CAPTURE_BYTES, DNS_PORT, DnsEvent, DnsEventHeader, FlowKey, ip_proto};
-use agent_ebpf::parse::ParsedPacket;
+use agent_common::{Counter, DNS_CAPTURE_BYTES, DnsEvent, DnsEventHeader};
+use agent_ebpf::{
+    aggregate::{Hook, flow_key},
+    dns_payload::dns_payload,
+    parse::ParsedPacket,
+};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
@@ -35,19 +39,13 @@ static DNS_SCRATCH: PerCpuArray<DnsEvent> = PerCpuArray::with_max_entries(1, 0);
 /// Pending bytes at which the reader is woken (as for flow events).
 const WAKEUP_BYTES: u64 = 16 * 1024;
 
+/// Copies the DNS payload of `packet` (seen at `at`), if it has one by
+/// [`dns_payload`], into the DNS ring buffer.
 #[inline(always)]
-pub fn hand_over(ctx: &TcContext, packet: &ParsedPacket, ifindex: u32, hook: u8) {
-    if packet.src_port != DNS_PORT && packet.dst_port != DNS_PORT {
+pub fn hand_over(ctx: &TcContext, packet: &ParsedPacket, at: &Hook) {
+    let Some(payload) = dns_payload(packet) else {
         return;
-    }
-    if packet.protocol != ip_proto::UDP && packet.protocol != ip_proto::TCP {
-        return;
-    }
-    // A TCP segment without data (SYN, ACK, FIN) carries no message.
-    let payload_len = u32::from(packet.payload_len);
-    if payload_len == 0 {
-        return;
-    }
+    };
     // SAFETY: a global written by user space only before load.
     if unsafe { core::ptr::read_volatile(&DNS_CAPTURE) } == 0 {
         return;
@@ -57,12 +55,9 @@ pub fn hand_over(ctx: &TcContext, packet: &ParsedPacket, ifindex: u32, hook: u8)
     };
     // SAFETY: this CPU's slot; tc programs do not nest on one CPU.
     let event = unsafe { &mut *event };
-    let captured = if payload_len as usize > DNS_CAPTURE_BYTES {
-        DNS_CAPTURE_BYTES as u32
-    } else {
-        payload_len
-    };
-    // The verifier wants the copy's length proven in 1..=DNS_CAPTURE_BYTES.
+    let captured = payload.captured;
+    // Already so by `dns_payload`, but the verifier wants the copy's
+    // length proven in 1..=DNS_CAPTURE_BYTES here.
     if captured == 0 || captured as usize > DNS_CAPTURE_BYTES {
         return;
     }
@@ -70,7 +65,7 @@ pub fn hand_over(ctx: &TcContext, packet: &ParsedPacket, ifindex: u32, hook: u8)
     let read = unsafe {
         bpf_skb_load_bytes(
             ctx.skb.skb.cast(),
-            u32::from(packet.payload_offset),
+            u32::from(payload.offset),
             event.payload.as_mut_ptr().cast(),
             captured,
         )
@@ -80,21 +75,10 @@ pub fn hand_over(ctx: &TcContext, packet: &ParsedPacket, ifindex: u32, hook: u8)
         return;
     }
     event.header = DnsEventHeader {
-        key: FlowKey {
-            src_addr: packet.src_addr,
-            dst_addr: packet.dst_addr,
-            src_port: packet.src_port,
-            dst_port: packet.dst_port,
-            ifindex,
-            protocol: packet.protocol,
-            ip_version: packet.ip_version,
-            hook,
-            _pad: 0,
-            drop_reason: 0,
-        },
+        key: flow_key(packet, at),
         // SAFETY: a helper without preconditions.
         time_ns: unsafe { bpf_ktime_get_ns() },
-        payload_len,
+        payload_len: payload.len,
         captured,
     };
     let size = size_of::<DnsEventHeader>() + captured as usize;

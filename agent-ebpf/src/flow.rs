@@ -41,15 +41,16 @@ pub fn account(ctx: &TcContext, hook: u8) {
     let mut slot = core::mem::MaybeUninit::uninit();
     // SAFETY: a global written by user space only before load.
     let interval = unsafe { core::ptr::read_volatile(&REPORT_INTERVAL_NS) };
+    let at = aggregate::Hook {
+        ifindex,
+        hook,
+        len: u64::from(ctx.len()),
+    };
     aggregate::account(
         &mut KernelMaps,
         &Skb(ctx),
         &mut slot,
-        aggregate::Hook {
-            ifindex,
-            hook,
-            len: u64::from(ctx.len()),
-        },
+        at,
         // The coarse clock (the last tick, 4 ms at HZ=250) is ample for flow
         // times and timeouts, and reading it is a load where the precise
         // clock reads the hardware counter on every packet.
@@ -61,7 +62,7 @@ pub fn account(ctx: &TcContext, hook: u8) {
     let packet = unsafe { slot.assume_init_ref() };
     // Fields the parse did not reach stay zero: a packet it gave up on has
     // no payload, so it is never handed over.
-    crate::dns::hand_over(ctx, packet, ifindex, hook);
+    crate::dns::hand_over(ctx, packet, &at);
 }
 
 /// Counts a packet of `len` bytes, seen at kernel time `now`, in its flow

@@ -1,9 +1,10 @@
 //! The same parser and aggregation rules, built for the host: what the
 //! kernel must have done with each input.
 
-use agent_common::{Counter, DNS_CAPTURE_BYTES, DNS_PORT, FlowKey, hook, ip_proto};
+use agent_common::{Counter, hook};
 use agent_ebpf::{
     aggregate::{self, Hook, host::HostMaps},
+    dns_payload::dns_payload,
     parse::{self, Note, ParseError, ParsedPacket},
 };
 use hubcap::dns::DnsPacket;
@@ -66,41 +67,27 @@ impl Model {
         aggregate::account(&mut self.maps, bytes, &mut slot, at, || 0, u64::MAX);
         // SAFETY: `account` zeroes the slot first.
         let packet = unsafe { slot.assume_init_ref() };
-        self.hand_over_dns(hook_point, packet, bytes);
+        self.hand_over_dns(&at, packet, bytes);
     }
 
-    /// The DNS hand-over's rule: TCP or UDP to or from port 53 with a
-    /// payload; at most DNS_CAPTURE_BYTES of it, or unreadable when the IP
-    /// header claims more than the packet holds.
-    fn hand_over_dns(&mut self, hook_point: u8, packet: &ParsedPacket, bytes: &[u8]) {
-        let dns_port = packet.src_port == DNS_PORT || packet.dst_port == DNS_PORT;
-        let tcp_or_udp = matches!(packet.protocol, ip_proto::TCP | ip_proto::UDP);
-        if !dns_port || !tcp_or_udp || packet.payload_len == 0 {
+    /// What the tc programs hand over as DNS (the same rule,
+    /// `agent_ebpf::dns_payload`): the captured bytes, or unreadable when
+    /// the IP header claims more than the packet holds.
+    fn hand_over_dns(&mut self, at: &Hook, packet: &ParsedPacket, bytes: &[u8]) {
+        let Some(payload) = dns_payload(packet) else {
             return;
-        }
-        let start = usize::from(packet.payload_offset);
-        let captured = usize::from(packet.payload_len).min(DNS_CAPTURE_BYTES);
-        let Some(payload) = bytes.get(start..start + captured) else {
+        };
+        let start = usize::from(payload.offset);
+        let Some(captured) = bytes.get(start..start + payload.captured as usize) else {
             self.maps.counters[Counter::DnsUnreadable as usize] += 1;
             return;
         };
         self.maps.counters[Counter::DnsMessages as usize] += 1;
         self.dns.push(DnsPacket {
-            key: FlowKey {
-                src_addr: packet.src_addr,
-                dst_addr: packet.dst_addr,
-                src_port: packet.src_port,
-                dst_port: packet.dst_port,
-                ifindex: self.ifindex,
-                protocol: packet.protocol,
-                ip_version: packet.ip_version,
-                hook: hook_point,
-                _pad: 0,
-                drop_reason: 0,
-            },
+            key: aggregate::flow_key(packet, at),
             time_ns: 0,
-            payload_len: u32::from(packet.payload_len),
-            bytes: payload.to_vec(),
+            payload_len: payload.len,
+            bytes: captured.to_vec(),
         });
     }
 

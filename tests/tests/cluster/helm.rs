@@ -51,7 +51,8 @@ fn every_option() -> Value {
     json!({
         "interfaces": ["eth*"],
         "output": {"path": "/var/log/acns/hubble/all.log", "compress": true},
-        "metrics": {"sourceContext": "namespace", "destinationContext": "workload", "serviceMonitor": {"enabled": true}},
+        "metrics": {"sourceContext": "namespace", "destinationContext": "workload", "dnsQuery": true, "serviceMonitor": {"enabled": true}},
+        "dns": {"enabled": false, "ringBufferMb": 8},
         "grpc": {"listen": ":4244", "tls": {"secretName": "hubble-server-certs"}, "peerService": {"enabled": true}},
         "flowLogs": {"config": [{"name": "dropped", "filePath": "/var/log/acns/hubble/dropped.log", "includeFilters": [{"verdict": ["DROPPED"]}]}]},
         "priorityClassName": "system-node-critical",
@@ -102,6 +103,9 @@ fn every_flag_the_chart_writes_is_one_hubcap_takes() {
             );
         }
     }
+    // DNS is on unless turned off.
+    let defaults = daemonset_args(&rendered(&json!({}), "DaemonSet")[0]);
+    assert!(defaults.iter().any(|a| a == "--dns=on"), "{defaults:?}");
     // And the options land where they should.
     let args = daemonset_args(&rendered(&every_option(), "DaemonSet")[0]);
     for expected in [
@@ -112,6 +116,9 @@ fn every_flag_the_chart_writes_is_one_hubcap_takes() {
         "--grpc-tls-cert=/etc/hubcap/tls/tls.crt",
         "--flow-logs-config=/etc/hubcap/flow-logs/flowlogs.yaml",
         "--event-buffer-capacity=8191",
+        "--dns=off",
+        "--dns-ring-buffer-mb=8",
+        "--metrics-dns-query",
     ] {
         assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
     }

@@ -61,6 +61,10 @@ pub const CASES: &[Case] = &[
     ),
     ("hubble_observe_from_fqdn", hubble_observe_from_fqdn),
     ("hubble_observe_fqdn_pattern", hubble_observe_fqdn_pattern),
+    (
+        "tuple_logs_skip_dns_records_and_count_them",
+        tuple_logs_skip_dns_records_and_count_them,
+    ),
 ];
 
 fn l7_type(record: &Value) -> &str {
@@ -458,4 +462,15 @@ fn the_systems_resolvers_are_recorded_too(run: &DnsRun) {
     }
     let (_, a) = pair(run, (GAI, "A"));
     assert_eq!(a["l7"]["dns"]["ips"], serde_json::json!(["192.0.2.13"]), "{a}");
+}
+
+/// A VNet tuple log has no place for an L7 record: each one is counted as
+/// skipped (its packets are in the flow's tuples).
+fn tuple_logs_skip_dns_records_and_count_them(run: &DnsRun) {
+    assert_eq!(
+        series(run, r#"hubcap_format_skipped_records_total{format="vnet"}"#),
+        run.file.l7.len() as u64,
+        "{}",
+        run.metrics
+    );
 }

@@ -108,8 +108,9 @@ impl DnsRun {
         std::fs::write(
             &config,
             format!(
-                "flowLogs:\n  - name: dns\n    filePath: {}\n    includeFilters:\n      - protocol: [dns]\n",
-                dns_log.display()
+                "flowLogs:\n  - name: dns\n    filePath: {}\n    includeFilters:\n      - protocol: [dns]\n  - name: tuples\n    filePath: {}\n    format: vnet\n",
+                dns_log.display(),
+                dir.join("tuples.json").display()
             ),
         )
         .unwrap();
