@@ -65,9 +65,7 @@ impl Pipeline {
     }
 
     fn write_dns(&mut self) -> Result<()> {
-        let written = self.outputs.write_dns(&self.observations);
-        self.observations.clear();
-        Ok(written?)
+        Ok(self.outputs.write_dns(&mut self.observations)?)
     }
 
     /// Waits until a ring buffer has records (flow events, or DNS

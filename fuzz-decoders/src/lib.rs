@@ -81,7 +81,7 @@ pub fn dns_packets(data: &[u8]) {
     let builder = RecordBuilder::default();
     let mut stamper = Stamper::default();
     let mut out = Vec::new();
-    for observation in &observations {
+    for observation in observations {
         let source = stamper.stamp(&observation.flow_update(), Identities::default());
         let flow = builder.build_dns(&source, observation);
         write_export_event(

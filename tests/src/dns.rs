@@ -28,6 +28,22 @@ pub fn dnsmasq(ns: &Netns, listen: &[IpAddr], dir: &Path, hosts: &str, extra: &[
     Background::start(ns.command("dnsmasq").args(&args))
 }
 
+/// Debian's unbound in `ns` on `127.0.0.1@port`, forwarding every question
+/// to `127.0.0.1@1`, where nothing listens: each answer is SERVFAIL, as
+/// from any resolver whose upstream is gone. Its files in `dir`.
+pub fn unbound_with_dead_upstream(ns: &Netns, port: u16, dir: &Path) -> Background {
+    let config = dir.join("unbound.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  interface: 127.0.0.1@{port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{dir}\"\n  pidfile: \"{dir}/unbound.pid\"\n  use-syslog: no\n  logfile: \"\"\n  do-ip6: no\n  module-config: \"iterator\"\nforward-zone:\n  name: \".\"\n  forward-addr: 127.0.0.1@1\n",
+            dir = dir.display()
+        ),
+    )
+    .expect("unbound.conf");
+    Background::start(ns.command("unbound").args(["-d", "-c"]).arg(&config))
+}
+
 /// What dig printed for one question.
 #[derive(Debug, Clone)]
 pub struct Dig {

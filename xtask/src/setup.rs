@@ -39,6 +39,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // The DNS test's server and client.
     ("dnsmasq-base", "dnsmasq"),
     ("bind9-dnsutils", "dig"),
+    // The DNS test's failing upstream: a resolver whose own upstream is
+    // dead answers SERVFAIL.
+    ("unbound", "/usr/sbin/unbound"),
     // The benchmark's DNS load generator.
     ("dnsperf", "dnsperf"),
     // What is attached to the kernel, for the tests that check nothing is

@@ -151,11 +151,12 @@ impl Outputs {
     /// Builds each DNS message's L7 record and hands it to every output,
     /// then writes the batch out. Its endpoints are identified as its
     /// packet's would be.
-    pub fn write_dns(&mut self, observations: &[DnsObservation]) -> Result<(), OutputError> {
+    /// Writes (and takes) every observation in `observations`.
+    pub fn write_dns(&mut self, observations: &mut Vec<DnsObservation>) -> Result<(), OutputError> {
         if observations.is_empty() {
             return Ok(());
         }
-        for observation in observations {
+        for observation in observations.drain(..) {
             let update = observation.flow_update();
             let identities = self.enrichers.identify(&update);
             let source = self.stamper.stamp(&update, identities);

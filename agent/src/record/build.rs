@@ -42,8 +42,8 @@ impl RecordBuilder {
                 destination: mac(&u.stats.dst_mac),
             }),
             ip: Some(flow::Ip {
-                source: key.src_ip().to_string(),
-                destination: key.dst_ip().to_string(),
+                source: super::ip_text(key.src_ip()),
+                destination: super::ip_text(key.dst_ip()),
                 ip_version: if key.ip_version == 6 {
                     IpVersion::IPv6
                 } else {

@@ -7,9 +7,9 @@
 
 #![allow(deprecated)] // `Summary` and `reply`: deprecated, still written by Hubble.
 
-use super::{RecordBuilder, RecordSource};
+use super::{RecordBuilder, RecordSource, ip_text};
 use crate::{
-    dns::DnsObservation,
+    dns::{DnsMessage, DnsObservation},
     hubble::{DNS_OBSERVATION_SOURCE, EVENT_TYPE_L7, dns_rcode_name},
     proto::flow::{CiliumEventType, Dns, Flow, FlowType, L7FlowType, Layer7, layer7},
 };
@@ -17,8 +17,7 @@ use crate::{
 impl RecordBuilder {
     /// `source` is what the message's packet was stamped with (its uuid,
     /// time, interface and identities).
-    pub fn build_dns(&self, source: &RecordSource, observation: &DnsObservation) -> Flow {
-        let m = &observation.message;
+    pub fn build_dns(&self, source: &RecordSource, observation: DnsObservation) -> Flow {
         let mut flow = self.build(source).flow;
         flow.r#type = FlowType::L7 as i32;
         flow.event_type = Some(CiliumEventType {
@@ -28,37 +27,28 @@ impl RecordBuilder {
         // An L7 record has no link layer and no trace point.
         flow.ethernet = None;
         flow.trace_observation_point = 0;
-        flow.is_reply = Some(m.is_response);
-        flow.reply = m.is_response;
-        let qtypes = m.qtypes.join(",");
-        let dns = if m.is_response {
-            flow.summary = format!(
-                "DNS Answer {} TTL: {} (Query {} {qtypes})",
-                answer_text(observation),
-                m.ttl,
-                m.query
-            );
-            Dns {
-                query: m.query.clone(),
-                ips: m.ips.iter().map(ToString::to_string).collect(),
-                ttl: m.ttl,
-                cnames: m.cnames.clone(),
-                observation_source: DNS_OBSERVATION_SOURCE.to_owned(),
-                rcode: u32::from(m.rcode),
-                qtypes: m.qtypes.clone(),
-                rrtypes: m.rrtypes.clone(),
-            }
-        } else {
-            flow.summary = format!("DNS Query {} {qtypes}", m.query);
-            Dns {
-                query: m.query.clone(),
-                observation_source: DNS_OBSERVATION_SOURCE.to_owned(),
-                qtypes: m.qtypes.clone(),
-                ..Default::default()
-            }
+        let is_response = observation.message.is_response;
+        flow.is_reply = Some(is_response);
+        flow.reply = is_response;
+        flow.summary = summary(&observation.message);
+        // The message is this record's alone: its strings move in.
+        let m = observation.message;
+        let dns = Dns {
+            query: m.query,
+            ips: if is_response {
+                m.ips.into_iter().map(ip_text).collect()
+            } else {
+                Vec::new()
+            },
+            ttl: if is_response { m.ttl } else { 0 },
+            cnames: if is_response { m.cnames } else { Vec::new() },
+            observation_source: DNS_OBSERVATION_SOURCE.to_owned(),
+            rcode: if is_response { u32::from(m.rcode) } else { 0 },
+            qtypes: m.qtypes,
+            rrtypes: if is_response { m.rrtypes } else { Vec::new() },
         };
         flow.l7 = Some(Layer7 {
-            r#type: if m.is_response {
+            r#type: if is_response {
                 L7FlowType::Response
             } else {
                 L7FlowType::Request
@@ -70,22 +60,62 @@ impl RecordBuilder {
     }
 }
 
-/// The answer part of Hubble's summary: the RCODE when it is an error,
-/// otherwise the addresses and CNAMEs.
-fn answer_text(observation: &DnsObservation) -> String {
-    let m = &observation.message;
-    if m.rcode != 0 {
-        return format!("RCode: {}", dns_rcode_name(m.rcode));
+/// Hubble's summary: `DNS Query <name> <types>`, or `DNS Answer <answer>
+/// TTL: <ttl> (Query <name> <types>)`.
+fn summary(m: &DnsMessage) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(64 + m.query.len());
+    if m.is_response {
+        text.push_str("DNS Answer ");
+        push_answer_text(&mut text, m);
+        let _ = write!(text, " TTL: {} (Query {} ", m.ttl, m.query);
+        push_joined(&mut text, &m.qtypes);
+        text.push(')');
+    } else {
+        text.push_str("DNS Query ");
+        text.push_str(&m.query);
+        text.push(' ');
+        push_joined(&mut text, &m.qtypes);
     }
-    let mut parts = Vec::new();
+    text
+}
+
+fn push_joined(text: &mut String, parts: &[String]) {
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(part);
+    }
+}
+
+/// The answer part of Hubble's summary: the RCODE when it is an error,
+/// otherwise the addresses and CNAMEs, each list quoted as Go's `%q`
+/// quotes it (addresses need no escaping).
+fn push_answer_text(text: &mut String, m: &DnsMessage) {
+    if m.rcode != 0 {
+        text.push_str("RCode: ");
+        text.push_str(dns_rcode_name(m.rcode));
+        return;
+    }
     if !m.ips.is_empty() {
-        let ips: Vec<String> = m.ips.iter().map(ToString::to_string).collect();
-        parts.push(format!("{:?}", ips.join(",")));
+        text.push('"');
+        for (i, ip) in m.ips.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&ip_text(*ip));
+        }
+        text.push('"');
     }
     if !m.cnames.is_empty() {
-        parts.push(format!("CNAMEs: {:?}", m.cnames.join(",")));
+        if !m.ips.is_empty() {
+            text.push(' ');
+        }
+        // Rare, and a name may hold characters `%q` escapes.
+        use std::fmt::Write as _;
+        let _ = write!(text, "CNAMEs: {:?}", m.cnames.join(","));
     }
-    parts.join(" ")
 }
 
 #[cfg(test)]
@@ -193,7 +223,7 @@ mod tests {
             node_name: "node-1".into(),
             ..Default::default()
         }
-        .build_dns(&source, o)
+        .build_dns(&source, o.clone())
     }
 
     fn dns(flow: &Flow) -> &Dns {

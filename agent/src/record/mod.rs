@@ -20,6 +20,26 @@ pub use source::{InterfaceInfo, RecordSource, Stamper, uuid_string};
 
 use crate::{flow_table::FlowState, hubble, proto::flow::Flow};
 
+/// An address as Hubble writes it (`10.0.0.1`, `fd00::1`). IPv4 by hand:
+/// `Ipv4Addr`'s `Display` goes through the formatter's padding machinery
+/// and was a tenth of a DNS record's cost.
+pub fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                text.push_str(digits.format(octet));
+            }
+            text
+        }
+        std::net::IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
 /// Counts since the previous record of the same flow direction, so that
 /// summing every record of a flow gives its totals.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,6 +156,22 @@ impl FlowRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_the_standard_library_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "255.255.255.255",
+            "192.0.2.10",
+            "::",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     #[test]
     fn counts_survive_the_round_trip_through_extensions() {

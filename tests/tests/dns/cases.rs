@@ -7,7 +7,8 @@ use serde_json::Value;
 use hubcap_tests::output::Record;
 
 use crate::fixture::{
-    ALIAS, BIG_TXT, DnsRun, GAI, HOST, MISSING, OUTSIDE, OVER_TCP, OVER_V6, PEER, SHORT, UNANSWERED, WEB_A, WEB_AAAA,
+    ALIAS, BIG_TXT, DnsRun, EDNS_TXT, FAILING, GAI, HOST, MISSING, OUTSIDE, OVER_TCP, OVER_V6, PEER, SHORT, UNANSWERED,
+    WEB_A, WEB_AAAA,
 };
 
 type Case = (&'static str, fn(&DnsRun));
@@ -26,6 +27,10 @@ pub const CASES: &[Case] = &[
         a_truncated_answer_and_the_tcp_retry,
     ),
     ("tcp_and_ipv6_transports", tcp_and_ipv6_transports),
+    (
+        "an_edns_answer_over_512_bytes_is_one_udp_record",
+        an_edns_answer_over_512_bytes_is_one_udp_record,
+    ),
     (
         "an_unanswered_query_is_recorded_and_counted",
         an_unanswered_query_is_recorded_and_counted,
@@ -86,13 +91,16 @@ fn pair<'a>(run: &'a DnsRun, question: (&str, &str)) -> (&'a Value, &'a Value) {
 }
 
 fn each_question_is_one_request_and_one_response(run: &DnsRun) {
-    for question in [WEB_A, WEB_AAAA, ALIAS, MISSING, OUTSIDE, OVER_TCP, OVER_V6] {
+    for question in [
+        WEB_A, WEB_AAAA, ALIAS, MISSING, OUTSIDE, OVER_TCP, OVER_V6, FAILING, EDNS_TXT,
+    ] {
         pair(run, question);
     }
-    // Seen on both pods' veths, written once: 2 records per question (9
+    // Seen on both pods' veths, written once: 2 records per question (11
     // dig asked with an answer, 2 getaddrinfo asked, 3 `host` asked), 4
     // for the truncated one (UDP, then TCP), 1 for the unanswered one.
-    assert_eq!(run.file.l7.len(), (9 + 2 + 3) * 2 + 4 + 1, "{:#?}", run.file.l7);
+    // dnsmasq's question to unbound stays on the server pod's loopback.
+    assert_eq!(run.file.l7.len(), (11 + 2 + 3) * 2 + 4 + 1, "{:#?}", run.file.l7);
 }
 
 fn answers_carry_what_dig_printed(run: &DnsRun) {
@@ -115,6 +123,7 @@ fn error_answers_carry_their_rcode(run: &DnsRun) {
     for (question, status, rcode, name) in [
         (MISSING, "NXDOMAIN", 3, "Non-Existent Domain"),
         (OUTSIDE, "REFUSED", 5, "Query Refused"),
+        (FAILING, "SERVFAIL", 2, "Server Failure"),
     ] {
         let dig = run.dig(question);
         assert_eq!(dig.status, status, "{}", dig.output);
@@ -134,7 +143,9 @@ fn a_cname_chain_names_its_target(run: &DnsRun) {
 }
 
 fn latency_is_within_digs_query_time(run: &DnsRun) {
-    for question in [WEB_A, WEB_AAAA, ALIAS, MISSING, OUTSIDE, OVER_TCP, OVER_V6] {
+    for question in [
+        WEB_A, WEB_AAAA, ALIAS, MISSING, OUTSIDE, OVER_TCP, OVER_V6, FAILING, EDNS_TXT,
+    ] {
         let (request, response) = pair(run, question);
         let latency: u64 = response["l7"]["latency_ns"]
             .as_str()
@@ -179,6 +190,32 @@ fn a_truncated_answer_and_the_tcp_retry(run: &DnsRun) {
         serde_json::json!(["TXT"]),
         "{tcp_answer}"
     );
+}
+
+fn an_edns_answer_over_512_bytes_is_one_udp_record(run: &DnsRun) {
+    let dig = run.dig(EDNS_TXT);
+    assert_eq!(dig.status, "NOERROR", "{}", dig.output);
+    assert!(dig.output.contains("; EDNS: version: 0"), "{}", dig.output);
+    let size: usize = dig
+        .output
+        .split(";; MSG SIZE  rcvd: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no message size:\n{}", dig.output));
+    assert!(
+        size > 512,
+        "the answer fits classic DNS's 512 bytes ({size}): not an EDNS case"
+    );
+    let flags = dig.output.split(";; flags: ").nth(1).and_then(|s| s.split(';').next());
+    assert!(!flags.unwrap_or_default().contains("tc"), "truncated: {}", dig.output);
+    let (request, response) = pair(run, EDNS_TXT);
+    for record in [request, response] {
+        assert!(record["l4"].get("UDP").is_some(), "{record}");
+    }
+    let dns = &response["l7"]["dns"];
+    assert_eq!(dns["rrtypes"], serde_json::json!(["TXT"]), "{response}");
+    assert_eq!(dns["ttl"], 60, "{response}");
 }
 
 fn tcp_and_ipv6_transports(run: &DnsRun) {
@@ -418,6 +455,15 @@ fn dns_metrics_count_the_records(run: &DnsRun) {
             r#"hubble_dns_responses_total{ips_returned="0",qtypes="A",rcode="Non-Existent Domain"}"#
         ),
         nxdomain
+    );
+    let servfail = count(&|f| !is_query(f) && f["l7"]["dns"]["rcode"] == 2);
+    assert_eq!(servfail, 1);
+    assert_eq!(
+        series(
+            run,
+            r#"hubble_dns_responses_total{ips_returned="0",qtypes="A",rcode="Server Failure"}"#
+        ),
+        servfail
     );
     let cname_answers = count(&|f| {
         f["l7"]["dns"]["rrtypes"]

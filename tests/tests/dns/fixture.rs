@@ -39,6 +39,7 @@ pub struct DnsRun {
     pub server_v4: IpAddr,
     pub server_v6: IpAddr,
     _dnsmasq: Background,
+    _unbound: Background,
     dir: PathBuf,
 }
 
@@ -52,6 +53,11 @@ pub const BIG_TXT: (&str, &str) = ("big.test.", "TXT");
 pub const OVER_TCP: (&str, &str) = ("tcp.test.", "A");
 pub const OVER_V6: (&str, &str) = ("v6.test.", "A");
 pub const UNANSWERED: (&str, &str) = ("quiet.test.", "A");
+/// Forwarded by dnsmasq to unbound, whose upstream is dead: SERVFAIL.
+pub const FAILING: (&str, &str) = ("x.fail.example.", "A");
+/// The big TXT again, with EDNS's 1232-byte buffer: one whole UDP answer
+/// over 512 bytes.
+pub const EDNS_TXT: (&str, &str) = ("edns.test.", "TXT");
 /// The server pod's own addresses, for flows that carry the name: IPv4
 /// with a 60 s TTL, IPv6 with a 2 s one.
 pub const PEER: (&str, &str) = ("peer.test.", "A");
@@ -75,6 +81,10 @@ pub const OBSERVE: &[&[&str]] = &[
     &["-o", "jsonpb"],
 ];
 
+/// Where unbound listens in the server pod (its loopback: dnsmasq's
+/// upstream, never on a veth).
+const UNBOUND_PORT: u16 = 5300;
+
 /// Where the run serves its metrics (in the node's namespace).
 const METRICS: &str = "127.0.0.1:9965";
 
@@ -91,6 +101,7 @@ impl DnsRun {
         let txt: Vec<String> = (0..4)
             .map(|i| format!("\"{}\"", char::from(b'a' + i).to_string().repeat(200)))
             .collect();
+        let unbound = dns::unbound_with_dead_upstream(&server.ns, UNBOUND_PORT, &dir);
         let dnsmasq = dns::dnsmasq(
             &server.ns,
             &[v4, v6],
@@ -99,6 +110,8 @@ impl DnsRun {
             &[
                 "--cname=alias.test,web.test".to_owned(),
                 format!("--txt-record=big.test,{}", txt.join(",")),
+                format!("--txt-record=edns.test,{}", txt.join(",")),
+                format!("--server=/fail.example/127.0.0.1#{UNBOUND_PORT}"),
                 format!("--host-record=short.test,{v6},2"),
             ],
         );
@@ -126,7 +139,7 @@ impl DnsRun {
         // dnsmasq binds once its addresses are usable.
         std::thread::sleep(Duration::from_millis(500));
         let bridge = IpAddr::from(node.bridge_v4());
-        let asks: [((&str, &str), &[&str], IpAddr); 9] = [
+        let asks: [((&str, &str), &[&str], IpAddr); 11] = [
             (WEB_A, &[], v4),
             (WEB_AAAA, &[], v4),
             (ALIAS, &[], v4),
@@ -136,6 +149,8 @@ impl DnsRun {
             // again over TCP.
             (BIG_TXT, &["+noedns"], v4),
             (OVER_TCP, &["+tcp"], v4),
+            (FAILING, &[], v4),
+            (EDNS_TXT, &["+edns=0", "+bufsize=1232", "+ignore"], v4),
             (OVER_V6, &[], v6),
             // Nothing listens on the node's address: no answer.
             (UNANSWERED, &[], bridge),
@@ -221,6 +236,7 @@ impl DnsRun {
             server_v4: v4,
             server_v6: v6,
             _dnsmasq: dnsmasq,
+            _unbound: unbound,
             dir,
         }
     }
