@@ -237,7 +237,7 @@ pub struct RunArgs {
     /// DNS records: the tc programs hand every TCP and UDP packet to or
     /// from port 53 to user space, which writes each query and answer as
     /// a Hubble L7 record. Other traffic is not looked at.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     pub dns: bool,
 
     /// Size of the DNS ring buffer (a power of two from 1 to 1024, as for
@@ -405,6 +405,24 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn dns_flag(args: &[&str]) -> Result<bool, clap::Error> {
+        let cli = Cli::try_parse_from([&["hubcap", "run", "--interface", "eth0"], args].concat())?;
+        match cli.command {
+            Command::Run(run) => Ok(run.dns),
+            _ => unreachable!("a run command"),
+        }
+    }
+
+    #[test]
+    fn dns_is_on_unless_turned_off() {
+        assert!(dns_flag(&[]).unwrap());
+        assert!(dns_flag(&["--dns", "on"]).unwrap());
+        assert!(!dns_flag(&["--dns", "off"]).unwrap());
+        assert!(!dns_flag(&["--dns=off"]).unwrap());
+        let error = dns_flag(&["--dns", "yes"]).unwrap_err().to_string();
+        assert!(error.contains("say on or off"), "{error}");
     }
 
     #[derive(Debug, thiserror::Error)]

@@ -55,6 +55,11 @@ impl Report {
         });
     }
 
+    /// A note under `scenario`'s table.
+    pub fn note(&mut self, scenario: &str, text: String) {
+        self.notes.push((scenario.to_owned(), text));
+    }
+
     /// Notes under `scenario` whether its rounds were steady enough to
     /// compare contenders: `spreads` are each contender's (max - min) /
     /// median.

@@ -68,14 +68,20 @@ pub fn run(node: &Node, flows: u64, report: &mut Report) {
     let running = contender::start(Kind::Hubcap, node, interface, &args);
     open_flows(node, flows);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while flow_table_size(node) < flows {
-        assert!(Instant::now() < deadline, "hubcap never held {flows} flows");
+    while flow_table_size(node) < flows && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     let pid = running.pid().expect("hubcap runs");
     let (rss, maps) = (procfs::rss_bytes(pid), procfs::bpf_map_bytes(pid));
     let held = flow_table_size(node);
     contender::stop(running, node);
+    if held < flows {
+        // Reported, not hidden: the RSS below is for the flows it held.
+        report.note(
+            &scenario,
+            format!("hubcap held {held} of the {flows} flows sent within 120 s."),
+        );
+    }
     let mb = |b: u64| num(b as f64 / (1024.0 * 1024.0), 1);
     report.add(
         &scenario,

@@ -3,6 +3,7 @@
 //! Observer API; every case over one captured run (`fixture`).
 
 mod cases;
+mod dns_off;
 mod fixture;
 
 use fixture::DnsRun;
@@ -10,9 +11,17 @@ use hubcap_tests::harness::Shared;
 
 fn main() {
     let run = Shared::new(DnsRun::capture);
-    let trials = cases::CASES
+    let mut trials: Vec<_> = cases::CASES
         .iter()
         .map(|&(name, check)| run.case(name, check))
         .collect();
+    // Its own node and agent.
+    trials.push(libtest_mimic::Trial::test(
+        "dns_off_hands_nothing_over_and_counts_every_packet",
+        || {
+            dns_off::dns_off_hands_nothing_over_and_counts_every_packet();
+            Ok(())
+        },
+    ));
     run.run(trials)
 }
