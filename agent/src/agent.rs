@@ -26,6 +26,7 @@ use crate::{
     drop_scope::DropScope,
     enrich::Enrichers,
     flow_table::FlowTable,
+    health::Health,
     hubble_api::{peer::ClusterNodes, server::GrpcServer},
     interfaces::{self, InterfaceSelector},
     kubernetes::{FirstList, Kubernetes},
@@ -57,8 +58,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::with_contexts(settings.metrics.contexts()));
     let mut services = SideServices::default();
     let opened_outputs = settings.outputs.open(&metrics).await?;
+    let health = Arc::new(Health::default());
     if let Some(address) = settings.metrics.listen {
-        services.add(metrics_server::start(address, Arc::clone(&metrics)).await?);
+        services.add(metrics_server::start(address, Arc::clone(&metrics), Arc::clone(&health)).await?);
     }
     metrics
         .kernel_flow_capacity
@@ -107,6 +109,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         selector,
         drop_scope,
         metrics,
+        health,
     };
     let result = agent.capture(&settings, first_list).await;
     // Whatever happened, take the programs off the interfaces and write out
@@ -152,6 +155,8 @@ struct Agent {
     drop_scope: Option<DropScope>,
     pipeline: Pipeline,
     metrics: Arc<Metrics>,
+    /// What the probes see.
+    health: Arc<Health>,
 }
 
 impl Agent {
@@ -176,6 +181,7 @@ impl Agent {
                 warn!(timeout = ?INITIAL_SYNC, "Kubernetes metadata not listed in time: early records may lack identities");
             }
         }
+        self.health.capturing();
         let report_interval = settings.capture.report_interval;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -189,6 +195,7 @@ impl Agent {
                 batch = self.pipeline.next_batch() => batch?,
                 _ = drain.tick() => self.pipeline.drain()?,
                 _ = tick.tick() => {
+                    self.health.tick();
                     self.sync_interfaces()?;
                     let sweep = tokio::time::Instant::now() >= next_sweep;
                     if sweep {

@@ -32,6 +32,7 @@ pub mod drop_scope;
 pub mod enrich;
 pub mod filter;
 pub mod flow_table;
+pub mod health;
 pub mod hubble;
 pub mod hubble_api;
 pub mod interfaces;

@@ -176,4 +176,31 @@ fn a_bare_port_serves_metrics_on_every_address() {
     }
     assert!(modes[0] == "tcx" || modes[0] == "tc", "{modes:?}");
     assert_eq!(modes[0], modes[1]);
+    // The kubelet's probes, beside the metrics: ready once capturing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while get(&node.ns, "127.0.0.1:9967", "/readyz").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(get(&node.ns, "127.0.0.1:9967", "/readyz"), (200, "ok\n".to_owned()));
+    assert_eq!(get(&node.ns, "127.0.0.1:9967", "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(get(&node.ns, "127.0.0.1:9967", "/nothing").0, 404);
+}
+
+/// `GET path` on `addr` in `ns`: the status code and the body.
+fn get(ns: &Netns, addr: &'static str, path: &'static str) -> (u16, String) {
+    ns.enter(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status");
+        (status, body.to_owned())
+    })
 }
