@@ -4,6 +4,7 @@ from the PyPI package helm-python-sdk; Debian has no `helm`).
     python3 xtask/helm.py lint CHART [VALUES_JSON]
     python3 xtask/helm.py render CHART NAME NAMESPACE [VALUES_JSON]
     python3 xtask/helm.py install|upgrade CHART NAME NAMESPACE KUBECONFIG [VALUES_JSON]
+    python3 xtask/helm.py uninstall NAME NAMESPACE KUBECONFIG
     python3 xtask/helm.py manifests CHART OUTDIR
 
 `manifests` writes the plain manifests of deploy/kubernetes/ from the chart
@@ -45,6 +46,12 @@ def main(args):
         extra = {"create_namespace": True} if command == "install" else {}
         release = action(helm.Chart.load(chart_dir), name, values(args, 5), namespace=namespace, timeout=60, **extra)
         print(json.dumps({k: v for k, v in release.items() if k not in ("manifest", "chart", "config")}, default=str))
+        return 0
+    if command == "uninstall":
+        name, namespace, kubeconfig = args[1:4]
+        config = helm.Config(kubeconfig_path=kubeconfig, namespace=namespace)
+        release = config.uninstall(name, timeout=60)
+        print(json.dumps({k: v for k, v in (release or {}).items() if k not in ("manifest", "chart", "config")}, default=str))
         return 0
     if command == "manifests":
         chart_dir, out = args[1], args[2]

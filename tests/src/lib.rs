@@ -11,6 +11,7 @@ pub mod dns;
 pub mod grpc;
 pub mod harness;
 pub mod kube;
+pub mod kube_node;
 pub mod netns;
 pub mod output;
 pub mod scratch;

@@ -44,6 +44,12 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("unbound", "/usr/sbin/unbound"),
     // The benchmark's DNS load generator.
     ("dnsperf", "dnsperf"),
+    // The Kubernetes node test's runtime (with runc above): containerd, the
+    // CNI plugins, kube-proxy's conntrack, and the pods' busybox.
+    ("containerd", "containerd"),
+    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
+    ("conntrack", "conntrack"),
+    ("busybox-static", "/bin/busybox"),
     // What is attached to the kernel, for the tests that check nothing is
     // left behind.
     ("bpftool", "bpftool"),

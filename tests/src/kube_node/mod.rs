@@ -1,0 +1,607 @@
+//! A real Kubernetes node on this machine, for the tests and for
+//! `cargo xtask cluster`: etcd, the API server, controller-manager and
+//! scheduler, containerd with runc, the kubelet, the CNI bridge plugin and
+//! kube-proxy (iptables), all inside a network namespace and a mount
+//! namespace of their own. Images are built locally and imported into
+//! containerd, as `kind load image-archive` does; pods use
+//! `imagePullPolicy: Never`.
+//!
+//! Why it is built this way (each was an error first, see
+//! `../shared/tools/kube-node/README.md`): `ip netns exec` gives every
+//! command a new mount namespace and a fresh `/sys` without cgroups, and
+//! the kubelet's volume mounts must be visible to containerd; so all node
+//! daemons share one persistent mount namespace, entered with `nsenter`.
+
+mod config;
+mod images;
+mod pki;
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::upstream::tool;
+
+/// The pods' and Services' ranges (inside the node's namespace only).
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+pub const POD_CIDR: &str = "10.244.0.0/24";
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+
+/// The node's daemons, in the order they start (and stop in reverse).
+const DAEMONS: &[&str] = &[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+];
+
+/// One node. Torn down (every process, mount, namespace, interface and
+/// file of its own) when dropped.
+pub struct KubeNode {
+    /// The network namespace's name, also the node's name.
+    pub name: String,
+    pub dir: PathBuf,
+    pub node_ip: Ipv4Addr,
+    pub host_ip: Ipv4Addr,
+    host_veth: String,
+    /// Where the node's mount namespace is bound.
+    mnt: PathBuf,
+    daemons: Vec<(String, std::process::Child)>,
+    /// Created the `k8s.io` cgroups (removed on the way down).
+    own_cgroups: bool,
+    down: bool,
+}
+
+impl KubeNode {
+    /// Starts a node named `hckn-<id>` under `dir` and waits until pods
+    /// can be scheduled on it.
+    pub fn up(id: &str, dir: &Path) -> KubeNode {
+        let started = Instant::now();
+        let octet = 1 + id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % 250;
+        let name = format!("hckn-{id}");
+        let mut node = KubeNode {
+            host_veth: format!("hckn{id}"),
+            node_ip: Ipv4Addr::new(10, 78, octet as u8, 2),
+            host_ip: Ipv4Addr::new(10, 78, octet as u8, 1),
+            mnt: dir.join("ns/mnt"),
+            name,
+            dir: dir.to_path_buf(),
+            daemons: Vec::new(),
+            own_cgroups: !Path::new("/sys/fs/cgroup/pids/k8s.io").exists(),
+            down: false,
+        };
+        fs::create_dir_all(dir.join("logs")).expect("node dir");
+        node.network();
+        node.mount_namespace();
+        pki::write(&node);
+        node.start_control_plane();
+        node.start_containerd();
+        images::import_base(&node);
+        node.start_kubelet_and_proxy();
+        node.wait_schedulable();
+        eprintln!("kube node {} up in {:.1} s", node.name, started.elapsed().as_secs_f64());
+        node
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.state().join("pki/admin.kubeconfig")
+    }
+
+    fn containerd_socket(&self) -> PathBuf {
+        self.state().join("containerd/containerd.sock")
+    }
+
+    /// `program` in the node's network and mount namespaces.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg(format!("--mount={}", self.mnt.display()))
+            .arg("--")
+            .arg(program);
+        command
+    }
+
+    /// The real kubectl against this node's API server (from the host).
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(tool("kubectl"))
+            .env("KUBECONFIG", self.kubeconfig())
+            .args(args)
+            .output()
+            .expect("kubectl")
+    }
+
+    /// kubectl that must succeed; its standard output.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl apply` of `yaml`.
+    pub fn apply(&self, yaml: &str) {
+        let path = self.dir.join(format!("apply-{}.yaml", crate::unique_id()));
+        fs::write(&path, yaml).expect("manifest");
+        self.kubectl_ok(&["apply", "-f", path.to_str().expect("UTF-8 path")]);
+    }
+
+    /// Imports a `docker-archive` tar (`podman save`) into the node's
+    /// containerd.
+    pub fn load_image_archive(&self, tar: &Path) {
+        let socket = self.containerd_socket();
+        let out = Command::new("ctr")
+            .args([
+                "-a",
+                socket.to_str().expect("UTF-8"),
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+            ])
+            .arg(tar)
+            .output()
+            .expect("ctr");
+        assert!(
+            out.status.success(),
+            "ctr import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Saves the local podman image `tag` and imports it into the node.
+    pub fn load_podman_image(&self, tag: &str) {
+        images::load_from_podman(self, tag);
+    }
+
+    fn network(&self) {
+        let ns = &self.name;
+        let node_cidr = format!("{}/24", self.node_ip);
+        let host_cidr = format!("{}/24", self.host_ip);
+        let host_ip = self.host_ip.to_string();
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["ip", "netns", "add", ns],
+            vec![
+                "ip",
+                "link",
+                "add",
+                &self.host_veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            ],
+            vec!["ip", "addr", "add", &host_cidr, "dev", &self.host_veth],
+            vec!["ip", "link", "set", &self.host_veth, "up"],
+            vec!["ip", "-n", ns, "link", "set", "lo", "up"],
+            vec!["ip", "-n", ns, "addr", "add", &node_cidr, "dev", "eth0"],
+            vec!["ip", "-n", ns, "link", "set", "eth0", "up"],
+            vec!["ip", "-n", ns, "route", "add", "default", "via", &host_ip],
+        ];
+        for step in steps {
+            run(Command::new(step[0]).args(&step[1..]));
+        }
+        let _ = Command::new("modprobe").arg("br_netfilter").status();
+        run(Command::new("ip")
+            .args(["netns", "exec", ns, "sysctl", "-q", "-w"])
+            .args([
+                "net.ipv4.ip_forward=1",
+                "net.bridge.bridge-nf-call-iptables=1",
+                "net.bridge.bridge-nf-call-ip6tables=1",
+            ]));
+    }
+
+    /// The mount namespace every node daemon shares: the netns's own
+    /// sysfs with the host's cgroups bound back, bpffs, tracefs, a private
+    /// `/run`, and `state/var` over `/var`.
+    fn mount_namespace(&self) {
+        let ns_dir = self.dir.join("ns");
+        let var = self.state().join("var");
+        for d in ["lib", "log", "tmp"] {
+            fs::create_dir_all(var.join(d)).expect("var");
+        }
+        fs::create_dir_all(ns_dir.join("cg")).expect("ns dir");
+        let _ = std::os::unix::fs::symlink("/run", var.join("run"));
+        let _ = std::os::unix::fs::symlink("/run/lock", var.join("lock"));
+        run(Command::new("chmod").arg("1777").arg(var.join("tmp")));
+        run(Command::new("mount").arg("--bind").arg(&ns_dir).arg(&ns_dir));
+        run(Command::new("mount").arg("--make-private").arg(&ns_dir));
+        fs::write(&self.mnt, "").expect("mnt file");
+        let cg = ns_dir.join("cg");
+        let script = format!(
+            "mount --rbind /sys/fs/cgroup {cg}
+             mount -t sysfs -o rw,nosuid,nodev,noexec sysfs /sys
+             mount --move {cg} /sys/fs/cgroup
+             mount -t bpf -o rw,nosuid,nodev,noexec,mode=700 bpffs /sys/fs/bpf
+             [ -d /sys/kernel/tracing ] && mount -t tracefs tracefs /sys/kernel/tracing || true
+             [ -d /sys/kernel/debug ] && mount -t debugfs debugfs /sys/kernel/debug || true
+             mount -t tmpfs -o mode=755,size=512m tmpfs /run
+             mkdir -p /run/netns /run/lock
+             mount --bind {var} /var
+             mount --make-rshared /",
+            cg = cg.display(),
+            var = var.display()
+        );
+        run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg("unshare")
+            .arg(format!("--mount={}", self.mnt.display()))
+            .args(["--propagation", "slave", "/bin/sh", "-ec", &script]));
+    }
+
+    /// Starts `name` (`argv`) in the node's namespaces, logging to
+    /// `logs/NAME.log`.
+    fn start(&mut self, name: &str, argv: &[String]) {
+        let log = fs::File::create(self.dir.join(format!("logs/{name}.log"))).expect("log");
+        let mut command = Command::new("setsid");
+        command
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg(format!("--mount={}", self.mnt.display()))
+            .arg("--")
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let child = command.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        self.daemons.push((name.to_owned(), child));
+    }
+
+    fn start_control_plane(&mut self) {
+        let s = self.state();
+        let p = s.join("pki");
+        let pki = |f: &str| p.join(f).display().to_string();
+        self.start(
+            "etcd",
+            &strings(&[
+                "etcd",
+                "--name",
+                &self.name.clone(),
+                "--data-dir",
+                &s.join("etcd").display().to_string(),
+                "--listen-client-urls",
+                "http://127.0.0.1:2379",
+                "--advertise-client-urls",
+                "http://127.0.0.1:2379",
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+            ]),
+        );
+        let apiserver = config::apiserver_args(&tool("kube-apiserver"), self.node_ip, &pki);
+        self.wait("etcd", Duration::from_secs(30), |n| {
+            n.command("curl")
+                .args(["-sf", "http://127.0.0.1:2379/health"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        self.start("kube-apiserver", &apiserver);
+        let readyz = format!("https://{}:6443/readyz", self.node_ip);
+        let (ca, cert, key) = (pki("ca.crt"), pki("admin.crt"), pki("admin.key"));
+        self.wait("kube-apiserver", Duration::from_secs(120), |_| {
+            Command::new("curl")
+                .args(["-s", "--cacert", &ca, "--cert", &cert, "--key", &key, &readyz])
+                .output()
+                .is_ok_and(|o| o.stdout == b"ok")
+        });
+        self.start(
+            "kube-controller-manager",
+            &config::controller_manager_args(&tool("kube-controller-manager"), &pki),
+        );
+        self.start("kube-scheduler", &config::scheduler_args(&tool("kube-scheduler"), &pki));
+    }
+
+    fn start_containerd(&mut self) {
+        let dir = self.state().join("containerd");
+        fs::create_dir_all(&dir).expect("containerd dir");
+        let cni = self.state().join("cni");
+        fs::create_dir_all(cni.join("net.d")).expect("cni dir");
+        fs::write(cni.join("net.d/10-hubcap-test.conflist"), config::cni(&cni)).expect("cni");
+        fs::write(dir.join("config.toml"), config::containerd(&dir, &cni)).expect("containerd config");
+        self.start(
+            "containerd",
+            &strings(&["containerd", "--config", &dir.join("config.toml").display().to_string()]),
+        );
+        let socket = self.containerd_socket();
+        self.wait("containerd", Duration::from_secs(30), |_| {
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&socket)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    }
+
+    fn start_kubelet_and_proxy(&mut self) {
+        let s = self.state();
+        let pki = |f: &str| s.join("pki").join(f).display().to_string();
+        let kubelet_dir = s.join("kubelet");
+        fs::create_dir_all(&kubelet_dir).expect("kubelet dir");
+        fs::write(
+            kubelet_dir.join("config.yaml"),
+            config::kubelet(self.node_ip, &self.containerd_socket(), &s, &pki),
+        )
+        .expect("kubelet config");
+        let kubelet = strings(&[
+            tool("kubelet").to_str().expect("UTF-8"),
+            &format!("--config={}", kubelet_dir.join("config.yaml").display()),
+            &format!("--kubeconfig={}", pki("kubelet.kubeconfig")),
+            &format!("--root-dir={}", kubelet_dir.display()),
+            &format!("--cert-dir={}", kubelet_dir.join("pki").display()),
+            &format!("--hostname-override={}", self.name),
+            &format!("--node-ip={}", self.node_ip),
+            "--v=1",
+        ]);
+        self.start("kubelet", &kubelet);
+        let proxy_dir = s.join("kube-proxy");
+        fs::create_dir_all(&proxy_dir).expect("kube-proxy dir");
+        fs::write(proxy_dir.join("config.yaml"), config::kube_proxy(&self.name, &pki)).expect("kube-proxy config");
+        self.start(
+            "kube-proxy",
+            &strings(&[
+                tool("kube-proxy").to_str().expect("UTF-8"),
+                &format!("--config={}", proxy_dir.join("config.yaml").display()),
+            ]),
+        );
+    }
+
+    /// Ready, with a pod CIDR, the `default` ServiceAccount and the root
+    /// CA ConfigMap (the controller-manager's node IPAM waits 10 s first).
+    fn wait_schedulable(&self) {
+        let name = self.name.clone();
+        self.wait("the node Ready", Duration::from_secs(120), |n| {
+            n.kubectl(&[
+                "get",
+                "node",
+                &name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ])
+            .stdout
+                == b"True"
+        });
+        self.wait("a pod CIDR", Duration::from_secs(120), |n| {
+            !n.kubectl(&["get", "node", &name, "-o", "jsonpath={.spec.podCIDR}"])
+                .stdout
+                .is_empty()
+        });
+        self.wait("the default ServiceAccount", Duration::from_secs(120), |n| {
+            n.kubectl(&["-n", "default", "get", "serviceaccount", "default"])
+                .status
+                .success()
+        });
+        self.wait("kube-root-ca.crt", Duration::from_secs(120), |n| {
+            n.kubectl(&["-n", "default", "get", "configmap", "kube-root-ca.crt"])
+                .status
+                .success()
+        });
+    }
+
+    /// Polls `ready` every 200 ms; panics with the daemon logs' tails
+    /// after `timeout`.
+    pub fn wait(&self, what: &str, timeout: Duration, ready: impl Fn(&KubeNode) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !ready(self) {
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}\n{}", self.log_tails());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The last lines of every daemon's log, for a failure message.
+    pub fn log_tails(&self) -> String {
+        DAEMONS
+            .iter()
+            .map(|d| {
+                let text = fs::read_to_string(self.dir.join(format!("logs/{d}.log"))).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                format!("--- {d}\n{}", lines[lines.len().saturating_sub(8)..].join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops everything and removes what the node made. Safe to call
+    /// twice; also run on drop.
+    pub fn down(&mut self) {
+        if std::mem::replace(&mut self.down, true) {
+            return;
+        }
+        if self.daemons.iter().any(|(n, _)| n == "kube-apiserver") {
+            let _ = self.kubectl(&[
+                "delete",
+                "daemonsets,deployments,replicasets,pods",
+                "--all",
+                "--all-namespaces",
+                "--grace-period=1",
+                "--wait=false",
+            ]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && !self.kubectl(&["get", "pods", "-A", "--no-headers"]).stdout.is_empty() {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        self.stop_daemon("kube-proxy");
+        self.stop_daemon("kubelet");
+        self.remove_containers();
+        self.stop_daemon("containerd");
+        // Shims and container processes outlive containerd; they are in
+        // the node's namespaces.
+        self.kill_namespace_members();
+        for daemon in ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"] {
+            self.stop_daemon(daemon);
+        }
+        self.kill_namespace_members();
+        let ns_dir = self.dir.join("ns");
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = Command::new("umount").arg(&ns_dir).status();
+        // Mounts the kubelet made under the state dir (pod volumes).
+        if let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") {
+            let root = self.dir.display().to_string();
+            let mut ours: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&root))
+                .collect();
+            ours.sort_by(|a, b| b.cmp(a));
+            for m in ours {
+                let _ = Command::new("umount").args(["-l", m]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_veth])
+            .stderr(Stdio::null())
+            .status();
+        if self.own_cgroups {
+            remove_cgroups();
+        }
+        if !fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.contains(&*self.dir.to_string_lossy())) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// SIGTERM to the daemon's process group, then SIGKILL after 10 s.
+    fn stop_daemon(&mut self, name: &str) {
+        let Some(at) = self.daemons.iter().position(|(n, _)| n == name) else {
+            return;
+        };
+        let (_, mut child) = self.daemons.remove(at);
+        // setsid made the daemon (nsenter execs it) a process group leader.
+        let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn remove_containers(&self) {
+        let socket = self.containerd_socket();
+        let ctr = |args: &[&str]| {
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&socket)
+                .args(["-n", "k8s.io"])
+                .args(args)
+                .stderr(Stdio::null())
+                .output()
+        };
+        let Ok(tasks) = ctr(&["tasks", "ls", "-q"]) else {
+            return;
+        };
+        for task in String::from_utf8_lossy(&tasks.stdout).lines() {
+            let _ = ctr(&["tasks", "kill", "-a", "-s", "SIGKILL", task]);
+            let _ = ctr(&["tasks", "delete", "-f", task]);
+        }
+    }
+
+    /// SIGKILL to every process left in the node's network or mount
+    /// namespace.
+    fn kill_namespace_members(&self) {
+        let inode = |path: &Path| fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        let net = inode(Path::new(&format!("/run/netns/{}", self.name)));
+        let mnt = inode(&self.mnt);
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return;
+        };
+        let me = std::process::id();
+        for entry in procs.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let member = |kind: &str, ino: Option<u64>| {
+                ino.is_some_and(|ino| {
+                    fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+                        .is_ok_and(|l| l.to_string_lossy() == format!("{kind}:[{ino}]"))
+                })
+            };
+            if member("net", net) || member("mnt", mnt) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl Drop for KubeNode {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// The `k8s.io` cgroups containerd made under every v1 hierarchy.
+fn remove_cgroups() {
+    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let root = h.path().join("k8s.io");
+        if !root.is_dir() {
+            continue;
+        }
+        let mut dirs = vec![];
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(entries) = fs::read_dir(&d) {
+                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+            dirs.push(d);
+        }
+        for d in dirs.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Runs `command`; panics with its error output if it fails.
+pub(crate) fn run(command: &mut Command) -> Output {
+    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

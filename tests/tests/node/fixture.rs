@@ -1,0 +1,190 @@
+//! The node, hubcap installed on it by its chart, and the workload the
+//! cases judge: a web Deployment behind a Service, a client calling it
+//! through the ClusterIP, and a flow-log resource storing their traffic.
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use hubcap_tests::kube_node::KubeNode;
+use serde_json::Value;
+
+/// The image `cargo xtask test` builds before the tests (`cargo xtask
+/// image`).
+pub const IMAGE: &str = "localhost/hubcap:dev";
+pub const RELEASE: &str = "hubcap";
+/// Where the chart's flow-log resources store (a hostPath on the node;
+/// the node's `/var` is its state directory's `var`).
+pub const STORED_LOG: &str = "log/acns/hubble/events.log";
+
+pub struct NodeRun {
+    pub node: KubeNode,
+    /// How long from `helm install` to the pod's readiness.
+    pub ready_after: Duration,
+    pub client_ip: String,
+    pub web_ips: Vec<String>,
+    pub service_ip: String,
+    /// What the client's requests through the Service printed.
+    pub responses: Vec<String>,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `python3 xtask/helm.py ARGS` (the real Helm engine); its output.
+pub fn helm(args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(root().join("xtask/helm.py"))
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "helm.py {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn chart() -> String {
+    root().join("deploy/helm/hubcap").display().to_string()
+}
+
+/// The chart's defaults but for the pull policy: the image is only in
+/// the node's containerd.
+pub fn values() -> String {
+    r#"{"image": {"pullPolicy": "Never"}}"#.to_owned()
+}
+
+const WORKLOAD: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default, labels: {app: web}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: localhost/busybox:hubcap-test
+        imagePullPolicy: Never
+        command: ["httpd", "-f", "-p", "8080", "-h", "/var/www"]
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default, labels: {app: client}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: localhost/busybox:hubcap-test
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+---
+apiVersion: acn.azure.com/v1alpha1
+kind: RetinaNetworkFlowLog
+metadata: {name: default-pods}
+spec:
+  includefilters:
+  - name: from-default
+    from:
+      namespacedPod: [default/]
+  - name: to-default
+    to:
+      namespacedPod: [default/]
+"#;
+
+impl NodeRun {
+    pub fn start() -> NodeRun {
+        let id = hubcap_tests::unique_id();
+        let dir = std::env::temp_dir().join(format!("hubcap-kn-{id}"));
+        let node = KubeNode::up(&id, &dir);
+        node.load_podman_image(IMAGE);
+        let kubeconfig = node.kubeconfig().display().to_string();
+        let installing = Instant::now();
+        helm(&["install", &chart(), RELEASE, RELEASE, &kubeconfig, &values()]);
+        node.kubectl_ok(&["-n", RELEASE, "rollout", "status", "daemonset/hubcap", "--timeout=120s"]);
+        let ready_after = installing.elapsed();
+        node.apply(WORKLOAD);
+        node.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+        node.kubectl_ok(&["wait", "--for=condition=Ready", "pod/client", "--timeout=120s"]);
+        let pod_ips = |selector: &str| -> Vec<String> {
+            let out = node.kubectl_ok(&["get", "pods", "-l", selector, "-o", "jsonpath={.items[*].status.podIP}"]);
+            out.split_whitespace().map(str::to_owned).collect()
+        };
+        let client_ip = pod_ips("app=client").remove(0);
+        let web_ips = pod_ips("app=web");
+        let service_ip = node.kubectl_ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+        // The resource is CONFIGURED within a second of being seen.
+        std::thread::sleep(Duration::from_secs(2));
+        let responses = (0..4)
+            .map(|_| {
+                node.kubectl_ok(&[
+                    "exec",
+                    "client",
+                    "--",
+                    "timeout",
+                    "5",
+                    "wget",
+                    "-q",
+                    "-O",
+                    "-",
+                    &format!("http://{service_ip}/"),
+                ])
+            })
+            .collect();
+        // Written at the next report (5 s by default) or when the flows end.
+        std::thread::sleep(Duration::from_secs(7));
+        NodeRun {
+            node,
+            ready_after,
+            client_ip,
+            web_ips,
+            service_ip,
+            responses,
+        }
+    }
+
+    /// The hubcap pod, as the API server has it.
+    pub fn agent_pod(&self) -> Value {
+        let out = self.node.kubectl_ok(&[
+            "-n",
+            RELEASE,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=hubcap",
+            "-o",
+            "json",
+        ]);
+        let list: Value = serde_json::from_str(&out).expect("pod list");
+        list["items"][0].clone()
+    }
+
+    pub fn agent_log(&self) -> String {
+        self.node.kubectl_ok(&["-n", RELEASE, "logs", "daemonset/hubcap"])
+    }
+
+    /// The stored log's records (the hostPath on the node).
+    pub fn stored(&self) -> Vec<Value> {
+        let path = self.node.state().join("var").join(STORED_LOG);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}
