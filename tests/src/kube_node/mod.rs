@@ -526,35 +526,47 @@ impl KubeNode {
         }
     }
 
-    /// SIGKILL to every process left in the node's network or mount
-    /// namespace.
-    fn kill_namespace_members(&self) {
+    /// Processes named `comm` in the node's network namespace.
+    pub fn pids_named(&self, comm: &str) -> Vec<u32> {
+        self.namespace_members()
+            .into_iter()
+            .filter(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+            .collect()
+    }
+
+    /// Every process in the node's network or mount namespace.
+    fn namespace_members(&self) -> Vec<u32> {
         let inode = |path: &Path| fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
         let net = inode(Path::new(&format!("/run/netns/{}", self.name)));
         let mnt = inode(&self.mnt);
         let Ok(procs) = fs::read_dir("/proc") else {
-            return;
+            return Vec::new();
         };
         let me = std::process::id();
-        for entry in procs.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let member = |kind: &str, ino: Option<u64>| {
-                ino.is_some_and(|ino| {
-                    fs::read_link(format!("/proc/{pid}/ns/{kind}"))
-                        .is_ok_and(|l| l.to_string_lossy() == format!("{kind}:[{ino}]"))
-                })
-            };
-            if member("net", net) || member("mnt", mnt) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+        procs
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))
+            .filter(|&pid| pid != me)
+            .filter(|pid| {
+                let member = |kind: &str, ino: Option<u64>| {
+                    ino.is_some_and(|ino| {
+                        fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+                            .is_ok_and(|l| l.to_string_lossy() == format!("{kind}:[{ino}]"))
+                    })
+                };
+                member("net", net) || member("mnt", mnt)
+            })
+            .collect()
+    }
+
+    /// SIGKILL to every process left in the node's network or mount
+    /// namespace.
+    fn kill_namespace_members(&self) {
+        for pid in self.namespace_members() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -2,7 +2,11 @@
 
 use serde_json::Value;
 
-use crate::fixture::{NodeRun, RELEASE, chart, helm, values};
+use std::time::Duration;
+
+use hubcap_tests::upstream::tool;
+
+use crate::fixture::{Attached, NodeRun, RELEASE, attached, chart, helm, port_forward, values};
 
 type Case = (&'static str, fn(&NodeRun));
 
@@ -22,6 +26,27 @@ pub const CASES: &[Case] = &[
     (
         "the_stored_log_names_client_web_and_the_service",
         the_stored_log_names_client_web_and_the_service,
+    ),
+    (
+        "hubble_status_and_observe_through_port_forward",
+        hubble_status_and_observe_through_port_forward,
+    ),
+    (
+        "metrics_through_the_metrics_service",
+        metrics_through_the_metrics_service,
+    ),
+    ("one_set_of_programs_is_attached", one_set_of_programs_is_attached),
+    (
+        "the_agents_memory_and_cpu_on_the_node",
+        the_agents_memory_and_cpu_on_the_node,
+    ),
+    (
+        "a_killed_container_is_restarted_with_one_set_attached",
+        a_killed_container_is_restarted_with_one_set_attached,
+    ),
+    (
+        "helm_upgrade_rolls_the_pod_with_one_set_attached",
+        helm_upgrade_rolls_the_pod_with_one_set_attached,
     ),
     (
         "helm_uninstall_leaves_nothing_attached",
@@ -91,32 +116,147 @@ fn the_stored_log_names_client_web_and_the_service(run: &NodeRun) {
     }
 }
 
-fn helm_uninstall_leaves_nothing_attached(run: &NodeRun) {
-    let kubeconfig = run.node.kubeconfig().display().to_string();
-    let _ = (chart(), values());
-    helm(&["uninstall", RELEASE, RELEASE, &kubeconfig]);
-    run.node
-        .wait("the hubcap pod gone", std::time::Duration::from_secs(60), |n| {
-            n.kubectl(&["-n", RELEASE, "get", "pods", "--no-headers"])
-                .stdout
-                .is_empty()
-        });
-    let bpftool = |args: &[&str]| {
-        let out = run.node.command("bpftool").args(args).output().expect("bpftool");
+/// Captured interfaces as hubcap's metric says.
+fn captured_interfaces(run: &NodeRun) -> usize {
+    let metrics = run.metrics_through_the_service();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hubcap_attached_interfaces "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no hubcap_attached_interfaces:\n{metrics}")) as usize
+}
+
+/// One agent's programs: one program pair, both hooks on every captured
+/// interface once, one drop link.
+fn assert_one_set(run: &NodeRun) {
+    let interfaces = captured_interfaces(run);
+    // The chart's default `veth*` and `eth0`: three pods' veths and eth0.
+    assert!(interfaces >= 4, "{interfaces} interfaces captured");
+    run.node.wait("one set of programs", Duration::from_secs(20), |_| {
+        attached()
+            == Attached {
+                ingress_programs: 1,
+                tcx_links: 2 * interfaces,
+                drop_links: 1,
+            }
+    });
+}
+
+fn hubble_status_and_observe_through_port_forward(run: &NodeRun) {
+    let (_forwarder, port) = port_forward(run, 4244);
+    let server = format!("localhost:{port}");
+    let hubble = |args: &[&str]| {
+        let out = std::process::Command::new(tool("hubble"))
+            .args(args)
+            .args(["--server", &server])
+            .output()
+            .expect("hubble");
+        assert!(
+            out.status.success(),
+            "hubble {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let links = bpftool(&["-j", "link", "show"]);
-    assert!(!links.contains("hubcap"), "{links}");
-    let net = bpftool(&["net", "show"]);
-    assert!(!net.contains("hubcap"), "{net}");
-    let programs = bpftool(&["-j", "prog", "show"]);
-    let ours: Vec<Value> = serde_json::from_str::<Vec<Value>>(&programs)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| {
-            let name = p["name"].as_str().unwrap_or_default();
-            name.starts_with("hubcap") || name.contains("flow_")
+    let status = hubble(&["status"]);
+    assert!(status.contains("Healthcheck (via"), "{status}");
+    assert!(status.contains("Flows/s"), "{status}");
+    let flows = hubble(&["observe", "--last", "1000", "--pod", "default/client", "-o", "jsonpb"]);
+    let named: Vec<Value> = flows
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|f| {
+            f["flow"]["destination"]["pod_name"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("web-"))
         })
         .collect();
-    assert!(ours.is_empty(), "{ours:#?}");
+    assert!(
+        !named.is_empty(),
+        "no client -> web flow through hubble observe:\n{flows}"
+    );
+}
+
+fn metrics_through_the_metrics_service(run: &NodeRun) {
+    let metrics = run.metrics_through_the_service();
+    assert!(metrics.contains("hubble_flows_processed_total{"), "{metrics}");
+    assert!(captured_interfaces(run) >= 4);
+}
+
+fn one_set_of_programs_is_attached(run: &NodeRun) {
+    assert_one_set(run);
+}
+
+fn the_agents_memory_and_cpu_on_the_node(run: &NodeRun) {
+    let pid = run.agent_pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    eprintln!(
+        "hubcap on the node: RSS {:.1} MiB, CPU {:.2} s since start",
+        rss_kb as f64 / 1024.0,
+        ticks as f64 / 100.0
+    );
+    // The chart's default limit is 256 Mi.
+    assert!(rss_kb < 256 * 1024, "RSS {rss_kb} kB");
+}
+
+fn a_killed_container_is_restarted_with_one_set_attached(run: &NodeRun) {
+    let pid = run.agent_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    run.wait_ready(1);
+    assert_ne!(run.agent_pid(), pid);
+    assert_one_set(run);
+}
+
+fn helm_upgrade_rolls_the_pod_with_one_set_attached(run: &NodeRun) {
+    let before = run.agent_pod()["metadata"]["name"].as_str().unwrap().to_owned();
+    let kubeconfig = run.node.kubeconfig().display().to_string();
+    let values = r#"{"image": {"pullPolicy": "Never"}, "reportInterval": 3}"#;
+    helm(&["upgrade", &chart(), RELEASE, RELEASE, &kubeconfig, values]);
+    run.node.wait("the rolled pod", Duration::from_secs(120), |_| {
+        let pod = run.agent_pod();
+        pod["metadata"]["name"] != before.as_str() && pod["status"]["containerStatuses"][0]["ready"] == true
+    });
+    run.wait_ready(0);
+    assert_one_set(run);
+}
+
+fn helm_uninstall_leaves_nothing_attached(run: &NodeRun) {
+    let kubeconfig = run.node.kubeconfig().display().to_string();
+    let _ = values();
+    helm(&["uninstall", RELEASE, RELEASE, &kubeconfig]);
+    run.node.wait("the hubcap pod gone", Duration::from_secs(60), |n| {
+        n.kubectl(&["-n", RELEASE, "get", "pods", "--no-headers"])
+            .stdout
+            .is_empty()
+    });
+    run.node.wait("no program left", Duration::from_secs(20), |_| {
+        attached()
+            == Attached {
+                ingress_programs: 0,
+                tcx_links: 0,
+                drop_links: 0,
+            }
+    });
+    assert!(run.node.pids_named("hubcap").is_empty());
+    let pins = run.node.command("ls").args(["-A", "/sys/fs/bpf"]).output().expect("ls");
+    let pins = String::from_utf8_lossy(&pins.stdout).into_owned();
+    // maps.debug and progs.debug are the kernel's own (bpf_preload).
+    let left: Vec<&str> = pins
+        .lines()
+        .filter(|p| !["maps.debug", "progs.debug"].contains(p))
+        .collect();
+    assert!(left.is_empty(), "pins left in the node's bpffs: {left:?}");
 }

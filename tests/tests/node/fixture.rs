@@ -188,3 +188,124 @@ impl NodeRun {
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 }
+
+/// hubcap's programs and links in the kernel (bpftool; this bpftool
+/// names tcx links by type number 11 and without their interface).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Attached {
+    /// Loaded `hubcap_ingress` programs: one per running agent.
+    pub ingress_programs: usize,
+    /// tcx links to hubcap's programs: two per captured interface.
+    pub tcx_links: usize,
+    /// kfree_skb links to hubcap's drop program.
+    pub drop_links: usize,
+}
+
+pub fn attached() -> Attached {
+    let json = |args: &[&str]| -> Vec<Value> {
+        let out = Command::new("bpftool").args(args).output().expect("bpftool");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let programs = json(&["-j", "prog", "show"]);
+    let ours = |name: &str| -> Vec<u64> {
+        programs
+            .iter()
+            .filter(|p| p["name"] == name)
+            .filter_map(|p| p["id"].as_u64())
+            .collect()
+    };
+    let (ingress, egress, drop) = (ours("hubcap_ingress"), ours("hubcap_egress"), ours("hubcap_kfree_skb"));
+    let links = json(&["-j", "link", "show"]);
+    let linked = |ids: &[u64]| {
+        links
+            .iter()
+            .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
+            .count()
+    };
+    Attached {
+        ingress_programs: ingress.len(),
+        tcx_links: linked(&ingress) + linked(&egress),
+        drop_links: linked(&drop),
+    }
+}
+
+/// A free TCP port on the host's loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `kubectl port-forward` to the hubcap pod's `remote` port, from a free
+/// local port: the forwarder (stopped when dropped) and the local port.
+pub fn port_forward(run: &NodeRun, remote: u16) -> (hubcap_tests::upstream::Background, u16) {
+    let local = free_port();
+    let pod = run.agent_pod()["metadata"]["name"]
+        .as_str()
+        .expect("pod name")
+        .to_owned();
+    let forwarder = hubcap_tests::upstream::Background::start(
+        Command::new(hubcap_tests::upstream::tool("kubectl"))
+            .env("KUBECONFIG", run.node.kubeconfig())
+            .args(["-n", RELEASE, "port-forward", "--address", "127.0.0.1"])
+            .arg(format!("pod/{pod}"))
+            .arg(format!("{local}:{remote}")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", local)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "port-forward to {pod}:{remote} never listened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (forwarder, local)
+}
+
+impl NodeRun {
+    /// Waits for the hubcap pod to be Ready again, with `restarts`.
+    pub fn wait_ready(&self, restarts: u64) {
+        self.node.wait("hubcap Ready", Duration::from_secs(120), |_| {
+            let pod = self.agent_pod();
+            let status = &pod["status"]["containerStatuses"][0];
+            status["ready"] == true
+                && status["restartCount"].as_u64() == Some(restarts)
+                && pod["metadata"]["deletionTimestamp"].is_null()
+        });
+    }
+
+    /// The agent's pid on the node (exactly one hubcap process).
+    pub fn agent_pid(&self) -> u32 {
+        let pids = self.node.pids_named("hubcap");
+        assert_eq!(pids.len(), 1, "hubcap processes on the node: {pids:?}");
+        pids[0]
+    }
+
+    /// The metrics as Prometheus finds them: the headless metrics
+    /// Service's endpoint, scraped from the client pod.
+    pub fn metrics_through_the_service(&self) -> String {
+        let endpoint = self.node.kubectl_ok(&[
+            "-n",
+            RELEASE,
+            "get",
+            "endpoints",
+            "hubcap-metrics",
+            "-o",
+            "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+        ]);
+        assert_eq!(endpoint, format!("{}:9965", self.node.node_ip));
+        self.node.kubectl_ok(&[
+            "exec",
+            "client",
+            "--",
+            "timeout",
+            "5",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{endpoint}/metrics"),
+        ])
+    }
+}
