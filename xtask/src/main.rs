@@ -1,4 +1,4 @@
-//! Orchestration for hubcap: `cargo xtask setup|run|test|image|manifests|bench|fuzz|soak`.
+//! Orchestration for hubcap: `cargo xtask setup|run|test|image|cluster|manifests|bench|fuzz|soak`.
 //!
 //! Every command does its own set-up first, so that on a fresh machine of the
 //! project's kind `cargo xtask run ...` and `cargo xtask test` just work.
@@ -35,6 +35,19 @@ enum Cmd {
     /// Set up, build hubcap and its OCI image (`localhost/hubcap:dev`) with
     /// podman.
     Image,
+    /// Set up, build hubcap's image, and run a real one-node Kubernetes
+    /// cluster on this machine (etcd, API server, controller-manager,
+    /// scheduler, containerd, kubelet, CNI bridge, kube-proxy, in
+    /// namespaces of their own) with the image loaded and the chart
+    /// installed; Ctrl-C removes it.
+    Cluster {
+        /// Where the node keeps its state and logs.
+        #[arg(long, default_value = "target/kube-node")]
+        dir: String,
+        /// Load the image only; do not install the chart.
+        #[arg(long)]
+        no_install: bool,
+    },
     /// Write deploy/kubernetes/ from the Helm chart (deploy/helm/hubcap)
     /// with its default values.
     Manifests,
@@ -86,6 +99,34 @@ fn main() -> Result<()> {
             setup::ensure_all()?;
             build_hubcap()?;
             image::build(&workspace_root())
+        }
+        Cmd::Cluster { dir, no_install } => {
+            setup::ensure_all()?;
+            build_hubcap()?;
+            let root = workspace_root();
+            image::build(&root)?;
+            cargo_env(
+                &[
+                    "build",
+                    "--release",
+                    "--package",
+                    "hubcap-tests",
+                    "--bin",
+                    "hubcap-kube-node",
+                ],
+                &REAL_EBPF,
+            )?;
+            let status = Command::new(root.join("target/release/hubcap-kube-node"))
+                .arg(&dir)
+                .args(no_install.then_some("--no-install"))
+                .env("HUBCAP_TOOLS", setup::tools_dir())
+                .current_dir(&root)
+                .status()
+                .context("running the node")?;
+            if !status.success() {
+                bail!("the node failed ({status})");
+            }
+            Ok(())
         }
         Cmd::Manifests => {
             setup::ensure_all()?;
