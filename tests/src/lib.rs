@@ -10,6 +10,7 @@ pub mod agent;
 pub mod dns;
 pub mod grpc;
 pub mod harness;
+pub mod helm;
 pub mod kube;
 pub mod kube_node;
 pub mod netns;
@@ -19,6 +20,11 @@ pub mod soak;
 pub mod topology;
 pub mod traffic;
 pub mod upstream;
+
+/// The workspace's root directory (the chart, xtask's scripts).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
 
 /// Root is needed for namespaces and eBPF; say so plainly instead of
 /// failing somewhere deep inside.

@@ -5,9 +5,16 @@
 //! `deploy/kubernetes/` are the chart rendered, and it installs and
 //! upgrades on kube-apiserver with every object admitted.
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
-use hubcap_tests::{agent::hubcap_bin, kube::ControlPlane, netns::Netns, require_root, topology::Node};
+use hubcap_tests::{
+    agent::hubcap_bin,
+    helm::{chart, helm},
+    kube::ControlPlane,
+    require_root,
+    topology::Node,
+    workspace_root,
+};
 use k8s_openapi::{
     api::{
         apps::v1::DaemonSet,
@@ -18,33 +25,6 @@ use k8s_openapi::{
 };
 use kube::Api;
 use serde_json::{Value, json};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn chart() -> String {
-    root().join("deploy/helm/hubcap").display().to_string()
-}
-
-/// `python3 xtask/helm.py ARGS` (in `ns` when given); its output, or a
-/// panic with its errors.
-fn helm(ns: Option<&Netns>, args: &[&str]) -> String {
-    let script = root().join("xtask/helm.py");
-    let mut command = match ns {
-        Some(ns) => ns.command("python3"),
-        None => Command::new("python3"),
-    };
-    let out = command.arg(script).args(args).output().expect("python3");
-    assert!(
-        out.status.success(),
-        "helm.py {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Values that turn every option of the chart on.
 fn every_option() -> Value {
@@ -136,7 +116,7 @@ fn every_flag_the_chart_writes_is_one_hubcap_takes() {
 fn a_peer_service_on_loopback_is_refused() {
     let values = json!({"grpc": {"peerService": {"enabled": true}}});
     let out = Command::new("python3")
-        .arg(root().join("xtask/helm.py"))
+        .arg(workspace_root().join("xtask/helm.py"))
         .args(["render", &chart(), "hubcap", "hubcap", &values.to_string()])
         .output()
         .unwrap();
@@ -151,7 +131,7 @@ fn the_plain_manifests_are_the_chart_with_default_values() {
     helm(None, &["manifests", &chart(), dir.to_str().unwrap()]);
     for file in ["rbac.yaml", "daemonset.yaml", "crds.yaml"] {
         let generated = std::fs::read_to_string(dir.join(file)).unwrap();
-        let shipped = std::fs::read_to_string(root().join("deploy/kubernetes").join(file)).unwrap();
+        let shipped = std::fs::read_to_string(workspace_root().join("deploy/kubernetes").join(file)).unwrap();
         assert!(
             generated == shipped,
             "deploy/kubernetes/{file} is stale: run `cargo xtask manifests`"

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use hubcap_tests::upstream::tool;
 
-use crate::fixture::{Attached, NodeRun, RELEASE, attached, chart, helm, port_forward, values};
+use crate::{
+    counts::packet_and_byte_counts_equal_the_pods_veths,
+    fixture::{Attached, NodeRun, RELEASE, attached, chart, helm, port_forward, values},
+};
 
 type Case = (&'static str, fn(&NodeRun));
 
@@ -34,6 +37,10 @@ pub const CASES: &[Case] = &[
     (
         "metrics_through_the_metrics_service",
         metrics_through_the_metrics_service,
+    ),
+    (
+        "packet_and_byte_counts_equal_the_pods_veths",
+        packet_and_byte_counts_equal_the_pods_veths,
     ),
     ("one_set_of_programs_is_attached", one_set_of_programs_is_attached),
     (

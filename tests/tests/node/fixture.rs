@@ -3,12 +3,11 @@
 //! through the ClusterIP, and a flow-log resource storing their traffic.
 
 use std::{
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
 
-use hubcap_tests::kube_node::KubeNode;
+use hubcap_tests::{helm::helm as helm_in, kube_node::KubeNode};
 use serde_json::Value;
 
 /// The image `cargo xtask test` builds before the tests (`cargo xtask
@@ -30,29 +29,16 @@ pub struct NodeRun {
     pub responses: Vec<String>,
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `python3 xtask/helm.py ARGS` (the real Helm engine); its output.
+/// The real Helm engine, from the host.
 pub fn helm(args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(root().join("xtask/helm.py"))
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "helm.py {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    helm_in(None, args)
 }
 
-pub fn chart() -> String {
-    root().join("deploy/helm/hubcap").display().to_string()
+pub use hubcap_tests::helm::chart;
+
+/// What GET `url` returns to the client pod (busybox wget, 5 s at most).
+pub fn client_get(node: &KubeNode, url: &str) -> String {
+    node.kubectl_ok(&["exec", "client", "--", "timeout", "5", "wget", "-q", "-O", "-", url])
 }
 
 /// The chart's defaults but for the pull policy: the image is only in
@@ -134,20 +120,7 @@ impl NodeRun {
         // The resource is CONFIGURED within a second of being seen.
         std::thread::sleep(Duration::from_secs(2));
         let responses = (0..4)
-            .map(|_| {
-                node.kubectl_ok(&[
-                    "exec",
-                    "client",
-                    "--",
-                    "timeout",
-                    "5",
-                    "wget",
-                    "-q",
-                    "-O",
-                    "-",
-                    &format!("http://{service_ip}/"),
-                ])
-            })
+            .map(|_| client_get(&node, &format!("http://{service_ip}/")))
             .collect();
         // Written at the next report (5 s by default) or when the flows end.
         std::thread::sleep(Duration::from_secs(7));
@@ -295,17 +268,19 @@ impl NodeRun {
             "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
         ]);
         assert_eq!(endpoint, format!("{}:9965", self.node.node_ip));
-        self.node.kubectl_ok(&[
-            "exec",
-            "client",
-            "--",
-            "timeout",
-            "5",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{endpoint}/metrics"),
-        ])
+        client_get(&self.node, &format!("http://{endpoint}/metrics"))
+    }
+
+    /// The web pods' names.
+    pub fn web_pods(&self) -> Vec<String> {
+        let out = self.node.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ]);
+        out.split_whitespace().map(str::to_owned).collect()
     }
 }

@@ -6,6 +6,7 @@
 //! node for every case, in the order given (the last ones uninstall).
 
 mod cases;
+mod counts;
 mod fixture;
 
 use fixture::NodeRun;
