@@ -8,7 +8,7 @@ use hubcap_tests::upstream::tool;
 
 use crate::{
     counts::packet_and_byte_counts_equal_the_pods_veths,
-    fixture::{Attached, NodeRun, RELEASE, attached, chart, helm, port_forward, values},
+    fixture::{Attached, NodeRun, RELEASE, attached, chart, client_get, helm, port_forward, values},
 };
 
 type Case = (&'static str, fn(&NodeRun));
@@ -196,23 +196,42 @@ fn one_set_of_programs_is_attached(run: &NodeRun) {
 
 fn the_agents_memory_and_cpu_on_the_node(run: &NodeRun) {
     let pid = run.agent_pid();
+    let idle = Duration::from_secs(5);
+    let before = cpu_seconds(pid);
+    std::thread::sleep(idle);
+    let idle_cpu = 100.0 * (cpu_seconds(pid) - before) / idle.as_secs_f64();
+    let (started, before) = (std::time::Instant::now(), cpu_seconds(pid));
+    let requests = (0..50)
+        .map(|_| client_get(&run.node, &format!("http://{}/", run.service_ip)))
+        .count();
+    // Until the next report has written them.
+    std::thread::sleep(Duration::from_secs(5));
+    let busy_cpu = 100.0 * (cpu_seconds(pid) - before) / started.elapsed().as_secs_f64();
+    let rss_kib = rss_kib(pid);
+    eprintln!(
+        "hubcap on the node: RSS {:.1} MiB; CPU {idle_cpu:.1}% of a core idle, {busy_cpu:.1}% with {requests} requests through the Service",
+        rss_kib as f64 / 1024.0
+    );
+    // The chart's default limit is 256 Mi.
+    assert!(rss_kib < 256 * 1024, "RSS {rss_kib} KiB");
+    assert!(idle_cpu < 5.0, "{idle_cpu}% of a core while idle");
+}
+
+fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kb: u64 = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
+        .expect("VmRSS")
+}
+
+/// User and system CPU time of `pid` (clock ticks of 10 ms).
+fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    eprintln!(
-        "hubcap on the node: RSS {:.1} MiB, CPU {:.2} s since start",
-        rss_kb as f64 / 1024.0,
-        ticks as f64 / 100.0
-    );
-    // The chart's default limit is 256 Mi.
-    assert!(rss_kb < 256 * 1024, "RSS {rss_kb} kB");
+    (fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()) as f64 / 100.0
 }
 
 fn a_killed_container_is_restarted_with_one_set_attached(run: &NodeRun) {
