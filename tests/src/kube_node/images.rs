@@ -87,3 +87,24 @@ fn build(context: &Path) {
     }
     let _ = fs::remove_dir_all(&root);
 }
+
+/// Hubble Relay's image, from the binary in `../shared/tools` (static:
+/// nothing else in it).
+pub const RELAY: &str = "localhost/hubble-relay:dev";
+
+/// Builds Relay's image and imports it into `node`.
+pub fn load_relay(node: &KubeNode) {
+    let context = node.dir.join("images/relay");
+    fs::create_dir_all(&context).expect("relay context");
+    fs::copy(crate::upstream::tool("hubble-relay"), context.join("hubble-relay")).expect("hubble-relay");
+    fs::write(
+        context.join("Containerfile"),
+        "FROM scratch\nCOPY hubble-relay /usr/bin/hubble-relay\nENTRYPOINT [\"/usr/bin/hubble-relay\"]\n",
+    )
+    .expect("Containerfile");
+    run(Command::new("podman")
+        .args(["build", "--quiet", "-t", RELAY])
+        .arg(&context));
+    let _ = fs::remove_dir_all(&context);
+    load_from_podman(node, RELAY);
+}

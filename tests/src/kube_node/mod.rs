@@ -13,7 +13,7 @@
 //! daemons share one persistent mount namespace, entered with `nsenter`.
 
 mod config;
-mod images;
+pub mod images;
 mod pki;
 
 use std::{

@@ -33,7 +33,8 @@ fn every_option() -> Value {
         "output": {"path": "/var/log/acns/hubble/all.log", "compress": true},
         "metrics": {"sourceContext": "namespace", "destinationContext": "workload", "dnsQuery": true, "serviceMonitor": {"enabled": true}},
         "dns": {"enabled": false, "ringBufferMb": 8},
-        "grpc": {"listen": ":4244", "tls": {"secretName": "hubble-server-certs"}, "peerService": {"enabled": true}},
+        "grpc": {"listen": ":4244", "tls": {"secretName": "hubble-server-certs", "generate": true}, "peerService": {"enabled": true}},
+        "relay": {"enabled": true},
         "flowLogs": {"config": [{"name": "dropped", "filePath": "/var/log/acns/hubble/dropped.log", "includeFilters": [{"verdict": ["DROPPED"]}]}]},
         "priorityClassName": "system-node-critical",
         "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -109,7 +110,7 @@ fn every_flag_the_chart_writes_is_one_hubcap_takes() {
         .iter()
         .map(|s| s["metadata"]["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(services, ["hubcap-metrics", "hubble-peer"]);
+    assert_eq!(services, ["hubble-relay", "hubcap-metrics", "hubble-peer"]);
 }
 
 #[test]

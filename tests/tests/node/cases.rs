@@ -8,7 +8,7 @@ use hubcap_tests::upstream::tool;
 
 use crate::{
     counts::packet_and_byte_counts_equal_the_pods_veths,
-    fixture::{Attached, NodeRun, RELEASE, attached, chart, client_get, helm, port_forward, values},
+    fixture::{Attached, NodeRun, RELEASE, attached, chart, client_get, helm, port_forward, port_forward_to, values},
 };
 
 type Case = (&'static str, fn(&NodeRun));
@@ -54,6 +54,10 @@ pub const CASES: &[Case] = &[
     (
         "helm_upgrade_rolls_the_pod_with_one_set_attached",
         helm_upgrade_rolls_the_pod_with_one_set_attached,
+    ),
+    (
+        "relay_serves_the_nodes_flows_over_mutual_tls",
+        relay_serves_the_nodes_flows_over_mutual_tls,
     ),
     (
         "helm_uninstall_leaves_nothing_attached",
@@ -246,17 +250,64 @@ fn a_killed_container_is_restarted_with_one_set_attached(run: &NodeRun) {
     assert_one_set(run);
 }
 
+/// The upgrade most users make next: Hubble Relay, with the agents on
+/// every address behind mutual TLS from certificates the chart makes.
+const WITH_RELAY: &str = r#"{
+  "image": {"pullPolicy": "Never"},
+  "grpc": {"listen": ":4244", "tls": {"secretName": "hubble-server-certs", "generate": true}, "peerService": {"enabled": true}},
+  "relay": {"enabled": true, "image": {"pullPolicy": "Never"}}
+}"#;
+
 fn helm_upgrade_rolls_the_pod_with_one_set_attached(run: &NodeRun) {
     let before = run.agent_pod()["metadata"]["name"].as_str().unwrap().to_owned();
     let kubeconfig = run.node.kubeconfig().display().to_string();
-    let values = r#"{"image": {"pullPolicy": "Never"}, "reportInterval": 3}"#;
-    helm(&["upgrade", &chart(), RELEASE, RELEASE, &kubeconfig, values]);
+    hubcap_tests::kube_node::images::load_relay(&run.node);
+    helm(&["upgrade", &chart(), RELEASE, RELEASE, &kubeconfig, WITH_RELAY]);
     run.node.wait("the rolled pod", Duration::from_secs(120), |_| {
         let pod = run.agent_pod();
         pod["metadata"]["name"] != before.as_str() && pod["status"]["containerStatuses"][0]["ready"] == true
     });
     run.wait_ready(0);
     assert_one_set(run);
+}
+
+fn relay_serves_the_nodes_flows_over_mutual_tls(run: &NodeRun) {
+    run.node.kubectl_ok(&[
+        "-n",
+        RELEASE,
+        "rollout",
+        "status",
+        "deployment/hubble-relay",
+        "--timeout=120s",
+    ]);
+    let (_forwarder, port) = port_forward_to(run, "service/hubble-relay", 80);
+    let server = format!("localhost:{port}");
+    let hubble = |args: &[&str]| {
+        let out = std::process::Command::new(tool("hubble"))
+            .args(args)
+            .args(["--server", &server])
+            .output()
+            .expect("hubble");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    // Relay connects to the peers it is told of, then lists them.
+    run.node
+        .wait("Relay connected to the node", Duration::from_secs(60), |_| {
+            let (ok, nodes) = hubble(&["list", "nodes"]);
+            ok && nodes.contains(&run.node.name) && nodes.contains("Connected")
+        });
+    let (_, nodes) = hubble(&["list", "nodes"]);
+    assert_eq!(nodes.lines().filter(|l| l.contains("Connected")).count(), 1, "{nodes}");
+    client_get(&run.node, &format!("http://{}/", run.service_ip));
+    let (ok, flows) = hubble(&["observe", "--last", "200", "--pod", "default/client", "-o", "jsonpb"]);
+    assert!(ok, "{flows}");
+    let from_node = flows
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|f| f["flow"]["node_name"] == run.node.name.as_str())
+        .count();
+    assert!(from_node > 0, "no flow of the node through Relay:\n{flows}");
 }
 
 fn helm_uninstall_leaves_nothing_attached(run: &NodeRun) {

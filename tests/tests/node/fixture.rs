@@ -213,23 +213,29 @@ pub fn free_port() -> u16 {
 /// `kubectl port-forward` to the hubcap pod's `remote` port, from a free
 /// local port: the forwarder (stopped when dropped) and the local port.
 pub fn port_forward(run: &NodeRun, remote: u16) -> (hubcap_tests::upstream::Background, u16) {
-    let local = free_port();
     let pod = run.agent_pod()["metadata"]["name"]
         .as_str()
         .expect("pod name")
         .to_owned();
+    port_forward_to(run, &format!("pod/{pod}"), remote)
+}
+
+/// `kubectl port-forward TARGET` (`pod/NAME`, `service/NAME`) in the
+/// release's namespace, from a free local port.
+pub fn port_forward_to(run: &NodeRun, target: &str, remote: u16) -> (hubcap_tests::upstream::Background, u16) {
+    let local = free_port();
     let forwarder = hubcap_tests::upstream::Background::start(
         Command::new(hubcap_tests::upstream::tool("kubectl"))
             .env("KUBECONFIG", run.node.kubeconfig())
             .args(["-n", RELEASE, "port-forward", "--address", "127.0.0.1"])
-            .arg(format!("pod/{pod}"))
+            .arg(target)
             .arg(format!("{local}:{remote}")),
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", local)).is_err() {
         assert!(
             Instant::now() < deadline,
-            "port-forward to {pod}:{remote} never listened"
+            "port-forward to {target}:{remote} never listened"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
