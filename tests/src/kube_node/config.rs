@@ -32,14 +32,8 @@ pub fn apiserver_args(bin: &Path, node_ip: Ipv4Addr, pki: &dyn Fn(&str) -> Strin
 
 /// With node IPAM (pod CIDRs) and the ServiceAccount token controller.
 pub fn controller_manager_args(bin: &Path, pki: &dyn Fn(&str) -> String) -> Vec<String> {
-    let kubeconfig = pki("controller-manager.kubeconfig");
-    vec![
-        bin.display().to_string(),
-        format!("--kubeconfig={kubeconfig}"),
-        format!("--authentication-kubeconfig={kubeconfig}"),
-        format!("--authorization-kubeconfig={kubeconfig}"),
-        "--bind-address=127.0.0.1".to_owned(),
-        "--leader-elect=false".to_owned(),
+    let mut args = component(bin, &pki("controller-manager.kubeconfig"));
+    args.extend([
         "--controllers=*".to_owned(),
         "--use-service-account-credentials=true".to_owned(),
         format!("--service-account-private-key-file={}", pki("sa.key")),
@@ -50,12 +44,17 @@ pub fn controller_manager_args(bin: &Path, pki: &dyn Fn(&str) -> String) -> Vec<
         format!("--cluster-cidr={CLUSTER_CIDR}"),
         "--node-cidr-mask-size=24".to_owned(),
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-        "--profiling=false".to_owned(),
-    ]
+    ]);
+    args
 }
 
 pub fn scheduler_args(bin: &Path, pki: &dyn Fn(&str) -> String) -> Vec<String> {
-    let kubeconfig = pki("scheduler.kubeconfig");
+    component(bin, &pki("scheduler.kubeconfig"))
+}
+
+/// A control-plane component on the node's loopback, without leader
+/// election or profiling, authenticated by `kubeconfig`.
+fn component(bin: &Path, kubeconfig: &str) -> Vec<String> {
     vec![
         bin.display().to_string(),
         format!("--kubeconfig={kubeconfig}"),

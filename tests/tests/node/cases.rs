@@ -153,21 +153,24 @@ fn assert_one_set(run: &NodeRun) {
     });
 }
 
+/// The real hubble CLI against `localhost:port`: whether it succeeded,
+/// and what it printed (standard output, then errors).
+fn hubble_at(port: u16, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(tool("hubble"))
+        .args(args)
+        .args(["--server", &format!("localhost:{port}")])
+        .output()
+        .expect("hubble");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 fn hubble_status_and_observe_through_port_forward(run: &NodeRun) {
     let (_forwarder, port) = port_forward(run, 4244);
-    let server = format!("localhost:{port}");
     let hubble = |args: &[&str]| {
-        let out = std::process::Command::new(tool("hubble"))
-            .args(args)
-            .args(["--server", &server])
-            .output()
-            .expect("hubble");
-        assert!(
-            out.status.success(),
-            "hubble {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let (ok, text) = hubble_at(port, args);
+        assert!(ok, "hubble {args:?}: {text}");
+        text
     };
     let status = hubble(&["status"]);
     assert!(status.contains("Healthcheck (via"), "{status}");
@@ -281,16 +284,7 @@ fn relay_serves_the_nodes_flows_over_mutual_tls(run: &NodeRun) {
         "--timeout=120s",
     ]);
     let (_forwarder, port) = port_forward_to(run, "service/hubble-relay", 80);
-    let server = format!("localhost:{port}");
-    let hubble = |args: &[&str]| {
-        let out = std::process::Command::new(tool("hubble"))
-            .args(args)
-            .args(["--server", &server])
-            .output()
-            .expect("hubble");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    };
+    let hubble = |args: &[&str]| hubble_at(port, args);
     // Relay connects to the peers it is told of, then lists them.
     run.node
         .wait("Relay connected to the node", Duration::from_secs(60), |_| {
