@@ -302,6 +302,23 @@ fn relay_serves_the_nodes_flows_over_mutual_tls(run: &NodeRun) {
         .filter(|f| f["flow"]["node_name"] == run.node.name.as_str())
         .count();
     assert!(from_node > 0, "no flow of the node through Relay:\n{flows}");
+    // Another upgrade keeps the generated certificates.
+    let certificate = || {
+        run.node.kubectl_ok(&[
+            "-n",
+            RELEASE,
+            "get",
+            "secret",
+            "hubble-server-certs",
+            "-o",
+            "jsonpath={.data.tls\\.crt}",
+        ])
+    };
+    let before = certificate();
+    assert!(!before.is_empty());
+    let kubeconfig = run.node.kubeconfig().display().to_string();
+    helm(&["upgrade", &chart(), RELEASE, RELEASE, &kubeconfig, WITH_RELAY]);
+    assert_eq!(certificate(), before, "the upgrade made new certificates");
 }
 
 fn helm_uninstall_leaves_nothing_attached(run: &NodeRun) {
