@@ -80,24 +80,7 @@ impl ControlPlane {
         let quiet = |program: PathBuf| ns.command(program.to_str().unwrap());
 
         let etcd = Background::start_logging(
-            quiet(binary("etcd")).args([
-                "--name",
-                "t",
-                "--data-dir",
-                &path("etcd"),
-                "--listen-client-urls",
-                "http://127.0.0.1:2379",
-                "--advertise-client-urls",
-                "http://127.0.0.1:2379",
-                "--listen-peer-urls",
-                "http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls",
-                "http://127.0.0.1:2380",
-                "--initial-cluster",
-                "t=http://127.0.0.1:2380",
-                "--log-level",
-                "warn",
-            ]),
+            quiet(binary("etcd")).args(etcd_args("t", &path("etcd"))),
             Some(&dir.join("etcd.log")),
         );
         let apiserver = start_apiserver(ns, &dir);
@@ -477,4 +460,30 @@ fn etcd_post(ns: &Netns, path: &str, body: &str) -> serde_json::Value {
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "etcd {path}: {response}");
     serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("etcd {path}: {e}: {body}"))
+}
+
+/// A one-member etcd on the namespace's loopback (client 2379, peer 2380),
+/// its data in `data_dir`.
+pub fn etcd_args(name: &str, data_dir: &str) -> Vec<String> {
+    [
+        "--name",
+        name,
+        "--data-dir",
+        data_dir,
+        "--listen-client-urls",
+        "http://127.0.0.1:2379",
+        "--advertise-client-urls",
+        "http://127.0.0.1:2379",
+        "--listen-peer-urls",
+        "http://127.0.0.1:2380",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:2380",
+        "--initial-cluster",
+        &format!("{name}=http://127.0.0.1:2380"),
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect()
 }

@@ -30,16 +30,18 @@ impl RecordBuilder {
         let is_response = observation.message.is_response;
         flow.is_reply = Some(is_response);
         flow.reply = is_response;
-        flow.summary = summary(&observation.message);
+        // Written once, for the summary and the record.
+        let ips: Vec<String> = if is_response {
+            observation.message.ips.iter().map(|ip| ip_text(*ip)).collect()
+        } else {
+            Vec::new()
+        };
+        flow.summary = summary(&observation.message, &ips);
         // The message is this record's alone: its strings move in.
         let m = observation.message;
         let dns = Dns {
             query: m.query,
-            ips: if is_response {
-                m.ips.into_iter().map(ip_text).collect()
-            } else {
-                Vec::new()
-            },
+            ips,
             ttl: if is_response { m.ttl } else { 0 },
             cnames: if is_response { m.cnames } else { Vec::new() },
             observation_source: DNS_OBSERVATION_SOURCE.to_owned(),
@@ -61,13 +63,14 @@ impl RecordBuilder {
 }
 
 /// Hubble's summary: `DNS Query <name> <types>`, or `DNS Answer <answer>
-/// TTL: <ttl> (Query <name> <types>)`.
-fn summary(m: &DnsMessage) -> String {
+/// TTL: <ttl> (Query <name> <types>)`; `ips` are the answer's addresses
+/// as written.
+fn summary(m: &DnsMessage, ips: &[String]) -> String {
     use std::fmt::Write as _;
     let mut text = String::with_capacity(64 + m.query.len());
     if m.is_response {
         text.push_str("DNS Answer ");
-        push_answer_text(&mut text, m);
+        push_answer_text(&mut text, m, ips);
         let _ = write!(text, " TTL: {} (Query {} ", m.ttl, m.query);
         push_joined(&mut text, &m.qtypes);
         text.push(')');
@@ -92,24 +95,19 @@ fn push_joined(text: &mut String, parts: &[String]) {
 /// The answer part of Hubble's summary: the RCODE when it is an error,
 /// otherwise the addresses and CNAMEs, each list quoted as Go's `%q`
 /// quotes it (addresses need no escaping).
-fn push_answer_text(text: &mut String, m: &DnsMessage) {
+fn push_answer_text(text: &mut String, m: &DnsMessage, ips: &[String]) {
     if m.rcode != 0 {
         text.push_str("RCode: ");
         text.push_str(dns_rcode_name(m.rcode));
         return;
     }
-    if !m.ips.is_empty() {
+    if !ips.is_empty() {
         text.push('"');
-        for (i, ip) in m.ips.iter().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            text.push_str(&ip_text(*ip));
-        }
+        push_joined(text, ips);
         text.push('"');
     }
     if !m.cnames.is_empty() {
-        if !m.ips.is_empty() {
+        if !ips.is_empty() {
             text.push(' ');
         }
         // Rare, and a name may hold characters `%q` escapes.

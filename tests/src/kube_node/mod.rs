@@ -273,26 +273,12 @@ impl KubeNode {
         let s = self.state();
         let p = s.join("pki");
         let pki = |f: &str| p.join(f).display().to_string();
-        self.start(
-            "etcd",
-            &strings(&[
-                "etcd",
-                "--name",
-                &self.name.clone(),
-                "--data-dir",
-                &s.join("etcd").display().to_string(),
-                "--listen-client-urls",
-                "http://127.0.0.1:2379",
-                "--advertise-client-urls",
-                "http://127.0.0.1:2379",
-                "--listen-peer-urls",
-                "http://127.0.0.1:2380",
-                "--logger",
-                "zap",
-                "--log-level",
-                "warn",
-            ]),
-        );
+        let mut etcd = vec!["etcd".to_owned()];
+        etcd.extend(crate::kube::etcd_args(
+            &self.name,
+            &s.join("etcd").display().to_string(),
+        ));
+        self.start("etcd", &etcd);
         let apiserver = config::apiserver_args(&tool("kube-apiserver"), self.node_ip, &pki);
         self.wait("etcd", Duration::from_secs(30), |n| {
             n.command("curl")

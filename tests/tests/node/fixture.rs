@@ -176,8 +176,14 @@ pub struct Attached {
 
 pub fn attached() -> Attached {
     let json = |args: &[&str]| -> Vec<Value> {
+        // A bpftool that fails must not read as "nothing attached".
         let out = Command::new("bpftool").args(args).output().expect("bpftool");
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
+        assert!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: {e}"))
     };
     let programs = json(&["-j", "prog", "show"]);
     let ours = |name: &str| -> Vec<u64> {
