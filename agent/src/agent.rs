@@ -85,7 +85,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let Some(k) = kubernetes {
         enrichers.push(k.enricher());
         first_list = Some(k.first_list());
-        cluster_nodes = Some(Arc::new(k.node_addresses()) as ClusterNodes);
+        cluster_nodes = Some(Arc::new(k.agent_nodes()) as ClusterNodes);
         services.add(k);
     }
     let mut outputs = Outputs::new(Arc::clone(&builder), enrichers);

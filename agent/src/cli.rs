@@ -272,6 +272,7 @@ impl RunArgs {
                 kubeconfig: self.kubeconfig.clone(),
                 cluster_name: self.cluster_name.clone(),
                 node_name: node_name.clone(),
+                own_pod: own_pod(),
             },
             grpc: self.grpc(),
             metrics: MetricsSettings {
@@ -341,6 +342,13 @@ impl RunArgs {
             ring_capacity: self.event_buffer_capacity as usize,
         }
     }
+}
+
+/// The pod hubcap runs in, from `$POD_NAMESPACE` and `$POD_NAME` (the
+/// chart sets both from the downward API).
+fn own_pod() -> Option<(String, String)> {
+    let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Some((var("POD_NAMESPACE")?, var("POD_NAME")?))
 }
 
 /// An error and its causes on one line, `outer: cause: root`, leaving out

@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use crate::procfs;
 
+pub mod netobserv;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// No capture at all.
@@ -25,10 +27,22 @@ pub enum Kind {
     Softflowd,
     /// `tcpdump -w /dev/null`.
     Tcpdump,
+    /// NetObserv's eBPF agent (tc/tcx programs, in-kernel aggregation, Go),
+    /// through `../shared/tools/netobserv-run.sh`.
+    NetObserv,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
+        Kind::Baseline,
+        Kind::Trivial,
+        Kind::Hubcap,
+        Kind::NetObserv,
+        Kind::Softflowd,
+        Kind::Tcpdump,
+    ];
+    /// Where flow records are not the point (DNS): the packet peers only.
+    pub const WITHOUT_NETOBSERV: [Kind; 5] = [
         Kind::Baseline,
         Kind::Trivial,
         Kind::Hubcap,
@@ -43,6 +57,7 @@ impl Kind {
             Kind::Hubcap => "hubcap",
             Kind::Softflowd => "softflowd",
             Kind::Tcpdump => "tcpdump -w /dev/null",
+            Kind::NetObserv => "NetObserv eBPF agent",
         }
     }
 }
@@ -68,6 +83,8 @@ enum Proc {
     Softflowd(Child),
     /// The child, and the rest of its stderr (its statistics at exit).
     Tcpdump(Child, std::thread::JoinHandle<String>),
+    /// The wrapper script, the agent's pid, its flow output.
+    NetObserv(Child, u32, PathBuf),
 }
 
 pub struct Running {
@@ -83,6 +100,7 @@ impl Running {
             Proc::None => None,
             Proc::Agent(a) => Some(a.pid()),
             Proc::Softflowd(c) | Proc::Tcpdump(c, _) => Some(c.id()),
+            Proc::NetObserv(_, agent, _) => Some(*agent),
         }
     }
 
@@ -166,6 +184,10 @@ pub fn start(kind: Kind, node: &Node, interface: &str, hubcap_args: &[&str]) -> 
             });
             Proc::Tcpdump(child, rest)
         }
+        Kind::NetObserv => {
+            let (script, agent, output) = netobserv::start(node, interface, &workdir, hubcap_args);
+            Proc::NetObserv(script, agent, output)
+        }
     };
     Running {
         kind,
@@ -217,6 +239,7 @@ pub fn stop(running: Running, node: &Node) -> Outcome {
         }
         Proc::Softflowd(child) => softflowd_outcome(child, node, &workdir),
         Proc::Tcpdump(child, stderr) => tcpdump_outcome(child, stderr),
+        Proc::NetObserv(script, _, output) => netobserv::stop(script, &output),
     };
     // HUBCAP_BENCH_KEEP=PATH keeps each hubcap run's output as PATH.N.
     if let Some(keep) = std::env::var_os("HUBCAP_BENCH_KEEP") {

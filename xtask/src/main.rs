@@ -35,18 +35,22 @@ enum Cmd {
     /// Set up, build hubcap and its OCI image (`localhost/hubcap:dev`) with
     /// podman.
     Image,
-    /// Set up, build hubcap's image, and run a real one-node Kubernetes
-    /// cluster on this machine (etcd, API server, controller-manager,
-    /// scheduler, containerd, kubelet, CNI bridge, kube-proxy, in
-    /// namespaces of their own) with the image loaded and the chart
-    /// installed; Ctrl-C removes it.
+    /// Set up, build hubcap's image, and run a real Kubernetes cluster on
+    /// this machine (etcd, API server, controller-manager, scheduler,
+    /// containerd, kubelet, CNI bridge, kube-proxy, in namespaces of their
+    /// own; more nodes join with their own containerd, kubelet and
+    /// kube-proxy) with the image loaded and the chart installed; Ctrl-C
+    /// removes it.
     Cluster {
-        /// Where the node keeps its state and logs.
+        /// Where the nodes keep their state and logs.
         #[arg(long, default_value = "target/kube-node")]
         dir: String,
         /// Load the image only; do not install the chart.
         #[arg(long)]
         no_install: bool,
+        /// Nodes in the cluster (the first runs the control plane).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+        nodes: u8,
     },
     /// Write deploy/kubernetes/ from the Helm chart (deploy/helm/hubcap)
     /// with its default values.
@@ -100,7 +104,7 @@ fn main() -> Result<()> {
             build_hubcap()?;
             image::build(&workspace_root())
         }
-        Cmd::Cluster { dir, no_install } => {
+        Cmd::Cluster { dir, no_install, nodes } => {
             setup::ensure_all()?;
             build_hubcap()?;
             let root = workspace_root();
@@ -119,6 +123,7 @@ fn main() -> Result<()> {
             let status = Command::new(root.join("target/release/hubcap-kube-node"))
                 .arg(&dir)
                 .args(no_install.then_some("--no-install"))
+                .args(["--nodes", &nodes.to_string()])
                 .env("HUBCAP_TOOLS", setup::tools_dir())
                 .current_dir(&root)
                 .status()

@@ -52,6 +52,8 @@ pub struct KubeOptions {
     pub cluster_name: String,
     /// This node's name in the cluster (for `reserved:host`, node labels).
     pub node_name: String,
+    /// The agent's own pod (namespace, name), when it runs in one.
+    pub own_pod: Option<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,10 +122,9 @@ impl Kubernetes {
     }
 
     fn connect(options: &KubeOptions, metrics: &Metrics) -> Result<Kubernetes, KubeError> {
-        let state = Arc::new(RwLock::new(ClusterState::new(
-            &options.cluster_name,
-            &options.node_name,
-        )));
+        let state = Arc::new(RwLock::new(
+            ClusterState::new(&options.cluster_name, &options.node_name).with_own_pod(options.own_pod.clone()),
+        ));
         let synced = Arc::new(Synced::default());
         let (stop, stopping) = signal::channel(false);
         let thread_state = Arc::clone(&state);
@@ -165,11 +166,11 @@ impl Kubernetes {
         }
     }
 
-    /// The cluster's nodes and their addresses as they are when called
-    /// (for the Peer service).
-    pub fn node_addresses(&self) -> impl Fn() -> Vec<(String, std::net::IpAddr)> + Send + Sync + 'static {
+    /// The nodes where hubcap runs and their addresses as they are when
+    /// called (for the Peer service).
+    pub fn agent_nodes(&self) -> impl Fn() -> Vec<(String, std::net::IpAddr)> + Send + Sync + 'static {
         let state = Arc::clone(&self.state);
-        move || state.read().unwrap_or_else(|e| e.into_inner()).node_addresses()
+        move || state.read().unwrap_or_else(|e| e.into_inner()).agent_nodes()
     }
 }
 

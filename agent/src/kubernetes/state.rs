@@ -24,6 +24,10 @@ pub struct PodInfo {
     /// hostNetwork pods share the node's address: never indexed by IP.
     pub host_network: bool,
     pub ips: Vec<IpAddr>,
+    /// The node it is scheduled on (empty until it is).
+    pub node: String,
+    /// Its Ready condition is true.
+    pub ready: bool,
 }
 
 /// A node's addresses and labels.
@@ -68,6 +72,12 @@ pub struct ClusterState {
     remote_node: Arc<Endpoint>,
     world: Arc<Endpoint>,
     own_node_labels: Arc<Vec<String>>,
+    /// The agent's own pod (namespace, name) when it runs in one: its
+    /// siblings (same controller) are the nodes the Peer service announces.
+    own_pod: Option<(String, String)>,
+    /// The addresses of this node's own interfaces (its bridge's among
+    /// them): the host, like the node's listed addresses.
+    local_ips: std::collections::HashSet<IpAddr>,
 }
 
 impl ClusterState {
@@ -87,7 +97,20 @@ impl ClusterState {
             remote_node: Arc::new(reserved(IDENTITY_REMOTE_NODE, "remote-node", cluster)),
             world: Arc::new(reserved(IDENTITY_WORLD, "world", cluster)),
             own_node_labels: Arc::default(),
+            own_pod: None,
+            local_ips: Default::default(),
         }
+    }
+
+    /// The addresses of this node's interfaces, as read now.
+    pub fn set_local_addresses(&mut self, ips: std::collections::HashSet<IpAddr>) {
+        self.local_ips = ips;
+    }
+
+    /// The agent runs in pod `namespace/name` (from the downward API).
+    pub fn with_own_pod(mut self, own_pod: Option<(String, String)>) -> Self {
+        self.own_pod = own_pod;
+        self
     }
 
     /// A pod was added or changed, seen at `now_ns`.
@@ -266,6 +289,9 @@ impl ClusterState {
                 return Arc::clone(&h.endpoint);
             }
         }
+        if self.local_ips.contains(&ip) {
+            return Arc::clone(&self.host);
+        }
         for (name, node) in &self.nodes {
             if node.ips.contains(&ip) {
                 return if *name == self.own_node {
@@ -339,14 +365,40 @@ impl ClusterState {
     }
 
     /// This node's labels as `key=value` (Hubble's `node_labels`).
-    /// Every node by name with its first address (InternalIP first), in
-    /// name order.
-    pub fn node_addresses(&self) -> Vec<(String, IpAddr)> {
-        let mut nodes: Vec<(String, IpAddr)> = self
-            .nodes
-            .iter()
-            .filter_map(|(name, node)| node.ips.first().map(|ip| (name.clone(), *ip)))
-            .collect();
+    /// The nodes where this agent's siblings run, by name with the node's
+    /// first address (InternalIP first), in name order: the nodes whose
+    /// Ready pod has the same controller (the DaemonSet) as the agent's own
+    /// pod. Outside a pod, every node of the cluster.
+    pub fn agent_nodes(&self) -> Vec<(String, IpAddr)> {
+        let address = |name: &str| self.nodes.get(name).and_then(|n| n.ips.first().copied());
+        let mut nodes: Vec<(String, IpAddr)> = match &self.own_pod {
+            None => self
+                .nodes
+                .keys()
+                .filter_map(|name| address(name).map(|ip| (name.clone(), ip)))
+                .collect(),
+            Some((namespace, name)) => {
+                let Some(owner) = self
+                    .pods
+                    .values()
+                    .find(|p| p.namespace == *namespace && p.name == *name)
+                    .and_then(|p| p.owner.as_ref())
+                else {
+                    return Vec::new();
+                };
+                let siblings = self
+                    .pods
+                    .values()
+                    .filter(|p| p.ready && p.namespace == *namespace && p.owner.as_ref() == Some(owner));
+                let mut names: Vec<&str> = siblings.map(|p| p.node.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                names
+                    .into_iter()
+                    .filter_map(|name| address(name).map(|ip| (name.to_owned(), ip)))
+                    .collect()
+            }
+        };
         nodes.sort();
         nodes
     }

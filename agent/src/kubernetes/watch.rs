@@ -157,6 +157,7 @@ pub async fn run(
             watch_services(client.clone(), &state, &synced, &metrics),
             watch_endpoint_slices(client.clone(), &state, &synced, &metrics),
             expire(&state),
+            local_addresses(&state),
         )
     };
     tokio::select! {
@@ -178,6 +179,34 @@ async fn expire(state: &RwLock<ClusterState>) {
     loop {
         tokio::time::sleep(EXPIRE_EVERY).await;
         write(state).expire(WallClock::monotonic_ns());
+    }
+}
+
+/// How often this node's own addresses are read again: a bridge CNI gives
+/// its bridge an address when the node's first pod starts.
+const LOCAL_ADDRESSES_EVERY: Duration = Duration::from_secs(5);
+
+/// The addresses of the interfaces in hubcap's network namespace (the
+/// node's, with hostNetwork). The node reaches its own pods from its
+/// bridge's address, which the Node object does not list; those packets
+/// are the host's, not the world's.
+async fn local_addresses(state: &RwLock<ClusterState>) {
+    loop {
+        match nix::ifaddrs::getifaddrs() {
+            Ok(interfaces) => {
+                let ips = interfaces
+                    .filter_map(|i| i.address)
+                    .filter_map(|a| {
+                        a.as_sockaddr_in()
+                            .map(|v4| IpAddr::V4(v4.ip()))
+                            .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                    })
+                    .collect();
+                write(state).set_local_addresses(ips);
+            }
+            Err(e) => warn!(error = %e, "cannot read this node's addresses"),
+        }
+        tokio::time::sleep(LOCAL_ADDRESSES_EVERY).await;
     }
 }
 
@@ -213,6 +242,10 @@ fn pod_info(pod: &Pod) -> Option<PodInfo> {
         owner,
         host_network: pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
         ips,
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        ready: status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
     })
 }
 

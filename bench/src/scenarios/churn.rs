@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::{Run, Settings, Traffic, judge_noise, mean, median, median_figures, rounds, run_one};
 use crate::{
+    contender::Kind,
     load::{SMALL_PAYLOAD, blast, ports, sinks},
     report::{Report, num},
 };
@@ -35,7 +36,7 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
         "--report-interval",
         "1",
     ];
-    let all = rounds(settings, |kind| {
+    let all = rounds(settings, &Kind::ALL, |kind| {
         run_one(kind, node, &hubcap_args, || {
             let (sent, elapsed) = blast(
                 &sender.ns,
@@ -54,6 +55,7 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
     });
     let rate = |r: &Run| r.traffic.sent as f64 / r.traffic.elapsed.as_secs_f64();
     let baseline = median(&all[0].1, |r| Some(rate(r))).unwrap_or(1.0);
+    report.note(CHURN, crate::contender::netobserv::CONFIGURATION.to_owned());
     judge_noise(report, CHURN, &all, |r| Some(rate(r)));
     for (kind, runs) in &all {
         let rates: Vec<f64> = runs.iter().map(rate).collect();

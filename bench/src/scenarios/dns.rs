@@ -42,7 +42,7 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
     let dnsmasq = hubcap_tests::dns::dnsmasq(&server.ns, &[address], &dir, &hosts, &[]);
     std::thread::sleep(Duration::from_millis(300));
     let said = RefCell::new(Vec::new());
-    let all = rounds(settings, |kind| {
+    let all = rounds(settings, &Kind::WITHOUT_NETOBSERV, |kind| {
         run_one(kind, node, &[], || {
             let result = dnsperf(client, address, &queries_file, settings.run);
             said.borrow_mut().push((kind, result));

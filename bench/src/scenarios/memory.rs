@@ -109,4 +109,26 @@ pub fn run(node: &Node, flows: u64, report: &mut Report) {
             ("BPF map MB", Value::Null),
         ],
     );
+
+    // NetObserv's agent with a kernel map as large as hubcap's.
+    let nobs_args = ["--flow-map-size", map_size.as_str()];
+    let running = contender::start(Kind::NetObserv, node, interface, &nobs_args);
+    open_flows(node, flows);
+    // It evicts (and exports) its map every second: RSS once it has.
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = running.pid().expect("NetObserv's agent runs");
+    let (rss, maps) = (procfs::rss_bytes(pid), procfs::bpf_map_bytes(pid));
+    let outcome = contender::stop(running, node);
+    report.add(
+        &scenario,
+        Kind::NetObserv.name(),
+        vec![
+            ("flows held", outcome.flows.map_or(Value::Null, Value::from)),
+            ("RSS MB", mb(rss)),
+            ("BPF map MB", mb(maps)),
+            ("map size", Value::from(map_size.parse::<u64>().unwrap_or(0))),
+            ("lost", outcome.lost.map_or(Value::Null, Value::from)),
+        ],
+    );
+    report.note(&scenario, crate::contender::netobserv::CONFIGURATION.to_owned());
 }

@@ -118,8 +118,9 @@ impl Run {
 /// Runs every contender `rounds` times, interleaved and in a rotated order
 /// each round, so that drift in the machine's speed and the position in a
 /// round spread over all of them.
-pub fn rounds(settings: Settings, mut one: impl FnMut(Kind) -> Run) -> Vec<(Kind, Vec<Run>)> {
-    let mut runs: Vec<(Kind, Vec<Run>)> = Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();
+/// `kinds[0]` is the baseline the ratios are taken against.
+pub fn rounds(settings: Settings, kinds: &[Kind], mut one: impl FnMut(Kind) -> Run) -> Vec<(Kind, Vec<Run>)> {
+    let mut runs: Vec<(Kind, Vec<Run>)> = kinds.iter().map(|k| (*k, Vec::new())).collect();
     let n = runs.len();
     for round in 0..settings.rounds as usize {
         for i in 0..n {

@@ -257,6 +257,8 @@ pub fn kube_cache(report: &mut Report) {
                 owner: Some(("ReplicaSet".into(), format!("service-{}-7d9f8c6b5", i % 1000))),
                 host_network: false,
                 ips: vec![ip(i), IpAddr::from([0xfd00, 0, 0, 0, 0, 0, (i >> 16) as u16, i as u16])],
+                node: format!("node-{}", i % 100),
+                ready: true,
             },
             1,
         );

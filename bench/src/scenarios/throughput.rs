@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{Run, Settings, Traffic, judge_noise, mean, median, median_figures, rounds, run_one};
 use crate::{
+    contender::Kind,
     load::{Drain, SMALL_PAYLOAD, blast, ports, sinks},
     report::{Report, num},
 };
@@ -54,7 +55,7 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
     // Read everything: no packet is dropped, so the drop program has nothing
     // to do (the figure "drop program runs" shows it).
     let drain = Drain::start(sinks(&receiver.ns, &targets));
-    let all = rounds(settings, |kind| {
+    let all = rounds(settings, &Kind::ALL, |kind| {
         run_one(kind, node, &[], || {
             let (sent, elapsed) = blast(&sender.ns, targets.clone(), 1, SMALL_PAYLOAD, settings.run, u64::MAX);
             Traffic {
@@ -66,6 +67,7 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
     });
     drain.stop();
     let baseline = median(&all[0].1, |r| Some(r.delivered_pps())).unwrap_or(1.0);
+    report.note(UDP, crate::contender::netobserv::CONFIGURATION.to_owned());
     judge_noise(report, UDP, &all, |r| Some(r.delivered_pps()));
     for (kind, runs) in &all {
         let pps: Vec<f64> = runs.iter().map(Run::delivered_pps).collect();
@@ -127,7 +129,7 @@ fn iperf3_client(node: &Node, duration: Duration) -> Traffic {
 
 pub fn tcp_bulk(node: &Node, settings: Settings, report: &mut Report) {
     let mut server = iperf3_server(node);
-    let all = rounds(settings, |kind| {
+    let all = rounds(settings, &Kind::ALL, |kind| {
         run_one(kind, node, &[], || iperf3_client(node, settings.run))
     });
     let _ = server.kill();

@@ -2,7 +2,7 @@
 
 use std::{net::Ipv4Addr, path::Path};
 
-use super::{CLUSTER_CIDR, POD_CIDR, SERVICE_CIDR};
+use super::{CLUSTER_CIDR, SERVICE_CIDR};
 
 pub fn apiserver_args(bin: &Path, node_ip: Ipv4Addr, pki: &dyn Fn(&str) -> String) -> Vec<String> {
     let mut args = vec![bin.display().to_string()];
@@ -66,18 +66,22 @@ fn component(bin: &Path, kubeconfig: &str) -> Vec<String> {
     ]
 }
 
-/// The CNI bridge plugin on `cni0`, addresses from host-local.
-pub fn cni(dir: &Path) -> String {
+/// The CNI bridge plugin on `cni0`, addresses from host-local in the
+/// node's pod CIDR (`10.244.N.0/24`, its gateway `.1`). No masquerade:
+/// pods on other nodes see each other's own addresses, as with a real CNI.
+pub fn cni(dir: &Path, pod_cidr: &str) -> String {
+    let net = pod_cidr.split('/').next().expect("a CIDR");
+    let gateway = format!("{}.1", net.rsplit_once('.').expect("an IPv4 CIDR").0);
     format!(
         r#"{{
   "cniVersion": "1.0.0",
   "name": "hubcap-test-pods",
   "plugins": [
     {{
-      "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+      "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
       "ipam": {{
         "type": "host-local",
-        "ranges": [[{{"subnet": "{POD_CIDR}", "gateway": "10.244.0.1"}}]],
+        "ranges": [[{{"subnet": "{pod_cidr}", "gateway": "{gateway}"}}]],
         "routes": [{{"dst": "0.0.0.0/0"}}],
         "dataDir": "{ipam}"
       }}

@@ -11,6 +11,12 @@
 //! command a new mount namespace and a fresh `/sys` without cgroups, and
 //! the kubelet's volume mounts must be visible to containerd; so all node
 //! daemons share one persistent mount namespace, entered with `nsenter`.
+//!
+//! A second node ([`KubeNode::join`]) runs only containerd, the kubelet and
+//! kube-proxy, in namespaces of its own, joined to the first node's API
+//! server over a veth pair between the two nodes' network namespaces (no
+//! traffic through the host's): the first node routes the second's pod
+//! CIDR to it, the second routes everything through the first.
 
 mod config;
 pub mod images;
@@ -26,9 +32,10 @@ use std::{
 
 use crate::upstream::tool;
 
-/// The pods' and Services' ranges (inside the node's namespace only).
+/// The pods' and Services' ranges (inside the nodes' namespaces only);
+/// each node's pod CIDR is a /24 of the cluster's, given by the
+/// controller-manager.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
-pub const POD_CIDR: &str = "10.244.0.0/24";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 
 /// The node's daemons, in the order they start (and stop in reverse).
@@ -49,8 +56,13 @@ pub struct KubeNode {
     pub name: String,
     pub dir: PathBuf,
     pub node_ip: Ipv4Addr,
+    /// The next hop of its default route: the host for the control-plane
+    /// node, the control-plane node for a worker.
     pub host_ip: Ipv4Addr,
-    host_veth: String,
+    /// The veth in the host's namespace (the control-plane node only).
+    host_veth: Option<String>,
+    /// Runs etcd and the control plane (else joined to another's).
+    control_plane: bool,
     /// Where the node's mount namespace is bound.
     mnt: PathBuf,
     daemons: Vec<(String, std::process::Child)>,
@@ -60,34 +72,69 @@ pub struct KubeNode {
 }
 
 impl KubeNode {
-    /// Starts a node named `hckn-<id>` under `dir` and waits until pods
-    /// can be scheduled on it.
+    /// Starts a node named `hckn-<id>` under `dir`, with its own control
+    /// plane, and waits until pods can be scheduled on it.
     pub fn up(id: &str, dir: &Path) -> KubeNode {
+        Self::start_node(id, dir, None)
+    }
+
+    /// Starts a worker named `hckn-<id>` under `dir`, joined to `plane`'s
+    /// API server, and waits until pods can be scheduled on it.
+    pub fn join(id: &str, dir: &Path, plane: &KubeNode) -> KubeNode {
+        Self::start_node(id, dir, Some(plane))
+    }
+
+    fn start_node(id: &str, dir: &Path, plane: Option<&KubeNode>) -> KubeNode {
         let started = Instant::now();
-        let octet = 1 + id
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-            % 250;
-        let name = format!("hckn-{id}");
+        // The control plane's host link is 10.78.N.0/24; a worker's link to
+        // it is 10.79.N.0/24 with N of the control plane.
+        let octet = |id: &str| {
+            (1 + id
+                .bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+                % 250) as u8
+        };
+        let (node_ip, host_ip) = match plane {
+            None => (Ipv4Addr::new(10, 78, octet(id), 2), Ipv4Addr::new(10, 78, octet(id), 1)),
+            Some(plane) => {
+                let n = plane.node_ip.octets()[2];
+                (Ipv4Addr::new(10, 79, n, 2), Ipv4Addr::new(10, 79, n, 1))
+            }
+        };
         let mut node = KubeNode {
-            host_veth: format!("hckn{id}"),
-            node_ip: Ipv4Addr::new(10, 78, octet as u8, 2),
-            host_ip: Ipv4Addr::new(10, 78, octet as u8, 1),
+            host_veth: plane.is_none().then(|| format!("hckn{id}")),
+            node_ip,
+            host_ip,
+            control_plane: plane.is_none(),
             mnt: dir.join("ns/mnt"),
-            name,
+            name: format!("hckn-{id}"),
             dir: dir.to_path_buf(),
             daemons: Vec::new(),
             own_cgroups: !Path::new("/sys/fs/cgroup/pids/k8s.io").exists(),
             down: false,
         };
         fs::create_dir_all(dir.join("logs")).expect("node dir");
-        node.network();
+        match plane {
+            None => node.network(),
+            Some(plane) => node.network_behind(plane),
+        }
         node.mount_namespace();
-        pki::write(&node);
-        node.start_control_plane();
+        match plane {
+            None => {
+                pki::write(&node);
+                node.start_control_plane();
+            }
+            Some(plane) => pki::write_worker(&node, plane),
+        }
         node.start_containerd();
         images::import_base(&node);
         node.start_kubelet_and_proxy();
+        let pod_cidr = node.pod_network();
+        if let Some(plane) = plane {
+            run(Command::new("ip")
+                .args(["-n", &plane.name, "route", "add", &pod_cidr, "via"])
+                .arg(node.node_ip.to_string()));
+        }
         node.wait_schedulable();
         eprintln!("kube node {} up in {:.1} s", node.name, started.elapsed().as_secs_f64());
         node
@@ -173,28 +220,20 @@ impl KubeNode {
         images::load_from_podman(self, tag);
     }
 
+    /// The control-plane node: a veth to the host, its default route.
     fn network(&self) {
         let ns = &self.name;
+        let host_veth = self.host_veth.as_deref().expect("the control plane's host veth");
         let node_cidr = format!("{}/24", self.node_ip);
         let host_cidr = format!("{}/24", self.host_ip);
         let host_ip = self.host_ip.to_string();
         let steps: Vec<Vec<&str>> = vec![
             vec!["ip", "netns", "add", ns],
             vec![
-                "ip",
-                "link",
-                "add",
-                &self.host_veth,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns,
+                "ip", "link", "add", host_veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
             ],
-            vec!["ip", "addr", "add", &host_cidr, "dev", &self.host_veth],
-            vec!["ip", "link", "set", &self.host_veth, "up"],
+            vec!["ip", "addr", "add", &host_cidr, "dev", host_veth],
+            vec!["ip", "link", "set", host_veth, "up"],
             vec!["ip", "-n", ns, "link", "set", "lo", "up"],
             vec!["ip", "-n", ns, "addr", "add", &node_cidr, "dev", "eth0"],
             vec!["ip", "-n", ns, "link", "set", "eth0", "up"],
@@ -203,6 +242,50 @@ impl KubeNode {
         for step in steps {
             run(Command::new(step[0]).args(&step[1..]));
         }
+        self.forwarding();
+    }
+
+    /// A worker: a veth pair straight between its namespace (`eth0`) and
+    /// the control-plane node's, its default route through that node.
+    fn network_behind(&self, plane: &KubeNode) {
+        let ns = &self.name;
+        let link = format!("w{}", &ns["hckn-".len()..]);
+        let link = &link[..link.len().min(15)];
+        let (node_cidr, plane_cidr) = (format!("{}/24", self.node_ip), format!("{}/24", self.host_ip));
+        let plane_ip = self.host_ip.to_string();
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["ip", "netns", "add", ns],
+            vec![
+                "ip",
+                "-n",
+                &plane.name,
+                "link",
+                "add",
+                link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            ],
+            vec!["ip", "-n", &plane.name, "addr", "add", &plane_cidr, "dev", link],
+            vec!["ip", "-n", &plane.name, "link", "set", link, "up"],
+            vec!["ip", "-n", ns, "link", "set", "lo", "up"],
+            vec!["ip", "-n", ns, "addr", "add", &node_cidr, "dev", "eth0"],
+            vec!["ip", "-n", ns, "link", "set", "eth0", "up"],
+            vec!["ip", "-n", ns, "route", "add", "default", "via", &plane_ip],
+        ];
+        for step in steps {
+            run(Command::new(step[0]).args(&step[1..]));
+        }
+        self.forwarding();
+    }
+
+    /// Routing and bridged traffic through iptables (kube-proxy's rules).
+    fn forwarding(&self) {
+        let ns = &self.name;
         let _ = Command::new("modprobe").arg("br_netfilter").status();
         run(Command::new("ip")
             .args(["netns", "exec", ns, "sysctl", "-q", "-w"])
@@ -307,7 +390,6 @@ impl KubeNode {
         fs::create_dir_all(&dir).expect("containerd dir");
         let cni = self.state().join("cni");
         fs::create_dir_all(cni.join("net.d")).expect("cni dir");
-        fs::write(cni.join("net.d/10-hubcap-test.conflist"), config::cni(&cni)).expect("cni");
         fs::write(dir.join("config.toml"), config::containerd(&dir, &cni)).expect("containerd config");
         self.start(
             "containerd",
@@ -357,8 +439,23 @@ impl KubeNode {
         );
     }
 
-    /// Ready, with a pod CIDR, the `default` ServiceAccount and the root
-    /// CA ConfigMap (the controller-manager's node IPAM waits 10 s first).
+    /// Waits for the node's pod CIDR (the controller-manager's node IPAM
+    /// gives it, 10 s after it starts) and writes the CNI configuration for
+    /// it, which containerd picks up and the node becomes Ready with.
+    fn pod_network(&self) -> String {
+        let name = self.name.clone();
+        let cidr = || {
+            let out = self.kubectl(&["get", "node", &name, "-o", "jsonpath={.spec.podCIDR}"]);
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        self.wait("a pod CIDR", Duration::from_secs(120), |_| !cidr().is_empty());
+        let pod_cidr = cidr();
+        let dir = self.state().join("cni");
+        fs::write(dir.join("net.d/10-hubcap-test.conflist"), config::cni(&dir, &pod_cidr)).expect("cni");
+        pod_cidr
+    }
+
+    /// Ready, the `default` ServiceAccount and the root CA ConfigMap.
     fn wait_schedulable(&self) {
         let name = self.name.clone();
         self.wait("the node Ready", Duration::from_secs(120), |n| {
@@ -371,11 +468,6 @@ impl KubeNode {
             ])
             .stdout
                 == b"True"
-        });
-        self.wait("a pod CIDR", Duration::from_secs(120), |n| {
-            !n.kubectl(&["get", "node", &name, "-o", "jsonpath={.spec.podCIDR}"])
-                .stdout
-                .is_empty()
         });
         self.wait("the default ServiceAccount", Duration::from_secs(120), |n| {
             n.kubectl(&["-n", "default", "get", "serviceaccount", "default"])
@@ -434,8 +526,49 @@ impl KubeNode {
                 std::thread::sleep(Duration::from_millis(300));
             }
         }
+        let worker_with_kubelet = !self.control_plane && self.daemons.iter().any(|(n, _)| n == "kubelet");
+        let on_this_node = format!("spec.nodeName={}", self.name);
+        let delete_pods = |n: &KubeNode, how: &[&str]| {
+            let mut args = vec![
+                "delete",
+                "pods",
+                "-A",
+                "--field-selector",
+                &on_this_node,
+                "--request-timeout=5s",
+            ];
+            args.extend(how);
+            n.kubectl(&args)
+        };
+        if worker_with_kubelet {
+            // Its pods go while its kubelet can still confirm it.
+            let _ = delete_pods(self, &["--grace-period=1", "--wait=false"]);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline
+                && self
+                    .kubectl(&[
+                        "get",
+                        "pods",
+                        "-A",
+                        "--field-selector",
+                        &on_this_node,
+                        "--no-headers",
+                        "--request-timeout=5s",
+                    ])
+                    .stdout
+                    .iter()
+                    .any(|b| !b.is_ascii_whitespace())
+            {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
         self.stop_daemon("kube-proxy");
         self.stop_daemon("kubelet");
+        if worker_with_kubelet {
+            // Gone from the cluster, with whatever a DaemonSet put back.
+            let _ = self.kubectl(&["delete", "node", &self.name, "--wait=false", "--request-timeout=5s"]);
+            let _ = delete_pods(self, &["--force", "--grace-period=0"]);
+        }
         self.remove_containers();
         self.stop_daemon("containerd");
         // Shims and container processes outlive containerd; they are in
@@ -462,10 +595,13 @@ impl KubeNode {
             }
         }
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_veth])
-            .stderr(Stdio::null())
-            .status();
+        // A worker's link to the control plane went with its namespace.
+        if let Some(veth) = &self.host_veth {
+            let _ = Command::new("ip")
+                .args(["link", "del", veth])
+                .stderr(Stdio::null())
+                .status();
+        }
         if self.own_cgroups {
             remove_cgroups();
         }

@@ -8,7 +8,11 @@ use hubcap_tests::upstream::tool;
 
 use crate::{
     counts::packet_and_byte_counts_equal_the_pods_veths,
-    fixture::{Attached, NodeRun, RELEASE, attached, chart, client_get, helm, port_forward, port_forward_to, values},
+    fixture::{
+        Attached, NodeRun, RELEASE, attached, chart, client_get, helm, port_forward, port_forward_to, try_attached,
+        values,
+    },
+    two_nodes,
 };
 
 type Case = (&'static str, fn(&NodeRun));
@@ -29,6 +33,10 @@ pub const CASES: &[Case] = &[
     (
         "the_stored_log_names_client_web_and_the_service",
         the_stored_log_names_client_web_and_the_service,
+    ),
+    (
+        "a_pod_on_the_host_network_is_the_host",
+        a_pod_on_the_host_network_is_the_host,
     ),
     (
         "hubble_status_and_observe_through_port_forward",
@@ -58,6 +66,18 @@ pub const CASES: &[Case] = &[
     (
         "relay_serves_the_nodes_flows_over_mutual_tls",
         relay_serves_the_nodes_flows_over_mutual_tls,
+    ),
+    (
+        "relay_lists_only_the_nodes_where_hubcap_runs",
+        two_nodes::relay_lists_only_the_nodes_where_hubcap_runs,
+    ),
+    (
+        "relay_shows_both_nodes_once_hubcap_runs_on_the_second",
+        two_nodes::relay_shows_both_nodes_once_hubcap_runs_on_the_second,
+    ),
+    (
+        "cross_node_traffic_is_named_on_both_nodes",
+        two_nodes::cross_node_traffic_is_named_on_both_nodes,
     ),
     (
         "helm_uninstall_leaves_nothing_attached",
@@ -127,6 +147,36 @@ fn the_stored_log_names_client_web_and_the_service(run: &NodeRun) {
     }
 }
 
+/// Its call to the Service reaches a web pod from the node's own address
+/// (kube-proxy masquerades it to the bridge's): the host, as Cilium names
+/// it, with the web pod and the Service on the other side.
+fn a_pod_on_the_host_network_is_the_host(run: &NodeRun) {
+    let records = run.stored();
+    let from_host: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["flow"]["source"]["labels"] == serde_json::json!(["reserved:host"]))
+        .filter(|r| r["flow"]["l4"]["TCP"]["destination_port"] == 8080)
+        .collect();
+    assert!(!from_host.is_empty(), "no record from the host to web: {records:#?}");
+    for record in from_host {
+        let flow = &record["flow"];
+        assert_eq!(flow["source"]["identity"], 1, "{flow:#}");
+        let source = flow["IP"]["source"].as_str().unwrap_or_default();
+        assert!(
+            source == "10.244.0.1" || source == run.node.node_ip.to_string(),
+            "not the node's bridge or own address: {flow:#}"
+        );
+        assert!(
+            flow["destination"]["pod_name"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("web-"),
+            "{flow:#}"
+        );
+        assert_eq!(flow["destination_service"]["name"], "web", "{flow:#}");
+    }
+}
+
 /// Captured interfaces as hubcap's metric says.
 fn captured_interfaces(run: &NodeRun) -> usize {
     let metrics = run.metrics_through_the_service();
@@ -155,7 +205,7 @@ fn assert_one_set(run: &NodeRun) {
 
 /// The real hubble CLI against `localhost:port`: whether it succeeded,
 /// and what it printed (standard output, then errors).
-fn hubble_at(port: u16, args: &[&str]) -> (bool, String) {
+pub fn hubble_at(port: u16, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(tool("hubble"))
         .args(args)
         .args(["--server", &format!("localhost:{port}")])
@@ -243,20 +293,33 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 fn a_killed_container_is_restarted_with_one_set_attached(run: &NodeRun) {
     let pid = run.agent_pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    run.wait_ready(1);
+    let restarted = std::sync::atomic::AtomicBool::new(false);
+    let gap = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| longest_time_detached(&restarted));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        run.wait_ready(1);
+        restarted.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().expect("the watcher")
+    });
+    eprintln!(
+        "SIGKILL: the kubelet restarted hubcap; no program attached for {:.1} s",
+        gap.as_secs_f64()
+    );
     assert_ne!(run.agent_pid(), pid);
     assert_one_set(run);
 }
 
 /// The upgrade most users make next: Hubble Relay, with the agents on
-/// every address behind mutual TLS from certificates the chart makes.
-const WITH_RELAY: &str = r#"{
+/// every address behind mutual TLS from certificates the chart makes; the
+/// agents only on nodes labelled for them (a node without one shows that
+/// Relay lists only nodes where hubcap runs).
+pub const WITH_RELAY: &str = r#"{
   "image": {"pullPolicy": "Never"},
+  "nodeSelector": {"hubcap-test/agent": "on"},
   "grpc": {"listen": ":4244", "tls": {"secretName": "hubble-server-certs", "generate": true}, "peerService": {"enabled": true}},
   "relay": {"enabled": true, "image": {"pullPolicy": "Never"}}
 }"#;
@@ -265,13 +328,55 @@ fn helm_upgrade_rolls_the_pod_with_one_set_attached(run: &NodeRun) {
     let before = run.agent_pod()["metadata"]["name"].as_str().unwrap().to_owned();
     let kubeconfig = run.node.kubeconfig().display().to_string();
     hubcap_tests::kube_node::images::load_relay(&run.node);
-    helm(&["upgrade", &chart(), RELEASE, RELEASE, &kubeconfig, WITH_RELAY]);
-    run.node.wait("the rolled pod", Duration::from_secs(120), |_| {
-        let pod = run.agent_pod();
-        pod["metadata"]["name"] != before.as_str() && pod["status"]["containerStatuses"][0]["ready"] == true
+    run.node
+        .kubectl_ok(&["label", "node", &run.node.name, "hubcap-test/agent=on"]);
+    // Whether hubcap's programs are attached, every 100 ms through the roll.
+    let rolled = std::sync::atomic::AtomicBool::new(false);
+    let (gap, roll) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| longest_time_detached(&rolled));
+        let started = std::time::Instant::now();
+        helm(&["upgrade", &chart(), RELEASE, RELEASE, &kubeconfig, WITH_RELAY]);
+        run.node.wait("the rolled pod", Duration::from_secs(120), |_| {
+            let pod = run.agent_pod();
+            pod["metadata"]["name"] != before.as_str() && pod["status"]["containerStatuses"][0]["ready"] == true
+        });
+        let roll = started.elapsed();
+        rolled.store(true, std::sync::atomic::Ordering::Relaxed);
+        (watcher.join().expect("the watcher"), roll)
     });
+    eprintln!(
+        "helm upgrade: the pod rolled in {:.1} s (upgrade to the new pod Ready); no program attached for {:.1} s",
+        roll.as_secs_f64(),
+        gap.as_secs_f64()
+    );
+    assert!(gap > Duration::ZERO, "the roll never detached the old programs");
+    assert!(gap < roll, "a gap of {gap:?} is longer than the roll ({roll:?})");
     run.wait_ready(0);
     assert_one_set(run);
+}
+
+/// The longest stretch without any of hubcap's tcx links, until `done`.
+fn longest_time_detached(done: &std::sync::atomic::AtomicBool) -> Duration {
+    let (mut longest, mut since) = (Duration::ZERO, None);
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let now = std::time::Instant::now();
+        // A listing cut short by the roll itself is no sample.
+        let Ok(now_attached) = try_attached() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        match (now_attached.tcx_links, since) {
+            (0, None) => since = Some(now),
+            (0, Some(_)) => {}
+            (_, Some(at)) => {
+                longest = longest.max(now - at);
+                since = None;
+            }
+            (_, None) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    longest
 }
 
 fn relay_serves_the_nodes_flows_over_mutual_tls(run: &NodeRun) {
@@ -294,14 +399,19 @@ fn relay_serves_the_nodes_flows_over_mutual_tls(run: &NodeRun) {
     let (_, nodes) = hubble(&["list", "nodes"]);
     assert_eq!(nodes.lines().filter(|l| l.contains("Connected")).count(), 1, "{nodes}");
     client_get(&run.node, &format!("http://{}/", run.service_ip));
-    let (ok, flows) = hubble(&["observe", "--last", "200", "--pod", "default/client", "-o", "jsonpb"]);
-    assert!(ok, "{flows}");
-    let from_node = flows
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|f| f["flow"]["node_name"] == run.node.name.as_str())
-        .count();
-    assert!(from_node > 0, "no flow of the node through Relay:\n{flows}");
+    // The client's flows reach the Observer at the next report (5 s).
+    let from_node = || {
+        let (ok, flows) = hubble(&["observe", "--last", "200", "--pod", "default/client", "-o", "jsonpb"]);
+        assert!(ok, "{flows}");
+        flows
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|f| f["flow"]["node_name"] == run.node.name.as_str())
+    };
+    run.node
+        .wait("the node's flows through Relay", Duration::from_secs(20), |_| {
+            from_node()
+        });
     // Another upgrade keeps the generated certificates.
     let certificate = || {
         run.node.kubectl_ok(&[
@@ -338,13 +448,38 @@ fn helm_uninstall_leaves_nothing_attached(run: &NodeRun) {
                 drop_links: 0,
             }
     });
-    assert!(run.node.pids_named("hubcap").is_empty());
-    let pins = run.node.command("ls").args(["-A", "/sys/fs/bpf"]).output().expect("ls");
-    let pins = String::from_utf8_lossy(&pins.stdout).into_owned();
-    // maps.debug and progs.debug are the kernel's own (bpf_preload).
-    let left: Vec<&str> = pins
-        .lines()
-        .filter(|p| !["maps.debug", "progs.debug"].contains(p))
-        .collect();
-    assert!(left.is_empty(), "pins left in the node's bpffs: {left:?}");
+    // On every node: no process, no pin, no socket.
+    for node in std::iter::once(&run.node).chain(run.worker.get()) {
+        assert!(
+            node.pids_named("hubcap").is_empty(),
+            "hubcap still runs on {}",
+            node.name
+        );
+        let pins = node.command("ls").args(["-A", "/sys/fs/bpf"]).output().expect("ls");
+        let pins = String::from_utf8_lossy(&pins.stdout).into_owned();
+        // maps.debug and progs.debug are the kernel's own (bpf_preload).
+        let left: Vec<&str> = pins
+            .lines()
+            .filter(|p| !["maps.debug", "progs.debug"].contains(p))
+            .collect();
+        assert!(left.is_empty(), "pins left in {}'s bpffs: {left:?}", node.name);
+        let sockets = node
+            .command("ss")
+            .args(["-Hlnp", "-A", "inet,unix"])
+            .output()
+            .expect("ss");
+        let sockets = String::from_utf8_lossy(&sockets.stdout).into_owned();
+        let ours: Vec<&str> = sockets
+            .lines()
+            .filter(|l| {
+                l.contains("((\"hubcap\"") || l.contains("hubble.sock") || l.contains(":4244 ") || l.contains(":9965 ")
+            })
+            .collect();
+        assert!(ours.is_empty(), "sockets left on {}: {ours:?}", node.name);
+        let socket_file = node.command("ls").arg(HUBBLE_SOCKET).output().expect("ls");
+        assert!(!socket_file.status.success(), "{HUBBLE_SOCKET} left on {}", node.name);
+    }
 }
+
+/// The chart's default `grpc.socket` on the node.
+const HUBBLE_SOCKET: &str = "/var/run/hubcap/hubble.sock";

@@ -19,6 +19,9 @@ pub const RELEASE: &str = "hubcap";
 pub const STORED_LOG: &str = "log/acns/hubble/events.log";
 
 pub struct NodeRun {
+    /// The second node, once a case has joined it (first field: dropped,
+    /// leaving the cluster, before the control-plane node goes).
+    pub worker: std::sync::OnceLock<KubeNode>,
     pub node: KubeNode,
     /// How long from `helm install` to the pod's readiness.
     pub ready_after: Duration,
@@ -83,6 +86,18 @@ spec:
     imagePullPolicy: Never
     command: ["sleep", "3600"]
 ---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-host, namespace: default, labels: {app: on-host}}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: on-host
+    image: localhost/busybox:hubcap-test
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+---
 apiVersion: acn.azure.com/v1alpha1
 kind: RetinaNetworkFlowLog
 metadata: {name: default-pods}
@@ -109,7 +124,13 @@ impl NodeRun {
         let ready_after = installing.elapsed();
         node.apply(WORKLOAD);
         node.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
-        node.kubectl_ok(&["wait", "--for=condition=Ready", "pod/client", "--timeout=120s"]);
+        node.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod/client",
+            "pod/on-host",
+            "--timeout=120s",
+        ]);
         let pod_ips = |selector: &str| -> Vec<String> {
             let out = node.kubectl_ok(&["get", "pods", "-l", selector, "-o", "jsonpath={.items[*].status.podIP}"]);
             out.split_whitespace().map(str::to_owned).collect()
@@ -122,9 +143,23 @@ impl NodeRun {
         let responses = (0..4)
             .map(|_| client_get(&node, &format!("http://{service_ip}/")))
             .collect();
+        // The pod on the host network calls the Service too.
+        node.kubectl_ok(&[
+            "exec",
+            "on-host",
+            "--",
+            "timeout",
+            "5",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{service_ip}/"),
+        ]);
         // Written at the next report (5 s by default) or when the flows end.
         std::thread::sleep(Duration::from_secs(7));
         NodeRun {
+            worker: std::sync::OnceLock::new(),
             node,
             ready_after,
             client_ip,
@@ -134,8 +169,13 @@ impl NodeRun {
         }
     }
 
-    /// The hubcap pod, as the API server has it.
+    /// The hubcap pod on the first node, as the API server has it.
     pub fn agent_pod(&self) -> Value {
+        self.agent_pod_on(&self.node.name)
+    }
+
+    /// The hubcap pod on node `name`.
+    pub fn agent_pod_on(&self, name: &str) -> Value {
         let out = self.node.kubectl_ok(&[
             "-n",
             RELEASE,
@@ -143,6 +183,8 @@ impl NodeRun {
             "pods",
             "-l",
             "app.kubernetes.io/name=hubcap",
+            "--field-selector",
+            &format!("spec.nodeName={name}"),
             "-o",
             "json",
         ]);
@@ -154,12 +196,17 @@ impl NodeRun {
         self.node.kubectl_ok(&["-n", RELEASE, "logs", "daemonset/hubcap"])
     }
 
-    /// The stored log's records (the hostPath on the node).
+    /// The first node's stored log's records (the hostPath on the node).
     pub fn stored(&self) -> Vec<Value> {
-        let path = self.node.state().join("var").join(STORED_LOG);
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        stored_on(&self.node)
     }
+}
+
+/// `node`'s stored log's records.
+pub fn stored_on(node: &KubeNode) -> Vec<Value> {
+    let path = node.state().join("var").join(STORED_LOG);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 /// hubcap's programs and links in the kernel (bpftool; this bpftool
@@ -175,17 +222,21 @@ pub struct Attached {
 }
 
 pub fn attached() -> Attached {
-    let json = |args: &[&str]| -> Vec<Value> {
-        // A bpftool that fails must not read as "nothing attached".
+    // A bpftool that fails must not read as "nothing attached".
+    try_attached().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What is attached, or why bpftool could not say: it fails when a program
+/// or link goes while it lists them (a pod rolling).
+pub fn try_attached() -> Result<Attached, String> {
+    let json = |args: &[&str]| -> Result<Vec<Value>, String> {
         let out = Command::new("bpftool").args(args).output().expect("bpftool");
-        assert!(
-            out.status.success(),
-            "bpftool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: {e}"))
+        if !out.status.success() {
+            return Err(format!("bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("bpftool {args:?}: {e}"))
     };
-    let programs = json(&["-j", "prog", "show"]);
+    let programs = json(&["-j", "prog", "show"])?;
     let ours = |name: &str| -> Vec<u64> {
         programs
             .iter()
@@ -194,18 +245,18 @@ pub fn attached() -> Attached {
             .collect()
     };
     let (ingress, egress, drop) = (ours("hubcap_ingress"), ours("hubcap_egress"), ours("hubcap_kfree_skb"));
-    let links = json(&["-j", "link", "show"]);
+    let links = json(&["-j", "link", "show"])?;
     let linked = |ids: &[u64]| {
         links
             .iter()
             .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
             .count()
     };
-    Attached {
+    Ok(Attached {
         ingress_programs: ingress.len(),
         tcx_links: linked(&ingress) + linked(&egress),
         drop_links: linked(&drop),
-    }
+    })
 }
 
 /// A free TCP port on the host's loopback.

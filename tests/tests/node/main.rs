@@ -8,6 +8,7 @@
 mod cases;
 mod counts;
 mod fixture;
+mod two_nodes;
 
 use fixture::NodeRun;
 use hubcap_tests::harness::Shared;

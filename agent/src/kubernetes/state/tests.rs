@@ -11,6 +11,8 @@ fn pod(uid: &str, name: &str, ip: &str, owner: Option<(&str, &str)>) -> PodInfo 
         owner: owner.map(|(k, n)| (k.to_owned(), n.to_owned())),
         host_network: false,
         ips: vec![ip.parse().unwrap()],
+        node: "node-1".into(),
+        ready: true,
     }
 }
 
@@ -88,6 +90,13 @@ fn nodes_and_the_rest_get_reserved_identities() {
     );
     assert_eq!(at("8.8.8.8").cluster_name, "prod");
     assert_eq!(*state.own_node_labels(), ["zone=a"]);
+    // The node's bridge address is its own, not the world's; a pod's
+    // address stays the pod's.
+    state.apply_pod(pod("p", "web-1", "10.244.0.7", None), SEC);
+    state.set_local_addresses([ip("10.244.0.1"), ip("10.244.0.7")].into());
+    let at = |addr| state.endpoint_at(ip(addr), 2 * SEC);
+    assert_eq!(at("10.244.0.1").labels[0], "reserved:host");
+    assert_eq!(at("10.244.0.7").pod_name, "web-1");
 }
 
 #[test]
@@ -100,4 +109,53 @@ fn a_pod_endpoint_has_hubble_fields() {
     assert_eq!(e.labels, ["k8s:app=cart", "k8s:io.kubernetes.pod.namespace=shop"]);
     assert!(e.identity >= 256);
     assert_eq!(e.cluster_name, "default");
+}
+
+#[test]
+fn the_peer_nodes_are_those_where_the_agents_daemonset_has_a_ready_pod() {
+    let node = |addr: &str| NodeInfo {
+        ips: vec![ip(addr)],
+        labels: BTreeMap::new(),
+    };
+    let agent = |uid: &str, on: &str, ready: bool| PodInfo {
+        namespace: "hubcap".into(),
+        node: on.into(),
+        ready,
+        host_network: true,
+        ..pod(
+            uid,
+            &format!("hubcap-{uid}"),
+            "192.168.0.1",
+            Some(("DaemonSet", "hubcap")),
+        )
+    };
+    let with_nodes = |own_pod: Option<(String, String)>| {
+        let mut state = ClusterState::new("prod", "node-1").with_own_pod(own_pod);
+        for (name, addr) in [
+            ("node-1", "192.168.0.1"),
+            ("node-2", "192.168.0.2"),
+            ("node-3", "192.168.0.3"),
+        ] {
+            state.apply_node(name, node(addr));
+        }
+        state
+    };
+    let names = |state: &ClusterState| state.agent_nodes().into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+
+    // Outside a pod: every node.
+    assert_eq!(names(&with_nodes(None)), ["node-1", "node-2", "node-3"]);
+
+    let mut state = with_nodes(Some(("hubcap".into(), "hubcap-a".into())));
+    // Its own pod not listed yet: nobody else.
+    assert!(names(&state).is_empty());
+    state.apply_pod(agent("a", "node-1", true), SEC);
+    state.apply_pod(agent("b", "node-2", false), SEC);
+    // Another controller's pod on node-3 does not make it a peer.
+    state.apply_pod(pod("c", "web-1", "10.0.0.9", Some(("ReplicaSet", "web-1"))), SEC);
+    assert_eq!(state.agent_nodes(), [("node-1".to_owned(), ip("192.168.0.1"))]);
+    // node-2's agent becomes Ready.
+    state.apply_pod(agent("b", "node-2", true), 2 * SEC);
+    assert_eq!(names(&state), ["node-1", "node-2"]);
+    state.delete_pod("b", 3 * SEC);
+    assert_eq!(names(&state), ["node-1"]);
 }
