@@ -67,7 +67,7 @@ fn main() {
         "nodes {} are up (API server https://{}:6443).\n\
          \n    export KUBECONFIG={kubeconfig}\n    {} get pods -A\n\
          \nImages: localhost/hubcap:dev, localhost/busybox:hubcap-test (imagePullPolicy: Never).\n\
-         Ctrl-C removes the node.",
+         Ctrl-C removes the nodes.",
         std::iter::once(&node.name)
             .chain(workers.iter().map(|w| &w.name))
             .cloned()
