@@ -8,6 +8,7 @@ use agent_ebpf::{
     aggregate::{Hook, flow_key},
     dns_payload::dns_payload,
     parse::ParsedPacket,
+    ring_wakeup::{ring_record_bytes, wakes_reader},
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -36,7 +37,8 @@ static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map(name = "DNS_SCRATCH")]
 static DNS_SCRATCH: PerCpuArray<DnsEvent> = PerCpuArray::with_max_entries(1, 0);
 
-/// Pending bytes at which the reader is woken (as for flow events).
+/// The reader is woken each time this many more bytes are pending (as for
+/// flow events).
 const WAKEUP_BYTES: u64 = 16 * 1024;
 
 /// Copies the DNS payload of `packet` (seen at `at`), if it has one by
@@ -87,7 +89,8 @@ pub fn hand_over(ctx: &TcContext, packet: &ParsedPacket, at: &Hook) {
     }
     // SAFETY: `size` bytes of the staged event, checked just above.
     let bytes = unsafe { core::slice::from_raw_parts((event as *const DnsEvent).cast::<u8>(), size) };
-    let wake = if DNS_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+    let pending = DNS_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let wake = if wakes_reader(pending, ring_record_bytes(size as u64), WAKEUP_BYTES) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

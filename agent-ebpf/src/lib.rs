@@ -10,3 +10,4 @@
 pub mod aggregate;
 pub mod dns_payload;
 pub mod parse;
+pub mod ring_wakeup;

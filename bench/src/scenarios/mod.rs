@@ -119,8 +119,14 @@ impl Run {
 /// each round, so that drift in the machine's speed and the position in a
 /// round spread over all of them.
 /// `kinds[0]` is the baseline the ratios are taken against.
+/// `HUBCAP_BENCH_KINDS=hubcap,trivial` (names as in the report, matched by
+/// prefix) keeps only those after the baseline, for profiling one of them.
 pub fn rounds(settings: Settings, kinds: &[Kind], mut one: impl FnMut(Kind) -> Run) -> Vec<(Kind, Vec<Run>)> {
-    let mut runs: Vec<(Kind, Vec<Run>)> = kinds.iter().map(|k| (*k, Vec::new())).collect();
+    let only = std::env::var("HUBCAP_BENCH_KINDS").unwrap_or_default();
+    let wanted = |k: &Kind| {
+        only.is_empty() || *k == kinds[0] || only.split(',').any(|w| !w.is_empty() && k.name().starts_with(w))
+    };
+    let mut runs: Vec<(Kind, Vec<Run>)> = kinds.iter().filter(|k| wanted(k)).map(|k| (*k, Vec::new())).collect();
     let n = runs.len();
     for round in 0..settings.rounds as usize {
         for i in 0..n {

@@ -118,6 +118,15 @@ fn the_flow_log_resource_is_configured(run: &NodeRun) {
 fn the_stored_log_names_client_web_and_the_service(run: &NodeRun) {
     let records = run.stored();
     assert!(!records.is_empty(), "nothing stored");
+    // Exactly what the resource selects: from or to a pod in `default`
+    // (not the agent's, Relay's or the API server's own traffic).
+    for record in &records {
+        let flow = &record["flow"];
+        assert!(
+            flow["source"]["namespace"] == "default" || flow["destination"]["namespace"] == "default",
+            "stored but not selected: {flow:#}"
+        );
+    }
     let from_client: Vec<&Value> = records
         .iter()
         .filter(|r| r["flow"]["IP"]["source"] == run.client_ip.as_str())
