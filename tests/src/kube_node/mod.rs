@@ -222,63 +222,48 @@ impl KubeNode {
 
     /// The control-plane node: a veth to the host, its default route.
     fn network(&self) {
-        let ns = &self.name;
         let host_veth = self.host_veth.as_deref().expect("the control plane's host veth");
-        let node_cidr = format!("{}/24", self.node_ip);
-        let host_cidr = format!("{}/24", self.host_ip);
-        let host_ip = self.host_ip.to_string();
-        let steps: Vec<Vec<&str>> = vec![
-            vec!["ip", "netns", "add", ns],
-            vec![
-                "ip", "link", "add", host_veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
-            ],
-            vec!["ip", "addr", "add", &host_cidr, "dev", host_veth],
-            vec!["ip", "link", "set", host_veth, "up"],
-            vec!["ip", "-n", ns, "link", "set", "lo", "up"],
-            vec!["ip", "-n", ns, "addr", "add", &node_cidr, "dev", "eth0"],
-            vec!["ip", "-n", ns, "link", "set", "eth0", "up"],
-            vec!["ip", "-n", ns, "route", "add", "default", "via", &host_ip],
-        ];
-        for step in steps {
-            run(Command::new(step[0]).args(&step[1..]));
-        }
-        self.forwarding();
+        self.link_to(None, host_veth);
     }
 
     /// A worker: a veth pair straight between its namespace (`eth0`) and
     /// the control-plane node's, its default route through that node.
     fn network_behind(&self, plane: &KubeNode) {
+        let link = format!("w{}", &self.name["hckn-".len()..]);
+        self.link_to(Some(&plane.name), &link[..link.len().min(15)]);
+    }
+
+    /// The node's namespace, its `eth0` (the node IP) a veth to `outer` in
+    /// the namespace `outer_ns` (the host's when `None`), which has the
+    /// node's next hop (`host_ip`) and is its default route.
+    fn link_to(&self, outer_ns: Option<&str>, outer: &str) {
         let ns = &self.name;
-        let link = format!("w{}", &ns["hckn-".len()..]);
-        let link = &link[..link.len().min(15)];
-        let (node_cidr, plane_cidr) = (format!("{}/24", self.node_ip), format!("{}/24", self.host_ip));
-        let plane_ip = self.host_ip.to_string();
-        let steps: Vec<Vec<&str>> = vec![
-            vec!["ip", "netns", "add", ns],
-            vec![
-                "ip",
-                "-n",
-                &plane.name,
-                "link",
-                "add",
-                link,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns,
-            ],
-            vec!["ip", "-n", &plane.name, "addr", "add", &plane_cidr, "dev", link],
-            vec!["ip", "-n", &plane.name, "link", "set", link, "up"],
-            vec!["ip", "-n", ns, "link", "set", "lo", "up"],
-            vec!["ip", "-n", ns, "addr", "add", &node_cidr, "dev", "eth0"],
-            vec!["ip", "-n", ns, "link", "set", "eth0", "up"],
-            vec!["ip", "-n", ns, "route", "add", "default", "via", &plane_ip],
+        let (node_cidr, outer_cidr) = (format!("{}/24", self.node_ip), format!("{}/24", self.host_ip));
+        let next_hop = self.host_ip.to_string();
+        let on_outer = |args: &[&str]| -> Vec<String> {
+            let mut step = vec!["ip".to_owned()];
+            if let Some(outer_ns) = outer_ns {
+                step.extend(["-n".to_owned(), outer_ns.to_owned()]);
+            }
+            step.extend(args.iter().map(|a| (*a).to_owned()));
+            step
+        };
+        let on_node =
+            |args: &[&str]| -> Vec<String> { ["ip", "-n", ns].iter().chain(args).map(|a| (*a).to_owned()).collect() };
+        let steps = [
+            vec!["ip".to_owned(), "netns".to_owned(), "add".to_owned(), ns.clone()],
+            on_outer(&[
+                "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ]),
+            on_outer(&["addr", "add", &outer_cidr, "dev", outer]),
+            on_outer(&["link", "set", outer, "up"]),
+            on_node(&["link", "set", "lo", "up"]),
+            on_node(&["addr", "add", &node_cidr, "dev", "eth0"]),
+            on_node(&["link", "set", "eth0", "up"]),
+            on_node(&["route", "add", "default", "via", &next_hop]),
         ];
         for step in steps {
-            run(Command::new(step[0]).args(&step[1..]));
+            run(Command::new(&step[0]).args(&step[1..]));
         }
         self.forwarding();
     }

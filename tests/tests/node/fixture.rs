@@ -41,7 +41,18 @@ pub use hubcap_tests::helm::chart;
 
 /// What GET `url` returns to the client pod (busybox wget, 5 s at most).
 pub fn client_get(node: &KubeNode, url: &str) -> String {
-    node.kubectl_ok(&["exec", "client", "--", "timeout", "5", "wget", "-q", "-O", "-", url])
+    let out = get_from(node, "client", url);
+    assert!(
+        out.status.success(),
+        "GET {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// GET `url` from `pod` (busybox wget, 5 s at most), as kubectl exec ends.
+pub fn get_from(node: &KubeNode, pod: &str, url: &str) -> std::process::Output {
+    node.kubectl(&["exec", pod, "--", "timeout", "5", "wget", "-q", "-O", "-", url])
 }
 
 /// The chart's defaults but for the pull policy: the image is only in
@@ -144,18 +155,8 @@ impl NodeRun {
             .map(|_| client_get(&node, &format!("http://{service_ip}/")))
             .collect();
         // The pod on the host network calls the Service too.
-        node.kubectl_ok(&[
-            "exec",
-            "on-host",
-            "--",
-            "timeout",
-            "5",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{service_ip}/"),
-        ]);
+        let on_host = get_from(&node, "on-host", &format!("http://{service_ip}/"));
+        assert!(on_host.status.success(), "{}", String::from_utf8_lossy(&on_host.stderr));
         // Written at the next report (5 s by default) or when the flows end.
         std::thread::sleep(Duration::from_secs(7));
         NodeRun {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::{
     cases::hubble_at,
-    fixture::{IMAGE, NodeRun, RELEASE, client_get, port_forward_to, stored_on},
+    fixture::{IMAGE, NodeRun, RELEASE, client_get, get_from, port_forward_to, stored_on},
 };
 
 /// The worker, joined on first use.
@@ -119,18 +119,7 @@ pub fn cross_node_traffic_is_named_on_both_nodes(run: &NodeRun) {
     );
     for _ in 0..3 {
         // busybox httpd answers 404 for a missing index: any answer is one.
-        let _ = run.node.kubectl(&[
-            "exec",
-            "client",
-            "--",
-            "timeout",
-            "5",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{far_ip}:8080/"),
-        ]);
+        let _ = get_from(&run.node, "client", &format!("http://{far_ip}:8080/"));
     }
     client_get(&run.node, &format!("http://{}/", run.service_ip));
     let named = |records: &[Value]| -> Vec<Value> {
