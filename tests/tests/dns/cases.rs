@@ -154,9 +154,13 @@ fn latency_is_within_digs_query_time(run: &DnsRun) {
             .unwrap();
         let dig_ms = run.dig(question).query_time_ms.expect("dig's query time");
         // dig times from its socket, hubcap between the two packets on the
-        // veths: never longer, and dig rounds down to whole milliseconds.
+        // veths, and dig rounds down to whole milliseconds. A veth delivers
+        // inside the sender's send(): the query can be on the veth before
+        // dig's clock starts, by as long as that call takes on a loaded
+        // machine (seen: 1.19 ms against dig's 0 ms under CI), hence 1 ms
+        // more.
         assert!(
-            latency > 0 && latency < (dig_ms + 1) * 1_000_000,
+            latency > 0 && latency < (dig_ms + 2) * 1_000_000,
             "{question:?}: {latency} ns, dig {dig_ms} ms"
         );
         assert!(request["l7"].get("latency_ns").is_none(), "{request}");
