@@ -4,8 +4,10 @@
 //! laid out without implicit padding, so both sides read the same bytes.
 #![no_std]
 
-/// Name of the kernel flow map (`HashMap<FlowKey, FlowStats>`).
+/// Name of the kernel flow map of IPv6 flows (`HashMap<FlowKey, FlowStats>`).
 pub const FLOWS_MAP: &str = "FLOWS";
+/// Name of the kernel flow map of IPv4 flows (`HashMap<FlowKey4, FlowStats>`).
+pub const FLOWS4_MAP: &str = "FLOWS4";
 /// Name of the ring buffer carrying [`FlowEvent`]s.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the ring buffer carrying DNS messages ([`DnsEvent`]s, each cut
@@ -143,6 +145,63 @@ impl FlowKey {
         } else {
             core::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
         }
+    }
+}
+
+/// An IPv4 [`FlowKey`] as the IPv4 flow map keeps it: the same fields
+/// without the 24 address bytes IPv4 leaves zero.
+///
+/// Half the bytes to hash and compare on every packet, and a kernel map
+/// element of 128 bytes (two cache lines, the kmalloc-128 cache) in place
+/// of 152 (kmalloc-192, three lines): what a new flow's first packet
+/// writes, and what a million flows hold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey4 {
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub ifindex: u32,
+    pub protocol: u8,
+    pub hook: u8,
+    pub _pad: u16,
+    pub drop_reason: u32,
+}
+
+impl FlowKey4 {
+    /// The compact form of an IPv4 key; `None` for IPv6.
+    #[inline(always)]
+    pub fn from_key(key: &FlowKey) -> Option<FlowKey4> {
+        (key.ip_version == 4).then(|| FlowKey4 {
+            src_addr: [key.src_addr[0], key.src_addr[1], key.src_addr[2], key.src_addr[3]],
+            dst_addr: [key.dst_addr[0], key.dst_addr[1], key.dst_addr[2], key.dst_addr[3]],
+            src_port: key.src_port,
+            dst_port: key.dst_port,
+            ifindex: key.ifindex,
+            protocol: key.protocol,
+            hook: key.hook,
+            _pad: 0,
+            drop_reason: key.drop_reason,
+        })
+    }
+
+    /// The full key again (`from_key` loses nothing: IPv4 leaves the other
+    /// address bytes zero).
+    pub fn to_key(&self) -> FlowKey {
+        let mut key = FlowKey {
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            ifindex: self.ifindex,
+            protocol: self.protocol,
+            ip_version: 4,
+            hook: self.hook,
+            drop_reason: self.drop_reason,
+            ..FlowKey::default()
+        };
+        key.src_addr[..4].copy_from_slice(&self.src_addr);
+        key.dst_addr[..4].copy_from_slice(&self.dst_addr);
+        key
     }
 }
 
@@ -419,12 +478,14 @@ mod user {
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::FlowEvent {}
     unsafe impl aya::Pod for super::DnsEventHeader {}
+    unsafe impl aya::Pod for super::FlowKey4 {}
     unsafe impl aya::Pod for super::SkbLayout {}
     unsafe impl aya::Pod for super::DropFilter {}
 }
 
 // Both sides rely on these layouts; a change must be deliberate.
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
+const _: () = assert!(core::mem::size_of::<FlowKey4>() == 24);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 112);
 const _: () = assert!(core::mem::size_of::<DnsEventHeader>() == 64);
@@ -451,6 +512,34 @@ mod tests {
         for protocol in [ip_proto::ICMP, ip_proto::ICMPV6, 47] {
             assert_eq!(key(protocol, 7, 0x0800).ports(), None);
         }
+    }
+
+    #[test]
+    fn an_ipv4_key_survives_its_compact_form() {
+        let mut v4 = FlowKey {
+            src_port: 40000,
+            dst_port: 53,
+            ifindex: 7,
+            protocol: ip_proto::UDP,
+            ip_version: 4,
+            hook: hook::DROP,
+            drop_reason: 5,
+            ..Default::default()
+        };
+        v4.src_addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        v4.dst_addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let compact = FlowKey4::from_key(&v4).expect("an IPv4 key");
+        assert_eq!(compact.src_addr, [10, 0, 0, 1]);
+        assert_eq!(compact.to_key(), v4);
+    }
+
+    #[test]
+    fn an_ipv6_key_has_no_compact_form() {
+        let v6 = FlowKey {
+            ip_version: 6,
+            ..key(ip_proto::TCP, 1, 2)
+        };
+        assert_eq!(FlowKey4::from_key(&v6), None);
     }
 
     #[test]

@@ -221,7 +221,8 @@ pub mod host {
 
     pub struct HostMaps {
         pub flows: HashMap<FlowKey, FlowStats>,
-        /// Entries the map holds at most (the kernel map's `max_entries`).
+        /// Entries each address family holds at most (the kernel has a map
+        /// per family, each with this `max_entries`).
         pub capacity: usize,
         /// Events sent and not yet taken.
         pub events: Vec<FlowEvent>,
@@ -252,7 +253,8 @@ pub mod host {
             if self.flows.contains_key(key) {
                 return Err(InsertError::Exists);
             }
-            if self.flows.len() >= self.capacity {
+            let family = self.flows.keys().filter(|k| k.ip_version == key.ip_version).count();
+            if family >= self.capacity {
                 return Err(InsertError::Full);
             }
             self.flows.insert(*key, *stats);

@@ -1,6 +1,6 @@
 //! Maps shared with user space. Names match `agent_common::*_MAP`.
 
-use agent_common::{Counter, FlowEvent, FlowKey, FlowStats};
+use agent_common::{Counter, FlowEvent, FlowKey, FlowKey4, FlowStats};
 use agent_ebpf::{
     aggregate::{FlowMaps, InsertError},
     ring_wakeup::{ring_record_bytes, wakes_reader},
@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 
-/// Live flows. User space sets the real size at load time.
+/// Live IPv6 flows. User space sets the real size at load time.
 ///
 /// `BPF_F_NO_PREALLOC`: user space deletes entries of ended flows while
 /// packets may be updating them on other CPUs. Without preallocation a
@@ -28,6 +28,11 @@ use aya_ebpf::{
 /// without preallocation against 0.95-1.2 us with it, in a 1M-entry map.
 #[map(name = "FLOWS")]
 pub static FLOWS: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(65_536, BPF_F_NO_PREALLOC);
+
+/// Live IPv4 flows, under their compact key (see `FlowKey4`); as `FLOWS`
+/// otherwise.
+#[map(name = "FLOWS4")]
+pub static FLOWS4: HashMap<FlowKey4, FlowStats> = HashMap::with_max_entries(65_536, BPF_F_NO_PREALLOC);
 
 /// Flow events for user space. Size set by user space at load time.
 #[map(name = "EVENTS")]
@@ -89,13 +94,22 @@ pub struct KernelMaps;
 impl FlowMaps for KernelMaps {
     #[inline(always)]
     fn entry(&mut self, key: &FlowKey) -> Option<&mut FlowStats> {
+        let value = match FlowKey4::from_key(key) {
+            Some(key) => FLOWS4.get_ptr_mut(&key),
+            None => FLOWS.get_ptr_mut(key),
+        };
         // SAFETY: the map value stays valid for this program run (RCU).
-        FLOWS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
+        value.map(|p| unsafe { &mut *p })
     }
 
     #[inline(always)]
     fn insert_new(&mut self, key: &FlowKey, stats: &FlowStats) -> Result<(), InsertError> {
-        match FLOWS.insert(key, stats, u64::from(BPF_NOEXIST)) {
+        let flags = u64::from(BPF_NOEXIST);
+        let inserted = match FlowKey4::from_key(key) {
+            Some(key) => FLOWS4.insert(&key, stats, flags),
+            None => FLOWS.insert(key, stats, flags),
+        };
+        match inserted {
             Ok(()) => Ok(()),
             Err(EEXIST) => Err(InsertError::Exists),
             Err(_) => Err(InsertError::Full),

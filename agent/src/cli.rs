@@ -137,8 +137,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub flow_log_crds_max_backups: u32,
 
-    /// Capacity of the kernel flow map, in flow directions. Packets of new
-    /// flows beyond it are counted as lost and reported.
+    /// Capacity of each kernel flow map (IPv4 flows and IPv6 flows have one
+    /// each), in flow directions. Packets of new flows beyond it are counted
+    /// as lost and reported.
     #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1024..))]
     pub flow_map_size: u32,
 

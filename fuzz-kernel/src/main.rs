@@ -40,9 +40,10 @@ struct Args {
     /// Packets between comparisons of the whole kernel state.
     #[arg(long, default_value_t = 4096)]
     batch: usize,
-    /// Flow map size: smaller than a batch's flows so some batches fill it
-    /// and the map-full accounting is compared too.
-    #[arg(long, default_value_t = 2048)]
+    /// Size of each flow map (IPv4, IPv6): smaller than a batch's flows of
+    /// one family so some batches fill it and the map-full accounting is
+    /// compared too.
+    #[arg(long, default_value_t = 1024)]
     flow_map_entries: u32,
     /// Where a failing input is written (its bytes, and a hex dump).
     #[arg(long, default_value = "target/fuzz-kernel")]

@@ -12,8 +12,11 @@ use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd},
 };
 
-use agent_common::{FlowKey, FlowStats};
-use aya::maps::{HashMap, MapData};
+use agent_common::{FlowKey, FlowKey4, FlowStats};
+use aya::{
+    Pod,
+    maps::{HashMap, MapData},
+};
 use tracing::warn;
 
 use crate::flow_table::{EntryVisitor, KernelFlows};
@@ -51,17 +54,19 @@ fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     }
 }
 
-pub struct KernelFlowMap {
-    map: HashMap<MapData, FlowKey, FlowStats>,
+/// One of the two kernel flow maps, keyed by `K` (`FlowKey4` for IPv4,
+/// `FlowKey` for IPv6).
+pub struct FlowMapHalf<K: Pod> {
+    map: HashMap<MapData, K, FlowStats>,
     fd: OwnedFd,
     /// Keys of ended flows, deleted together by [`KernelFlows::flush`].
-    doomed: Vec<FlowKey>,
+    doomed: Vec<K>,
     batch_supported: bool,
 }
 
-impl KernelFlowMap {
-    pub fn new(map: HashMap<MapData, FlowKey, FlowStats>, fd: OwnedFd) -> Self {
-        KernelFlowMap {
+impl<K: Pod + Default> FlowMapHalf<K> {
+    pub fn new(map: HashMap<MapData, K, FlowStats>, fd: OwnedFd) -> Self {
+        FlowMapHalf {
             map,
             fd,
             doomed: Vec::new(),
@@ -71,9 +76,8 @@ impl KernelFlowMap {
 
     /// Hands every entry to `visit`, up to [`BATCH`] at a time. On an error,
     /// `visited` says whether some were handed out already.
-    fn lookup_batch(&self, visit: &mut EntryVisitor, visited: &mut bool) -> io::Result<()> {
-        let mut pairs = Vec::with_capacity(BATCH);
-        let mut keys = vec![FlowKey::default(); BATCH];
+    fn lookup_batch(&self, visit: &mut dyn FnMut(&[K], &[FlowStats]), visited: &mut bool) -> io::Result<()> {
+        let mut keys = vec![K::default(); BATCH];
         let mut values = vec![FlowStats::default(); BATCH];
         // For hash maps the cursor is a bucket index.
         let mut cursor: u32 = 0;
@@ -91,11 +95,9 @@ impl KernelFlowMap {
             };
             let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
             let n = attr.count as usize;
-            pairs.clear();
-            pairs.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
-            if !pairs.is_empty() {
+            if n > 0 {
                 *visited = true;
-                visit(&pairs);
+                visit(&keys[..n], &values[..n]);
             }
             match result {
                 Ok(()) => {}
@@ -108,7 +110,7 @@ impl KernelFlowMap {
         }
     }
 
-    fn delete_batch(&self, keys: &[FlowKey]) -> io::Result<()> {
+    fn delete_batch(&self, keys: &[K]) -> io::Result<()> {
         let mut rest = keys;
         while !rest.is_empty() {
             let chunk = &rest[..rest.len().min(BATCH)];
@@ -129,22 +131,9 @@ impl KernelFlowMap {
         }
         Ok(())
     }
-}
 
-/// The kernel's internal "not supported" code, which bpf() can return.
-const ENOTSUPP: i32 = 524;
-
-fn unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL | ENOTSUPP | libc::EOPNOTSUPP))
-}
-
-impl KernelFlows for KernelFlowMap {
-    fn get(&self, key: &FlowKey) -> Option<FlowStats> {
+    fn get(&self, key: &K) -> Option<FlowStats> {
         self.map.get(key, 0).ok()
-    }
-
-    fn remove(&mut self, key: &FlowKey) {
-        self.doomed.push(*key);
     }
 
     fn flush(&mut self) {
@@ -165,7 +154,8 @@ impl KernelFlows for KernelFlowMap {
         }
     }
 
-    fn visit_entries(&mut self, visit: &mut EntryVisitor) -> bool {
+    /// As [`KernelFlows::visit_entries`], with this map's own keys.
+    fn visit_entries(&mut self, visit: &mut dyn FnMut(&[K], &[FlowStats])) -> bool {
         self.flush();
         if self.batch_supported {
             let mut visited = false;
@@ -180,22 +170,76 @@ impl KernelFlows for KernelFlowMap {
                 Err(e) => warn!(error = %e, "reading the flow map in batches"),
             }
         }
-        let mut pairs = Vec::with_capacity(BATCH);
+        let (mut keys, mut values) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
         for entry in self.map.iter() {
             match entry {
-                Ok(kv) => pairs.push(kv),
+                Ok((key, value)) => {
+                    keys.push(key);
+                    values.push(value);
+                }
                 // A key deleted while iterating; the next call goes on.
                 Err(e) => warn!(error = %e, "reading the flow map"),
             }
-            if pairs.len() == BATCH {
-                visit(&pairs);
-                pairs.clear();
+            if keys.len() == BATCH {
+                visit(&keys, &values);
+                keys.clear();
+                values.clear();
             }
         }
-        if !pairs.is_empty() {
-            visit(&pairs);
+        if !keys.is_empty() {
+            visit(&keys, &values);
         }
         true
+    }
+}
+
+/// The kernel's flows: IPv4 in one map under compact keys, IPv6 in the
+/// other (see `agent_common::FlowKey4`), seen as one map of full keys.
+pub struct KernelFlowMap {
+    pub v4: FlowMapHalf<FlowKey4>,
+    pub v6: FlowMapHalf<FlowKey>,
+}
+
+/// The kernel's internal "not supported" code, which bpf() can return.
+const ENOTSUPP: i32 = 524;
+
+fn unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | ENOTSUPP | libc::EOPNOTSUPP))
+}
+
+impl KernelFlows for KernelFlowMap {
+    fn get(&self, key: &FlowKey) -> Option<FlowStats> {
+        match FlowKey4::from_key(key) {
+            Some(compact) => self.v4.get(&compact),
+            None => self.v6.get(key),
+        }
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        match FlowKey4::from_key(key) {
+            Some(compact) => self.v4.doomed.push(compact),
+            None => self.v6.doomed.push(*key),
+        }
+    }
+
+    fn flush(&mut self) {
+        self.v4.flush();
+        self.v6.flush();
+    }
+
+    fn visit_entries(&mut self, visit: &mut EntryVisitor) -> bool {
+        let mut pairs = Vec::new();
+        let v4_read = self.v4.visit_entries(&mut |keys, values| {
+            pairs.clear();
+            pairs.extend(keys.iter().map(FlowKey4::to_key).zip(values.iter().copied()));
+            visit(&pairs);
+        });
+        let v6_read = self.v6.visit_entries(&mut |keys, values| {
+            pairs.clear();
+            pairs.extend(keys.iter().copied().zip(values.iter().copied()));
+            visit(&pairs);
+        });
+        v4_read && v6_read
     }
 }
 

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use agent_common::{
     COUNTERS_MAP, DNS_CAPTURE_GLOBAL, DNS_EVENTS_MAP, DROP_FILTER_GLOBAL, DROP_PROGRAM, DROP_SCOPE_MAP, DropFilter,
-    EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FlowKey, FlowStats, INGRESS_PROGRAM, NOOP_PROGRAM, REPORT_INTERVAL_GLOBAL,
-    SKB_LAYOUT_GLOBAL, SkbLayout,
+    EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FLOWS4_MAP, FlowStats, INGRESS_PROGRAM, NOOP_PROGRAM,
+    REPORT_INTERVAL_GLOBAL, SKB_LAYOUT_GLOBAL, SkbLayout,
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -15,7 +15,7 @@ use aya::{
 
 use super::{
     counters::KernelCounters,
-    kernel_flows::{KernelFlowMap, dup_fd},
+    kernel_flows::{FlowMapHalf, KernelFlowMap, dup_fd},
 };
 
 /// The object `agent/build.rs` built from `agent-ebpf`; empty when the eBPF
@@ -102,6 +102,7 @@ impl Datapath {
             .override_global(SKB_LAYOUT_GLOBAL, &drops.layout, true)
             .override_global(DROP_FILTER_GLOBAL, &drops.filter, true)
             .map_max_entries(FLOWS_MAP, config.flow_map_entries)
+            .map_max_entries(FLOWS4_MAP, config.flow_map_entries)
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             // Off, the DNS ring takes one page.
             .map_max_entries(DNS_EVENTS_MAP, config.dns_ring_bytes.unwrap_or(PAGE_BYTES))
@@ -116,15 +117,10 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        let flows = take_map(&mut ebpf, FLOWS_MAP, |map| {
-            let fd = match &map {
-                aya::maps::Map::HashMap(data) => dup_fd(data).map_err(|io_error| {
-                    aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "dup", io_error })
-                })?,
-                _ => return Err(aya::maps::MapError::InvalidMapType { map_type: 0 }),
-            };
-            HashMap::<MapData, FlowKey, FlowStats>::try_from(map).map(|m| KernelFlowMap::new(m, fd))
-        })?;
+        let flows = KernelFlowMap {
+            v4: take_map(&mut ebpf, FLOWS4_MAP, flow_map_half)?,
+            v6: take_map(&mut ebpf, FLOWS_MAP, flow_map_half)?,
+        };
         let events = take_map(&mut ebpf, EVENTS_MAP, RingBuf::try_from)?;
         let dns_events = take_map(&mut ebpf, DNS_EVENTS_MAP, RingBuf::try_from)?;
         let counters = KernelCounters::new(take_map(&mut ebpf, COUNTERS_MAP, PerCpuArray::try_from)?);
@@ -227,6 +223,16 @@ impl Datapath {
             .and_then(|p| p.try_into().ok())
             .expect("programs were checked at load")
     }
+}
+
+/// One flow map, with its own fd for the batch syscalls.
+fn flow_map_half<K: aya::Pod + Default>(map: aya::maps::Map) -> Result<FlowMapHalf<K>, aya::maps::MapError> {
+    let fd = match &map {
+        aya::maps::Map::HashMap(data) => dup_fd(data)
+            .map_err(|io_error| aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "dup", io_error }))?,
+        _ => return Err(aya::maps::MapError::InvalidMapType { map_type: 0 }),
+    };
+    HashMap::<MapData, K, FlowStats>::try_from(map).map(|m| FlowMapHalf::new(m, fd))
 }
 
 fn take_map<T>(

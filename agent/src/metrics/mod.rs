@@ -184,7 +184,10 @@ impl Metrics {
                 "hubcap_kernel_flow_entries",
                 "Entries in the kernel flow map at the last sweep",
             ),
-            kernel_flow_capacity: gauge("hubcap_kernel_flow_capacity", "Capacity of the kernel flow map"),
+            kernel_flow_capacity: gauge(
+                "hubcap_kernel_flow_capacity",
+                "Capacity of each kernel flow map (IPv4 and IPv6 have one each)",
+            ),
             kernel_packets: counter_vec(
                 "hubcap_kernel_packets_total",
                 "Packets the kernel counted specially: non_ip, truncated, malformed and map_full are in no flow; \
