@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use agent_common::FlowEvent;
 use anyhow::{Context as _, Result};
 use tracing::{info, warn};
 
@@ -22,6 +23,8 @@ use crate::{
 
 /// The updates buffer is shrunk back to this after a burst.
 const UPDATES_KEEP: usize = (1 << 20) / size_of::<FlowUpdate>();
+/// And the events staged during a sweep, to this.
+const STAGED_KEEP: usize = (1 << 20) / size_of::<FlowEvent>();
 
 pub struct Pipeline {
     reader: EventReader,
@@ -29,6 +32,10 @@ pub struct Pipeline {
     outputs: Outputs,
     /// The flow table's output, reused across batches.
     updates: Vec<FlowUpdate>,
+    /// Flow events read from the ring buffer while a sweep holds the flow
+    /// table; handed to it right after, in the order read (as they would
+    /// have been had they waited in the ring).
+    staged: Vec<FlowEvent>,
     /// Kernel counters as last reported.
     reported_counters: CounterValues,
     metrics: Arc<Metrics>,
@@ -44,6 +51,7 @@ impl Pipeline {
             table,
             outputs,
             updates: Vec::new(),
+            staged: Vec::new(),
             reported_counters: CounterValues::default(),
             metrics,
             dns: None,
@@ -119,10 +127,22 @@ impl Pipeline {
         }
         self.table.end_closed(flows, now, &mut self.updates);
         if sweep {
-            // Empty the ring first: the sweep keeps this task busy for a
-            // while, and the ring must absorb what comes in meanwhile.
+            // Empty the ring first, and again between the sweep's batches:
+            // a sweep of hundreds of thousands of flows outlasts what the
+            // ring holds at 100,000 new flows a second.
             self.drain_ring();
-            self.table.sweep(flows, now, &mut self.updates);
+            let (reader, staged, metrics) = (&mut self.reader, &mut self.staged, &self.metrics);
+            self.table.sweep_with(flows, now, &mut self.updates, &mut || {
+                let n = reader.read_all_now(|e| staged.push(*e));
+                metrics.ring_records_read.inc_by(n as u64);
+            });
+            for event in &self.staged {
+                self.table.on_event(event, event.stats.last_seen_ns, &mut self.updates);
+            }
+            self.staged.clear();
+            if self.staged.capacity() > STAGED_KEEP {
+                self.staged = Vec::new();
+            }
             // Give back what ended flows freed.
             // SAFETY: malloc_trim only releases free memory.
             unsafe { libc::malloc_trim(0) };

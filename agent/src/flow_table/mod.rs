@@ -202,6 +202,20 @@ impl FlowTable {
     /// event was lost, reports quiet directions' unreported counts, and ends
     /// directions idle for the idle timeout. Run it every report interval.
     pub fn sweep(&mut self, kernel: &mut impl KernelFlows, now_ns: u64, out: &mut Vec<FlowUpdate>) {
+        self.sweep_with(kernel, now_ns, out, &mut || {});
+    }
+
+    /// [`FlowTable::sweep`], calling `between_batches` after each batch of
+    /// the map: the agent empties the ring buffer there, since under heavy
+    /// flow churn a sweep of a large map takes longer than the ring can
+    /// hold the events that keep coming.
+    pub fn sweep_with(
+        &mut self,
+        kernel: &mut impl KernelFlows,
+        now_ns: u64,
+        out: &mut Vec<FlowUpdate>,
+        between_batches: &mut dyn FnMut(),
+    ) {
         self.sweep_epoch = self.sweep_epoch.wrapping_add(1);
         let epoch = self.sweep_epoch;
         let mut entries = 0;
@@ -213,6 +227,7 @@ impl FlowTable {
                     idle.push(*key);
                 }
             }
+            between_batches();
         });
         self.stats.kernel_entries = entries as u64;
         for key in &idle {
