@@ -21,6 +21,9 @@ impl KernelFlows for Map {
     fn get(&self, key: &FlowKey) -> Option<FlowStats> {
         self.0.get(key).copied()
     }
+    fn take(&mut self, key: &FlowKey) -> Option<FlowStats> {
+        self.0.remove(key)
+    }
     fn remove(&mut self, key: &FlowKey) {
         self.0.remove(key);
     }

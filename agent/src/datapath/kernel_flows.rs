@@ -5,7 +5,9 @@
 //! instead of two syscalls per entry, which is what keeps the periodic sweep
 //! cheap with hundreds of thousands of flows. aya 0.14 does not wrap them,
 //! so they are called here directly. Kernels without them fall back to
-//! per-entry calls.
+//! per-entry calls. Ended flows leave one at a time through
+//! `BPF_MAP_LOOKUP_AND_DELETE_ELEM`, so a packet counted after the sweep
+//! read the entry is still in its last record.
 
 use std::{
     io,
@@ -26,6 +28,7 @@ use crate::flow_table::{EntryVisitor, KernelFlows};
 /// sizes hubcap uses.
 const BATCH: usize = 4096;
 
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
@@ -43,10 +46,22 @@ struct BatchAttr {
     flags: u64,
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
-    // SAFETY: `attr` is a valid bpf_attr prefix whose pointers refer to
-    // buffers the caller keeps alive and sized for `count` entries.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut BatchAttr, size_of::<BatchAttr>()) };
+/// The element commands' part of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: `attr` is a valid bpf_attr prefix ([`BatchAttr`] or
+    // [`ElemAttr`]) whose pointers refer to buffers the caller keeps alive
+    // and sized for what the command writes.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>()) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -62,6 +77,7 @@ pub struct FlowMapHalf<K: Pod> {
     /// Keys of ended flows, deleted together by [`KernelFlows::flush`].
     doomed: Vec<K>,
     batch_supported: bool,
+    take_supported: bool,
 }
 
 impl<K: Pod + Default> FlowMapHalf<K> {
@@ -71,6 +87,7 @@ impl<K: Pod + Default> FlowMapHalf<K> {
             fd,
             doomed: Vec::new(),
             batch_supported: true,
+            take_supported: true,
         }
     }
 
@@ -134,6 +151,29 @@ impl<K: Pod + Default> FlowMapHalf<K> {
 
     fn get(&self, key: &K) -> Option<FlowStats> {
         self.map.get(key, 0).ok()
+    }
+
+    /// The entry's value, deleted in the same step
+    /// (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, hash maps since Linux 5.14); on
+    /// older kernels a read, then a delete at once.
+    fn take(&mut self, key: &K) -> Option<FlowStats> {
+        if self.take_supported {
+            let mut value = FlowStats::default();
+            let mut attr = ElemAttr {
+                map_fd: self.fd.as_raw_fd() as u32,
+                key: key as *const K as u64,
+                value: &mut value as *mut FlowStats as u64,
+                ..Default::default()
+            };
+            match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
+                Ok(()) => return Some(value),
+                Err(e) if unsupported(&e) => self.take_supported = false,
+                Err(_) => return None,
+            }
+        }
+        let value = self.get(key);
+        let _ = self.map.remove(key);
+        value
     }
 
     fn flush(&mut self) {
@@ -212,6 +252,13 @@ impl KernelFlows for KernelFlowMap {
         match FlowKey4::from_key(key) {
             Some(compact) => self.v4.get(&compact),
             None => self.v6.get(key),
+        }
+    }
+
+    fn take(&mut self, key: &FlowKey) -> Option<FlowStats> {
+        match FlowKey4::from_key(key) {
+            Some(compact) => self.v4.take(&compact),
+            None => self.v6.take(key),
         }
     }
 

@@ -59,6 +59,10 @@ pub type EntryVisitor<'a> = dyn FnMut(&[(FlowKey, FlowStats)]) + 'a;
 
 pub trait KernelFlows {
     fn get(&self, key: &FlowKey) -> Option<FlowStats>;
+    /// Reads an entry and deletes it in one step, so a packet counted in
+    /// it up to the delete is in what comes back (between a read and a
+    /// later delete, a packet would land in an entry no one reads again).
+    fn take(&mut self, key: &FlowKey) -> Option<FlowStats>;
     /// Deletes an entry, possibly deferred until [`KernelFlows::flush`].
     fn remove(&mut self, key: &FlowKey);
     /// Carries out deferred deletions.
@@ -188,9 +192,8 @@ impl FlowTable {
         for conn in done {
             for key in conn.tcp_keys() {
                 if self.directions.contains_key(&key) {
-                    let final_stats = kernel.get(&key);
+                    let final_stats = kernel.take(&key);
                     self.end(&key, final_stats.as_ref(), now_ns, out);
-                    kernel.remove(&key);
                 }
             }
             // Anything left (not TCP: cannot happen) goes with the sweep.
@@ -224,14 +227,16 @@ impl FlowTable {
             entries += batch.len();
             for (key, stats) in batch {
                 if self.sweep_entry(key, stats, epoch, now_ns, out) {
-                    idle.push(*key);
+                    idle.push((*key, *stats));
                 }
             }
             between_batches();
         });
         self.stats.kernel_entries = entries as u64;
-        for key in &idle {
-            kernel.remove(key);
+        for (key, seen) in &idle {
+            // Counted in a packet that came after the visit read the entry.
+            let last = kernel.take(key).unwrap_or(*seen);
+            self.end(key, Some(&last), now_ns, out);
         }
         if !complete {
             // Unvisited directions are not gone; the next sweep decides.
@@ -252,8 +257,8 @@ impl FlowTable {
         kernel.flush();
     }
 
-    /// One kernel entry in a sweep; true when it ended idle (its entry is
-    /// then to be deleted).
+    /// One kernel entry in a sweep; true when it is idle (the sweep then
+    /// takes the entry out of the map and ends the direction).
     fn sweep_entry(
         &mut self,
         key: &FlowKey,
@@ -277,7 +282,6 @@ impl FlowTable {
             Some(true) => self.update(key, stats, stats.tcp_flags_recent, now_ns),
         }
         if now_ns.saturating_sub(stats.last_seen_ns) >= self.config.idle_timeout_ns {
-            self.end(key, Some(stats), now_ns, out);
             return true;
         }
         let d = self.directions.get_mut(key).expect("begun above");

@@ -20,18 +20,26 @@ fn config() -> TableConfig {
 /// (`agent_ebpf::aggregate`) over host maps, so these tests follow the
 /// kernel's rules and cannot drift from them.
 /// The second field, when set, makes a visit of the map stop after that
-/// many entries, as when the kernel refuses a batch part way.
-struct HostKernel(HostMaps, Option<usize>);
+/// many entries, as when the kernel refuses a batch part way. The third is
+/// a packet (key, length, time) that lands in its entry just before user
+/// space takes an entry out: after the sweep read it, before the delete.
+struct HostKernel(HostMaps, Option<usize>, Option<(FlowKey, u64, u64)>);
 
 impl Default for HostKernel {
     fn default() -> Self {
-        HostKernel(HostMaps::new(1 << 16), None)
+        HostKernel(HostMaps::new(1 << 16), None, None)
     }
 }
 
 impl KernelFlows for HostKernel {
     fn get(&self, key: &FlowKey) -> Option<FlowStats> {
         self.0.flows.get(key).copied()
+    }
+    fn take(&mut self, key: &FlowKey) -> Option<FlowStats> {
+        if let Some((late, len, now)) = self.2.take() {
+            let _ = self.packet(late, len, 0, now);
+        }
+        self.0.flows.remove(key)
     }
     fn remove(&mut self, key: &FlowKey) {
         self.0.flows.remove(key);
@@ -243,6 +251,38 @@ fn directions_whose_new_event_was_lost_are_adopted_from_the_map() {
     assert_eq!(h.totals(&k), (3, 300));
     assert_eq!(h.out.first().unwrap().state, FlowState::Begin);
     assert_eq!(h.out.last().unwrap().state, FlowState::End);
+}
+
+#[test]
+fn a_packet_after_the_sweep_read_an_idle_entry_is_in_its_last_record() {
+    let mut h = Harness::new();
+    let k = key(1, 1, 2, 2, UDP, hook::INGRESS);
+    h.send(k, 100, 0, SEC);
+    // Idle by the sweep's read; one more packet before the entry is taken.
+    h.kernel.2 = Some((k, 60, 31 * SEC));
+    h.table.sweep(&mut h.kernel, 31 * SEC, &mut h.out);
+    assert_eq!(h.out.last().unwrap().state, FlowState::End);
+    assert_eq!(h.totals(&k), (2, 160));
+    assert!(h.kernel.is_empty());
+}
+
+#[test]
+fn a_packet_before_a_closed_connection_is_taken_out_is_in_its_last_record() {
+    let mut h = Harness::new();
+    let (out, back) = (
+        key(1, 40000, 2, 80, TCP, hook::EGRESS),
+        key(2, 80, 1, 40000, TCP, hook::INGRESS),
+    );
+    h.send(out, 60, tcp_flags::SYN, SEC);
+    h.send(back, 60, tcp_flags::SYN | tcp_flags::ACK, SEC);
+    h.send(out, 60, tcp_flags::FIN | tcp_flags::ACK, SEC);
+    h.send(back, 60, tcp_flags::FIN | tcp_flags::ACK, SEC);
+    // The last ACK lands as the linger ends and the entries are taken.
+    h.kernel.2 = Some((out, 52, 3 * SEC));
+    h.table.end_closed(&mut h.kernel, 3 * SEC, &mut h.out);
+    assert_eq!(h.totals(&out), (3, 172));
+    assert_eq!(h.totals(&back), (2, 120));
+    assert!(h.kernel.is_empty());
 }
 
 #[test]
