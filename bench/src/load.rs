@@ -87,8 +87,7 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// `count` consecutive ports from `first` on `ip`.
-/// `count` ports from `first` up, past DNS's: packets to port 53 would
+/// `count` ports on `ip` from `first` up, past DNS's: packets to port 53 would
 /// be handed to hubcap's DNS path as (malformed) DNS, which is not what the
 /// flow scenarios measure.
 pub fn ports(ip: Ipv4Addr, first: u16, count: u16) -> Vec<SocketAddrV4> {
