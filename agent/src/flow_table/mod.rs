@@ -130,6 +130,10 @@ pub struct TableStats {
     pub kernel_entries: u64,
 }
 
+/// Idle entries taken out of the kernel map between two calls of a
+/// sweep's `between_batches`.
+const IDLE_BATCH: usize = 4096;
+
 pub struct FlowTable {
     config: TableConfig,
     directions: HashMap<FlowKey, Direction, Hasher>,
@@ -209,7 +213,7 @@ impl FlowTable {
     }
 
     /// [`FlowTable::sweep`], calling `between_batches` after each batch of
-    /// the map: the agent empties the ring buffer there, since under heavy
+    /// the map (and of the idle entries it takes out): the agent empties the ring buffer there, since under heavy
     /// flow churn a sweep of a large map takes longer than the ring can
     /// hold the events that keep coming.
     pub fn sweep_with(
@@ -233,10 +237,14 @@ impl FlowTable {
             between_batches();
         });
         self.stats.kernel_entries = entries as u64;
-        for (key, seen) in &idle {
+        for (i, (key, seen)) in idle.iter().enumerate() {
             // Counted in a packet that came after the visit read the entry.
             let last = kernel.take(key).unwrap_or(*seen);
             self.end(key, Some(&last), now_ns, out);
+            // A syscall each: as long as a batch of the visit, or longer.
+            if i % IDLE_BATCH == IDLE_BATCH - 1 {
+                between_batches();
+            }
         }
         if !complete {
             // Unvisited directions are not gone; the next sweep decides.

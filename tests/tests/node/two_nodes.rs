@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use hubcap_tests::kube_node::KubeNode;
+use hubcap_tests::{kube_node::KubeNode, upstream::Background};
 use serde_json::Value;
 
 use crate::{
@@ -25,15 +25,16 @@ fn worker(run: &NodeRun) -> &KubeNode {
     })
 }
 
-/// `hubble` through a port-forward to Relay's Service.
-fn through_relay(run: &NodeRun, args: &[&str]) -> (bool, String) {
-    let (_forwarder, port) = port_forward_to(run, "service/hubble-relay", 80);
-    hubble_at(port, args)
+/// A port-forward to Relay's Service, one per case: `hubble --server
+/// localhost:PORT` reaches Relay while the forwarder lives.
+fn relay(run: &NodeRun) -> (Background, u16) {
+    port_forward_to(run, "service/hubble-relay", 80)
 }
 
-/// The node names `hubble list nodes` (through Relay) shows Connected.
-fn connected_nodes(run: &NodeRun) -> Vec<String> {
-    let (ok, nodes) = through_relay(run, &["list", "nodes"]);
+/// The node names `hubble list nodes` (through Relay at `port`) shows
+/// Connected.
+fn connected_nodes(port: u16) -> Vec<String> {
+    let (ok, nodes) = hubble_at(port, &["list", "nodes"]);
     assert!(ok, "{nodes}");
     nodes
         .lines()
@@ -60,7 +61,8 @@ pub fn relay_lists_only_the_nodes_where_hubcap_runs(run: &NodeRun) {
         "jsonpath={.status.desiredNumberScheduled}",
     ]);
     assert_eq!(scheduled, "1");
-    let (ok, listed) = through_relay(run, &["list", "nodes"]);
+    let (_forwarder, port) = relay(run);
+    let (ok, listed) = hubble_at(port, &["list", "nodes"]);
     assert!(ok, "{listed}");
     assert!(listed.contains(&run.node.name), "{listed}");
     assert!(
@@ -79,11 +81,12 @@ pub fn relay_shows_both_nodes_once_hubcap_runs_on_the_second(run: &NodeRun) {
         });
     let mut expected = vec![run.node.name.clone(), worker.name.clone()];
     expected.sort();
+    let (_forwarder, port) = relay(run);
     run.node
         .wait("Relay connected to both nodes", Duration::from_secs(90), |_| {
-            connected_nodes(run) == expected
+            connected_nodes(port) == expected
         });
-    let (ok, status) = through_relay(run, &["status"]);
+    let (ok, status) = hubble_at(port, &["status"]);
     assert!(ok, "{status}");
     assert!(status.contains("Connected Nodes: 2/2"), "{status}");
 }
@@ -151,8 +154,9 @@ pub fn cross_node_traffic_is_named_on_both_nodes(run: &NodeRun) {
         }
     }
     // Through Relay, one query returns both nodes' view of it.
-    let (ok, flows) = through_relay(
-        run,
+    let (_forwarder, port) = relay(run);
+    let (ok, flows) = hubble_at(
+        port,
         &[
             "observe",
             "--last",
