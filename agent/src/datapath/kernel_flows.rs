@@ -168,7 +168,12 @@ impl<K: Pod + Default> FlowMapHalf<K> {
             match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
                 Ok(()) => return Some(value),
                 Err(e) if unsupported(&e) => self.take_supported = false,
-                Err(_) => return None,
+                // Gone already; the caller ends the flow with what it read.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return None,
+                Err(e) => {
+                    warn!(error = %e, "taking an ended flow out of the kernel map");
+                    return None;
+                }
             }
         }
         let value = self.get(key);

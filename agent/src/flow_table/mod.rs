@@ -213,9 +213,10 @@ impl FlowTable {
     }
 
     /// [`FlowTable::sweep`], calling `between_batches` after each batch of
-    /// the map (and of the idle entries it takes out): the agent empties the ring buffer there, since under heavy
-    /// flow churn a sweep of a large map takes longer than the ring can
-    /// hold the events that keep coming.
+    /// the map (and of the idle entries it takes out): the agent empties
+    /// the ring buffer there, since under heavy flow churn a sweep of a
+    /// large map takes longer than the ring can hold the events that keep
+    /// coming.
     pub fn sweep_with(
         &mut self,
         kernel: &mut impl KernelFlows,

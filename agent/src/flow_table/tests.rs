@@ -286,6 +286,19 @@ fn a_packet_before_a_closed_connection_is_taken_out_is_in_its_last_record() {
 }
 
 #[test]
+fn a_sweep_calls_back_after_every_batch_of_the_map() {
+    let mut h = Harness::new();
+    for i in 0..10 {
+        h.send(key(1, 1000 + i, 2, 53, UDP, hook::EGRESS), 100, 0, SEC);
+    }
+    let mut calls = 0;
+    h.table
+        .sweep_with(&mut h.kernel, 2 * SEC, &mut h.out, &mut || calls += 1);
+    // The host map hands out 3 entries a batch: 3 + 3 + 3 + 1.
+    assert_eq!(calls, 4);
+}
+
+#[test]
 fn a_sweep_that_could_not_read_the_whole_map_ends_nothing_it_did_not_see() {
     let mut h = Harness::new();
     let flows: Vec<FlowKey> = (1..=10).map(|i| key(1, 1000 + i, 2, 53, UDP, hook::EGRESS)).collect();
