@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use agent_common::FlowEvent;
 use anyhow::{Context as _, Result};
 use tracing::{info, warn};
 
@@ -23,8 +22,6 @@ use crate::{
 
 /// The updates buffer is shrunk back to this after a burst.
 const UPDATES_KEEP: usize = (1 << 20) / size_of::<FlowUpdate>();
-/// And the events staged during a sweep, to this.
-const STAGED_KEEP: usize = (1 << 20) / size_of::<FlowEvent>();
 
 pub struct Pipeline {
     reader: EventReader,
@@ -32,10 +29,6 @@ pub struct Pipeline {
     outputs: Outputs,
     /// The flow table's output, reused across batches.
     updates: Vec<FlowUpdate>,
-    /// Flow events read from the ring buffer while a sweep holds the flow
-    /// table; handed to it right after, in the order read (as they would
-    /// have been had they waited in the ring).
-    staged: Vec<FlowEvent>,
     /// Kernel counters as last reported.
     reported_counters: CounterValues,
     metrics: Arc<Metrics>,
@@ -51,7 +44,6 @@ impl Pipeline {
             table,
             outputs,
             updates: Vec::new(),
-            staged: Vec::new(),
             reported_counters: CounterValues::default(),
             metrics,
             dns: None,
@@ -131,18 +123,11 @@ impl Pipeline {
             // a sweep of hundreds of thousands of flows outlasts what the
             // ring holds at 100,000 new flows a second.
             self.drain_ring();
-            let (reader, staged, metrics) = (&mut self.reader, &mut self.staged, &self.metrics);
-            self.table.sweep_with(flows, now, &mut self.updates, &mut || {
-                let n = reader.read_all_now(|e| staged.push(*e));
+            let (reader, metrics) = (&mut self.reader, &self.metrics);
+            self.table.sweep_with(flows, now, &mut self.updates, &mut |events| {
+                let n = reader.read_all_now(|e| events.push(*e));
                 metrics.ring_records_read.inc_by(n as u64);
             });
-            for event in &self.staged {
-                self.table.on_event(event, event.stats.last_seen_ns, &mut self.updates);
-            }
-            self.staged.clear();
-            if self.staged.capacity() > STAGED_KEEP {
-                self.staged = Vec::new();
-            }
             // Give back what ended flows freed.
             // SAFETY: malloc_trim only releases free memory.
             unsafe { libc::malloc_trim(0) };
@@ -170,9 +155,10 @@ impl Pipeline {
         let counters = counters.read().context("reading kernel counters")?;
         // Every kernel counter, then the user-space ones.
         info!(
-            "stopped {} adopted_from_map={} malformed_ring_records={}",
+            "stopped {} adopted_from_map={} events_left_to_sweep={} malformed_ring_records={}",
             counters.summary(),
             self.table.stats.adopted_from_map,
+            self.table.stats.events_left_to_sweep,
             self.reader.malformed
         );
         Ok(())

@@ -13,21 +13,24 @@ pub const SMALL_PAYLOAD: usize = 18;
 const BATCH: usize = 64;
 
 /// Sends datagrams with `sendmmsg`, batches of 64, each to the next
-/// destination in `targets` (cycling), from `sockets` source sockets in turn,
-/// until `duration` passes or `max_packets` are sent. Returns packets sent
-/// and the time it took.
+/// destination in `targets` (cycling), from one socket per entry of
+/// `source_ports` in turn (0: a port the kernel picks), until `duration`
+/// passes or `max_packets` are sent. Returns packets sent and the time it
+/// took.
 pub fn blast(
     from: &Netns,
     targets: Vec<SocketAddrV4>,
-    sockets: usize,
+    source_ports: &[u16],
     payload: usize,
     duration: Duration,
     max_packets: u64,
 ) -> (u64, Duration) {
+    let source_ports = source_ports.to_vec();
     from.enter(move || {
         pin_to_cpu(0);
-        let socks: Vec<UdpSocket> = (0..sockets)
-            .map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind"))
+        let socks: Vec<UdpSocket> = source_ports
+            .iter()
+            .map(|&port| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).expect("bind"))
             .collect();
         let data = vec![0x5au8; payload];
         let mut addrs: Vec<libc::sockaddr_in> = targets

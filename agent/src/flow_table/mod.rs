@@ -57,6 +57,9 @@ impl FlowState {
 /// Receives the kernel map's entries, a batch at a time.
 pub type EntryVisitor<'a> = dyn FnMut(&[(FlowKey, FlowStats)]) + 'a;
 
+/// Appends the flow events waiting in the ring buffer to a list.
+pub type RingEvents<'a> = dyn FnMut(&mut Vec<FlowEvent>) + 'a;
+
 pub trait KernelFlows {
     fn get(&self, key: &FlowKey) -> Option<FlowStats>;
     /// Reads an entry and deletes it in one step, so a packet counted in
@@ -126,6 +129,11 @@ pub struct TableStats {
     /// Directions first learned from the map sweep: their `NEW` event was
     /// lost (ring buffer full), their counts were not.
     pub adopted_from_map: u64,
+    /// Events left to the sweep: for a direction the table does not hold
+    /// (its `NEW` event was lost, so the sweep adopts it; or it just ended
+    /// and the event's counts are in its `E` record), or from a kernel
+    /// entry older than the one the table holds.
+    pub events_left_to_sweep: u64,
     /// Kernel map entries found by the last sweep.
     pub kernel_entries: u64,
 }
@@ -175,12 +183,20 @@ impl FlowTable {
                     self.emit(&key, FlowState::Continuing, now_ns, out);
                 }
             }
+            // From an entry ended before the one held: a packet counted just
+            // before the entry was taken out, its event read late.
+            Some(d) if stats.first_seen_ns < d.latest.first_seen_ns => self.stats.events_left_to_sweep += 1,
             Some(_) => {
                 // The kernel entry was recreated: close the old flow first.
                 self.end(&key, None, now_ns, out);
                 self.begin(&key, &stats, first_packet_flags, now_ns, out);
             }
-            None => self.begin(&key, &stats, first_packet_flags, now_ns, out),
+            None if event.reason == report_reason::NEW => self.begin(&key, &stats, first_packet_flags, now_ns, out),
+            // Either the direction just ended (its entry taken out with this
+            // packet counted: starting it again would count it twice), or
+            // its NEW event was lost and the next sweep adopts the entry,
+            // counts and all.
+            None => self.stats.events_left_to_sweep += 1,
         }
     }
 
@@ -209,33 +225,36 @@ impl FlowTable {
     /// event was lost, reports quiet directions' unreported counts, and ends
     /// directions idle for the idle timeout. Run it every report interval.
     pub fn sweep(&mut self, kernel: &mut impl KernelFlows, now_ns: u64, out: &mut Vec<FlowUpdate>) {
-        self.sweep_with(kernel, now_ns, out, &mut || {});
+        self.sweep_with(kernel, now_ns, out, &mut |_| {});
     }
 
-    /// [`FlowTable::sweep`], calling `between_batches` after each batch of
-    /// the map (and of the idle entries it takes out): the agent empties
-    /// the ring buffer there, since under heavy flow churn a sweep of a
-    /// large map takes longer than the ring can hold the events that keep
-    /// coming.
+    /// [`FlowTable::sweep`], taking in the events `read_ring` reads before
+    /// each batch of the map (and every [`IDLE_BATCH`] idle entries taken
+    /// out). Under heavy flow churn a sweep of a large map takes longer
+    /// than the ring buffer can hold the events that keep coming; and an
+    /// entry whose `NEW` event is read before its batch is looked at is a
+    /// direction the table knows, with its first packet's TCP flags, not
+    /// one adopted as if the event were lost.
     pub fn sweep_with(
         &mut self,
         kernel: &mut impl KernelFlows,
         now_ns: u64,
         out: &mut Vec<FlowUpdate>,
-        between_batches: &mut dyn FnMut(),
+        read_ring: &mut RingEvents,
     ) {
         self.sweep_epoch = self.sweep_epoch.wrapping_add(1);
         let epoch = self.sweep_epoch;
         let mut entries = 0;
         let mut idle = Vec::new();
+        let mut events = Vec::new();
         let complete = kernel.visit_entries(&mut |batch| {
+            self.take_events(read_ring, &mut events, out);
             entries += batch.len();
             for (key, stats) in batch {
                 if self.sweep_entry(key, stats, epoch, now_ns, out) {
                     idle.push((*key, *stats));
                 }
             }
-            between_batches();
         });
         self.stats.kernel_entries = entries as u64;
         for (i, (key, seen)) in idle.iter().enumerate() {
@@ -244,7 +263,7 @@ impl FlowTable {
             self.end(key, Some(&last), now_ns, out);
             // A syscall each: as long as a batch of the visit, or longer.
             if i % IDLE_BATCH == IDLE_BATCH - 1 {
-                between_batches();
+                self.take_events(read_ring, &mut events, out);
             }
         }
         if !complete {
@@ -264,6 +283,15 @@ impl FlowTable {
             self.end(&key, None, now_ns, out);
         }
         kernel.flush();
+    }
+
+    /// Reads the ring buffer's waiting events with `read_ring` and applies
+    /// them, each at its own last packet's time (as the ring's reader does).
+    fn take_events(&mut self, read_ring: &mut RingEvents, events: &mut Vec<FlowEvent>, out: &mut Vec<FlowUpdate>) {
+        read_ring(events);
+        for event in events.drain(..) {
+            self.on_event(&event, event.stats.last_seen_ns, out);
+        }
     }
 
     /// One kernel entry in a sweep; true when it is idle (the sweep then

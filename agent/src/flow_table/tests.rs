@@ -19,35 +19,48 @@ fn config() -> TableConfig {
 /// The kernel side on the host: the kernel's own aggregation code
 /// (`agent_ebpf::aggregate`) over host maps, so these tests follow the
 /// kernel's rules and cannot drift from them.
-/// The second field, when set, makes a visit of the map stop after that
-/// many entries, as when the kernel refuses a batch part way. The third is
-/// a packet (key, length, time) that lands in its entry just before user
-/// space takes an entry out: after the sweep read it, before the delete.
-struct HostKernel(HostMaps, Option<usize>, Option<(FlowKey, u64, u64)>);
+struct HostKernel {
+    maps: HostMaps,
+    /// Makes a visit of the map stop after that many entries, as when the
+    /// kernel refuses a batch part way.
+    visit_limit: Option<usize>,
+    /// A packet (key, length, time) that lands in its entry just before
+    /// user space takes an entry out: after the sweep read it, before the
+    /// delete.
+    late_packet: Option<(FlowKey, u64, u64)>,
+    /// The late packet's event, still in the ring when the entry is taken.
+    late_events: Vec<FlowEvent>,
+}
 
 impl Default for HostKernel {
     fn default() -> Self {
-        HostKernel(HostMaps::new(1 << 16), None, None)
+        HostKernel {
+            maps: HostMaps::new(1 << 16),
+            visit_limit: None,
+            late_packet: None,
+            late_events: Vec::new(),
+        }
     }
 }
 
 impl KernelFlows for HostKernel {
     fn get(&self, key: &FlowKey) -> Option<FlowStats> {
-        self.0.flows.get(key).copied()
+        self.maps.flows.get(key).copied()
     }
     fn take(&mut self, key: &FlowKey) -> Option<FlowStats> {
-        if let Some((late, len, now)) = self.2.take() {
-            let _ = self.packet(late, len, 0, now);
+        if let Some((late, len, now)) = self.late_packet.take() {
+            let event = self.packet(late, len, 0, now);
+            self.late_events.extend(event);
         }
-        self.0.flows.remove(key)
+        self.maps.flows.remove(key)
     }
     fn remove(&mut self, key: &FlowKey) {
-        self.0.flows.remove(key);
+        self.maps.flows.remove(key);
     }
     fn visit_entries(&mut self, visit: &mut EntryVisitor) -> bool {
-        let mut all: Vec<_> = self.0.flows.iter().map(|(k, v)| (*k, *v)).collect();
-        let complete = self.1.is_none_or(|limit| limit >= all.len());
-        all.truncate(self.1.unwrap_or(usize::MAX));
+        let mut all: Vec<_> = self.maps.flows.iter().map(|(k, v)| (*k, *v)).collect();
+        let complete = self.visit_limit.is_none_or(|limit| limit >= all.len());
+        all.truncate(self.visit_limit.unwrap_or(usize::MAX));
         // In small batches, as the kernel map hands them out.
         for batch in all.chunks(3) {
             visit(batch);
@@ -63,14 +76,14 @@ impl HostKernel {
             tcp_flags: flags,
             ..Default::default()
         };
-        aggregate(&mut self.0, &key, &packet, len, now, 5 * SEC, Macs::default);
-        let event = self.0.events.pop();
-        assert!(self.0.events.is_empty(), "one packet, at most one event");
+        aggregate(&mut self.maps, &key, &packet, len, now, 5 * SEC, Macs::default);
+        let event = self.maps.events.pop();
+        assert!(self.maps.events.is_empty(), "one packet, at most one event");
         event
     }
 
     fn is_empty(&self) -> bool {
-        self.0.flows.is_empty()
+        self.maps.flows.is_empty()
     }
 }
 
@@ -106,6 +119,12 @@ impl Harness {
     fn send(&mut self, key: FlowKey, len: u64, flags: u16, now: u64) {
         if let Some(ev) = self.kernel.packet(key, len, flags, now) {
             self.table.on_event(&ev, now, &mut self.out);
+        }
+    }
+    /// The late packet's event, read from the ring after the take.
+    fn read_late_events(&mut self) {
+        for ev in std::mem::take(&mut self.kernel.late_events) {
+            self.table.on_event(&ev, ev.stats.last_seen_ns, &mut self.out);
         }
     }
     fn records_of(&self, key: &FlowKey) -> Vec<&FlowUpdate> {
@@ -259,11 +278,17 @@ fn a_packet_after_the_sweep_read_an_idle_entry_is_in_its_last_record() {
     let k = key(1, 1, 2, 2, UDP, hook::INGRESS);
     h.send(k, 100, 0, SEC);
     // Idle by the sweep's read; one more packet before the entry is taken.
-    h.kernel.2 = Some((k, 60, 31 * SEC));
+    h.kernel.late_packet = Some((k, 60, 31 * SEC));
     h.table.sweep(&mut h.kernel, 31 * SEC, &mut h.out);
     assert_eq!(h.out.last().unwrap().state, FlowState::End);
     assert_eq!(h.totals(&k), (2, 160));
     assert!(h.kernel.is_empty());
+    // The packet's periodic event, read after: counted once, in the E.
+    assert_eq!(h.kernel.late_events.len(), 1);
+    h.read_late_events();
+    assert_eq!(h.totals(&k), (2, 160));
+    assert_eq!(h.table.len(), 0);
+    assert_eq!(h.table.stats.events_left_to_sweep, 1);
 }
 
 #[test]
@@ -278,7 +303,7 @@ fn a_packet_before_a_closed_connection_is_taken_out_is_in_its_last_record() {
     h.send(out, 60, tcp_flags::FIN | tcp_flags::ACK, SEC);
     h.send(back, 60, tcp_flags::FIN | tcp_flags::ACK, SEC);
     // The last ACK lands as the linger ends and the entries are taken.
-    h.kernel.2 = Some((out, 52, 3 * SEC));
+    h.kernel.late_packet = Some((out, 52, 3 * SEC));
     h.table.end_closed(&mut h.kernel, 3 * SEC, &mut h.out);
     assert_eq!(h.totals(&out), (3, 172));
     assert_eq!(h.totals(&back), (2, 120));
@@ -293,9 +318,46 @@ fn a_sweep_calls_back_after_every_batch_of_the_map() {
     }
     let mut calls = 0;
     h.table
-        .sweep_with(&mut h.kernel, 2 * SEC, &mut h.out, &mut || calls += 1);
+        .sweep_with(&mut h.kernel, 2 * SEC, &mut h.out, &mut |_| calls += 1);
     // The host map hands out 3 entries a batch: 3 + 3 + 3 + 1.
     assert_eq!(calls, 4);
+}
+
+#[test]
+fn a_new_event_read_during_a_sweep_is_taken_before_its_entry_is_looked_at() {
+    let mut h = Harness::new();
+    // A connection opened while the reader was behind: both NEW events
+    // still in the ring when the sweep starts.
+    let (reply, request) = (
+        key(2, 80, 1, 40000, TCP, hook::INGRESS),
+        key(1, 40000, 2, 80, TCP, hook::EGRESS),
+    );
+    let mut ring: Vec<FlowEvent> = Vec::new();
+    ring.extend(h.kernel.packet(request, 60, tcp_flags::SYN, SEC));
+    ring.extend(h.kernel.packet(reply, 60, tcp_flags::SYN | tcp_flags::ACK, SEC));
+    assert_eq!(ring.len(), 2);
+    h.table.sweep_with(&mut h.kernel, 2 * SEC, &mut h.out, &mut |events| {
+        events.append(&mut ring)
+    });
+    assert_eq!(h.table.stats.adopted_from_map, 0);
+    // The SYN's flags name the initiator, whichever entry the map hands out first.
+    let is_reply = |k: &FlowKey| h.records_of(k)[0].is_reply;
+    assert_eq!((is_reply(&request), is_reply(&reply)), (Some(false), Some(true)));
+    assert_eq!(h.totals(&request), (1, 60));
+    assert_eq!(h.totals(&reply), (1, 60));
+}
+
+#[test]
+fn an_event_from_an_entry_older_than_the_one_held_is_left_alone() {
+    let mut h = Harness::new();
+    let k = key(1, 1, 2, 2, UDP, hook::INGRESS);
+    let old = h.kernel.packet(k, 100, 0, SEC).expect("NEW");
+    h.kernel.remove(&k);
+    h.send(k, 80, 0, 2 * SEC);
+    h.table.on_event(&old, SEC, &mut h.out);
+    assert_eq!(h.table.stats.events_left_to_sweep, 1);
+    assert_eq!(h.totals(&k), (1, 80));
+    assert_eq!(h.table.len(), 1);
 }
 
 #[test]
@@ -306,7 +368,7 @@ fn a_sweep_that_could_not_read_the_whole_map_ends_nothing_it_did_not_see() {
         h.send(*k, 100, 0, SEC);
     }
     h.out.clear();
-    h.kernel.1 = Some(4);
+    h.kernel.visit_limit = Some(4);
     h.table.sweep(&mut h.kernel, 2 * SEC, &mut h.out);
     assert!(
         h.out.iter().all(|u| u.state != FlowState::End),
@@ -314,7 +376,7 @@ fn a_sweep_that_could_not_read_the_whole_map_ends_nothing_it_did_not_see() {
         h.out
     );
     assert_eq!(h.table.len(), 10);
-    h.kernel.1 = None;
+    h.kernel.visit_limit = None;
     h.table.sweep(&mut h.kernel, 3 * SEC, &mut h.out);
     assert_eq!(h.table.len(), 10, "a whole sweep finds every one still there");
 }
@@ -393,15 +455,15 @@ fn a_snapshot_between_the_packet_and_its_bytes_never_takes_bytes_back() {
 #[test]
 fn a_full_kernel_map_counts_new_flows_as_lost_and_keeps_counting_old_ones() {
     let mut h = Harness::new();
-    h.kernel.0.capacity = 1;
+    h.kernel.maps.capacity = 1;
     let old = key(1, 1, 2, 2, UDP, hook::INGRESS);
     let new = key(3, 1, 4, 2, UDP, hook::INGRESS);
     h.send(old, 100, 0, 0);
     h.send(new, 60, 0, 1);
     h.send(new, 60, 0, 2);
     h.send(old, 100, 0, 3);
-    assert_eq!(h.kernel.0.counter(Counter::MapFullPackets), 2);
-    assert_eq!(h.kernel.0.counter(Counter::MapFullBytes), 120);
+    assert_eq!(h.kernel.maps.counter(Counter::MapFullPackets), 2);
+    assert_eq!(h.kernel.maps.counter(Counter::MapFullBytes), 120);
     h.table.finish(&mut h.kernel, SEC, &mut h.out);
     assert_eq!(h.totals(&old), (2, 200));
     assert!(h.records_of(&new).is_empty());

@@ -41,7 +41,7 @@ pub fn run(node: &Node, settings: Settings, report: &mut Report) {
             let (sent, elapsed) = blast(
                 &sender.ns,
                 targets.clone(),
-                SOURCES,
+                &[0; SOURCES],
                 SMALL_PAYLOAD,
                 settings.run,
                 max_flows,

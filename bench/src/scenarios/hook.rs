@@ -86,7 +86,16 @@ fn ns_of(runs: &[Sample]) -> Vec<f64> {
 fn one(node: &Node, kind: Kind, args: &[&str], targets: &[std::net::SocketAddrV4]) -> Sample {
     let running = contender::start(kind, node, &node.pods[0].host_if, args);
     let pid = running.pid().expect("a process");
-    let send = |duration| blast(&node.pods[0].ns, targets.to_vec(), 1, SMALL_PAYLOAD, duration, u64::MAX);
+    let send = |duration| {
+        blast(
+            &node.pods[0].ns,
+            targets.to_vec(),
+            &[0],
+            SMALL_PAYLOAD,
+            duration,
+            u64::MAX,
+        )
+    };
     // Flows are created in the first lap: measure the steady state after it.
     send(Duration::from_millis(200));
     let before = procfs::bpf_prog_stats(pid, procfs::PROG_TYPE_SCHED_CLS).unwrap_or_default();

@@ -18,19 +18,24 @@ pub fn scenario_name(flows: u64) -> String {
 
 const METRICS: &str = "127.0.0.1:9966";
 
-/// Opens `flows` UDP flows in chunks, each chunk from a fresh source port.
+/// Opens `flows` UDP flows in chunks of 5,000 destination ports, each chunk
+/// from a source port of its own. Explicit source ports: a port the kernel
+/// picks may be one an earlier chunk used, and that chunk's flows would be
+/// sent again instead of new ones.
 fn open_flows(node: &Node, flows: u64) {
     const CHUNK: u64 = 5_000;
+    const FIRST_SOURCE_PORT: u64 = 20_000;
     let targets = ports(node.pods[1].ipv4, 1, CHUNK as u16);
     // Bound receivers: no NO_SOCKET drops, so every flow is a forwarded one.
     let _sinks = sinks(&node.pods[1].ns, &targets);
     let mut sent = 0;
-    while sent < flows {
+    for chunk in 0..flows.div_ceil(CHUNK) {
+        let source_port = u16::try_from(FIRST_SOURCE_PORT + chunk).expect("source ports run out past 45,535 chunks");
         let n = CHUNK.min(flows - sent);
         sent += blast(
             &node.pods[0].ns,
             targets.clone(),
-            1,
+            &[source_port],
             SMALL_PAYLOAD,
             Duration::from_secs(10),
             n,
@@ -38,6 +43,7 @@ fn open_flows(node: &Node, flows: u64) {
         .0;
         std::thread::sleep(Duration::from_millis(5));
     }
+    assert_eq!(sent, flows, "every flow's packet was sent");
 }
 
 fn flow_table_size(node: &Node) -> u64 {

@@ -42,7 +42,7 @@ pub fn warm_up(node: &Node) {
     blast(
         &node.pods[0].ns,
         targets,
-        1,
+        &[0],
         SMALL_PAYLOAD,
         Duration::from_secs(2),
         u64::MAX,
@@ -57,7 +57,7 @@ pub fn small_udp(node: &Node, settings: Settings, report: &mut Report) {
     let drain = Drain::start(sinks(&receiver.ns, &targets));
     let all = rounds(settings, &Kind::ALL, |kind| {
         run_one(kind, node, &[], || {
-            let (sent, elapsed) = blast(&sender.ns, targets.clone(), 1, SMALL_PAYLOAD, settings.run, u64::MAX);
+            let (sent, elapsed) = blast(&sender.ns, targets.clone(), &[0], SMALL_PAYLOAD, settings.run, u64::MAX);
             Traffic {
                 sent,
                 elapsed,
