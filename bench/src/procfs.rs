@@ -16,14 +16,46 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / hz
 }
 
-/// Resident set size in bytes.
-pub fn rss_bytes(pid: u32) -> u64 {
+/// A memory field of /proc/PID/status (given in kB) in bytes.
+fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Resident set size in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// Private memory the process allocated itself (`RssAnon`): RSS without
+/// its mapped files (code) and mapped BPF maps.
+pub fn private_rss_bytes(pid: u32) -> u64 {
+    status_bytes(pid, "RssAnon:")
+}
+
+/// The part of RSS that is BPF maps mapped into the process: ring buffers.
+/// Their pages are the kernel's (counted in [`bpf_map_bytes`] too), and a
+/// ring's data area is mapped twice (so a record can run past its end), so
+/// each of its pages counts twice in RSS.
+pub fn bpf_mapping_rss_bytes(pid: u32) -> u64 {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut in_bpf_map = false;
+    let mut kb = 0;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's header: range, perms, offset, dev, inode, name.
+            in_bpf_map = line.ends_with("anon_inode:bpf-map");
+        } else if in_bpf_map && first == "Rss:" {
+            kb += fields.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    kb * 1024
 }
 
 /// Memory the kernel charges for the BPF maps the process holds open
