@@ -22,11 +22,17 @@ mod connection;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use indexmap::IndexMap;
 
 /// Seeded per process, so flows chosen by whoever sends the packets cannot
 /// be made to collide.
 type Hasher = foldhash::quality::RandomState;
+
+/// The table's maps keep their entries in one dense vector and the hash
+/// slots as indices into it. A plain hash map holds whole entries in its
+/// slots, and its slots double: at a million flows it had 2^21 slots of
+/// 137 (directions) and 73 bytes (connections), twice what the flows need.
+type Table<K, V> = IndexMap<K, V, Hasher>;
 
 use agent_common::{FlowEvent, FlowKey, FlowStats, report_reason, tcp_flags};
 pub use connection::ConnKey;
@@ -144,8 +150,8 @@ const IDLE_BATCH: usize = 4096;
 
 pub struct FlowTable {
     config: TableConfig,
-    directions: HashMap<FlowKey, Direction, Hasher>,
-    connections: HashMap<ConnKey, Connection, Hasher>,
+    directions: Table<FlowKey, Direction>,
+    connections: Table<ConnKey, Connection>,
     sweep_epoch: u32,
     pub stats: TableStats,
 }
@@ -154,8 +160,8 @@ impl FlowTable {
     pub fn new(config: TableConfig) -> Self {
         FlowTable {
             config,
-            directions: HashMap::default(),
-            connections: HashMap::default(),
+            directions: Table::default(),
+            connections: Table::default(),
             sweep_epoch: 0,
             stats: TableStats::default(),
         }
@@ -448,12 +454,13 @@ impl FlowTable {
             }
         }
         self.emit(key, FlowState::End, now_ns, out);
-        self.directions.remove(key);
+        // Moves the last entry into the hole: order means nothing here.
+        self.directions.swap_remove(key);
         let conn_key = ConnKey::of(key);
         if let Some(conn) = self.connections.get_mut(&conn_key) {
             conn.directions -= 1;
             if conn.directions == 0 {
-                self.connections.remove(&conn_key);
+                self.connections.swap_remove(&conn_key);
             }
         }
     }
