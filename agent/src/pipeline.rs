@@ -169,12 +169,18 @@ impl Pipeline {
         self.outputs.learn_interface(index, name, kind);
     }
 
-    /// Open flow directions in the table, and kernel map entries at the
-    /// last sweep.
+    /// Open flow directions in the table, kernel map entries at the last
+    /// sweep, and the table's own counts.
     pub fn publish_gauges(&self) {
         let m = &self.metrics;
+        let stats = &self.table.stats;
         m.flow_table_directions.set(self.table.len() as i64);
-        m.kernel_flow_entries.set(self.table.stats.kernel_entries as i64);
+        m.kernel_flow_entries.set(stats.kernel_entries as i64);
+        // The table counts; the metrics catch up to it (only this adds).
+        let catch_up =
+            |counter: &prometheus::IntCounter, total: u64| counter.inc_by(total.saturating_sub(counter.get()));
+        catch_up(&m.flows_adopted_from_map, stats.adopted_from_map);
+        catch_up(&m.flow_events_left_to_sweep, stats.events_left_to_sweep);
     }
 
     /// Reads every record waiting in the ring buffer into the flow table.

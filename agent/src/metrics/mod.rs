@@ -92,6 +92,8 @@ pub struct Metrics {
     /// Label `counter`: non_ip, truncated, malformed, fragments, map_full.
     pub kernel_packets: IntCounterVec,
     pub flow_table_directions: IntGauge,
+    pub flows_adopted_from_map: IntCounter,
+    pub flow_events_left_to_sweep: IntCounter,
     pub attached_interfaces: IntGauge,
     /// Programs attached, labels `interface`, `hook` (ingress, egress),
     /// `mode` (tcx, tc): how a user sees hubcap is attached where bpftool
@@ -195,6 +197,15 @@ impl Metrics {
                 &["counter"],
             ),
             flow_table_directions: gauge("hubcap_flow_table_directions", "Open flow directions in the flow table"),
+            flows_adopted_from_map: counter(
+                "hubcap_flows_adopted_from_map_total",
+                "Flow directions first found by the map sweep, their NEW record lost (their counts were not)",
+            ),
+            flow_events_left_to_sweep: counter(
+                "hubcap_flow_events_left_to_sweep_total",
+                "Ring records for a flow direction not in the table (ended, or its NEW record lost) or from an \
+                 older kernel entry: their counts are in its records or the sweep adopts them",
+            ),
             attached_interfaces: gauge(
                 "hubcap_attached_interfaces",
                 "Interfaces hubcap's programs are attached to",
