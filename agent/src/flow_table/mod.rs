@@ -144,8 +144,8 @@ pub struct TableStats {
     pub kernel_entries: u64,
 }
 
-/// Idle entries taken out of the kernel map between two calls of a
-/// sweep's `between_batches`.
+/// Idle entries taken out of the kernel map between two reads of the ring
+/// buffer during a sweep.
 const IDLE_BATCH: usize = 4096;
 
 pub struct FlowTable {

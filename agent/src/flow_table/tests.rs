@@ -311,7 +311,7 @@ fn a_packet_before_a_closed_connection_is_taken_out_is_in_its_last_record() {
 }
 
 #[test]
-fn a_sweep_calls_back_after_every_batch_of_the_map() {
+fn a_sweep_reads_the_ring_once_per_batch_of_the_map() {
     let mut h = Harness::new();
     for i in 0..10 {
         h.send(key(1, 1000 + i, 2, 53, UDP, hook::EGRESS), 100, 0, SEC);
@@ -321,6 +321,20 @@ fn a_sweep_calls_back_after_every_batch_of_the_map() {
         .sweep_with(&mut h.kernel, 2 * SEC, &mut h.out, &mut |_| calls += 1);
     // The host map hands out 3 entries a batch: 3 + 3 + 3 + 1.
     assert_eq!(calls, 4);
+}
+
+#[test]
+fn a_periodic_event_after_a_lost_new_one_leaves_the_direction_to_the_sweep() {
+    let mut h = Harness::new();
+    let k = key(1, 1, 2, 2, UDP, hook::INGRESS);
+    // The NEW event was lost (ring full); the next one is periodic.
+    let _ = h.kernel.packet(k, 100, 0, 0);
+    h.send(k, 100, 0, 6 * SEC);
+    assert_eq!(h.table.stats.events_left_to_sweep, 1);
+    assert!(h.out.is_empty());
+    h.table.sweep(&mut h.kernel, 7 * SEC, &mut h.out);
+    assert_eq!(h.table.stats.adopted_from_map, 1);
+    assert_eq!(h.totals(&k), (2, 200));
 }
 
 #[test]
